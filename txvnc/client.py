@@ -1,0 +1,200 @@
+"""
+The one client of the token API, used by the proxy (to check tokens) and by
+the CLI (to mint and revoke them).
+
+It speaks through a treq L{HTTPClient} built on a persistent connection pool,
+so a busy proxy checks tokens over a few warm connections instead of a TCP
+handshake per console. Tests hand it a L{treq.testing.StubTreq} wrapping the
+real resource instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectError, ConnectingCancelledError
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+
+DEFAULT_TIMEOUT = 5.0
+
+
+class ConsoleAuthUnavailable(Exception):
+    """
+    The token API could not be asked: refused, unreachable, timed out or
+    answered with a server error. Not the caller's fault; worth retrying.
+    """
+
+
+class ConsoleAuthError(Exception):
+    """
+    The token API refused the call (4xx), with the reason it gave.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ConnectInfo:
+    """
+    What a valid token grants, as the API reports it.
+    """
+
+    host: str
+    port: int
+    instance_uuid: str | None
+    console_type: str
+    expires_at: str
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ConnectInfo:
+        return cls(
+            host=str(body["host"]),
+            port=int(body["port"]),
+            instance_uuid=body.get("instance_uuid"),
+            console_type=str(body.get("console_type", "novnc")),
+            expires_at=str(body.get("expires_at", "")),
+        )
+
+
+class _HTTP(Protocol):
+    def request(self, method: str, url: str, **kwargs: Any) -> Any: ...
+
+
+def pooled_http_client(reactor: Any, max_per_host: int = 16) -> HTTPClient:
+    """
+    A treq client whose connections stay open between requests.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = max_per_host
+    pool.cachedConnectionTimeout = 120
+    return HTTPClient(Agent(reactor, pool=pool))
+
+
+class ConsoleAuthClient:
+    """
+    Calls the token API at C{base_url} with C{api_key}.
+
+    @param http: a treq-like client (L{HTTPClient} or L{treq.testing.StubTreq}).
+    @param clock: where timeouts are scheduled.
+    """
+
+    def __init__(
+        self,
+        http: _HTTP,
+        base_url: str,
+        api_key: str,
+        clock: IReactorTime,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._http = http
+        self.base_url = base_url.rstrip("/")
+        self._headers = {
+            b"Authorization": [b"Bearer " + api_key.encode("utf-8")],
+            b"Accept": [b"application/json"],
+        }
+        self._clock = clock
+        self.timeout = timeout
+
+    async def _call(
+        self, method: str, path: str, json_body: Any = None
+    ) -> tuple[int, Any]:
+        kwargs: dict[str, Any] = {
+            "headers": self._headers,
+            "timeout": self.timeout,
+            "reactor": self._clock,
+        }
+        if json_body is not None:
+            kwargs["json"] = json_body
+        try:
+            response = await self._http.request(method, self.base_url + path, **kwargs)
+            raw = await treq.content(response)
+        except (CancelledError, ConnectingCancelledError):
+            raise ConsoleAuthUnavailable(
+                f"token API did not answer within {self.timeout:g}s"
+            ) from None
+        except (ConnectError, ResponseFailed) as e:
+            raise ConsoleAuthUnavailable(f"token API unreachable: {_why(e)}") from None
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        if response.code >= 500:
+            raise ConsoleAuthUnavailable(f"token API answered {response.code}")
+        return response.code, body
+
+    @staticmethod
+    def _fail(status: int, body: Any) -> ConsoleAuthError:
+        message = "unexpected answer"
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            message = body["error"]
+        return ConsoleAuthError(status, message)
+
+    async def check_token(self, token: str) -> ConnectInfo | None:
+        """
+        The connect info for C{token}, or L{None} when it is invalid or
+        expired.
+
+        @raise ConsoleAuthUnavailable: the API could not give an answer.
+        @raise ConsoleAuthError: the API refused the proxy itself (bad key).
+        """
+        status, body = await self._call("GET", "/v1/tokens/" + quote(token, safe=""))
+        if status == 200 and isinstance(body, dict):
+            try:
+                return ConnectInfo.from_json(body)
+            except (KeyError, TypeError, ValueError):
+                raise ConsoleAuthUnavailable("token API sent a malformed answer")
+        if status == 404:
+            return None
+        raise self._fail(status, body)
+
+    async def create_token(
+        self,
+        host: str,
+        port: int,
+        instance_uuid: str | None = None,
+        ttl: int | None = None,
+        console_type: str = "novnc",
+    ) -> dict[str, Any]:
+        """
+        Mint a token; the API's JSON answer (token, access_url, expires_at, ...).
+        """
+        request: dict[str, Any] = {"host": host, "port": port, "console_type": console_type}
+        if instance_uuid is not None:
+            request["instance_uuid"] = instance_uuid
+        if ttl is not None:
+            request["ttl"] = ttl
+        status, body = await self._call("POST", "/v1/tokens", request)
+        if status == 201 and isinstance(body, dict):
+            return body
+        raise self._fail(status, body)
+
+    async def revoke_token(self, token: str) -> None:
+        status, body = await self._call("DELETE", "/v1/tokens/" + quote(token, safe=""))
+        if status != 204:
+            raise self._fail(status, body)
+
+    async def revoke_instance(self, instance_uuid: str) -> None:
+        status, body = await self._call(
+            "DELETE", "/v1/instances/" + quote(instance_uuid, safe="") + "/tokens"
+        )
+        if status != 204:
+            raise self._fail(status, body)
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, ResponseFailed):
+        reasons = [str(r.value) for r in error.reasons]
+        return "; ".join(reasons) or "connection lost"
+    return str(error) or type(error).__name__

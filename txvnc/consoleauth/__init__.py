@@ -1,0 +1,3 @@
+"""
+The consoleauth side: the HTTP token API, its key and its stores.
+"""

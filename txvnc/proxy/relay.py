@@ -1,0 +1,361 @@
+"""
+The relay: one browser WebSocket paired with one TCP connection to a VNC
+server, bytes passed both ways untouched.
+
+Decisions (where the token is, whether the origin may connect, what the
+token grants) are made by the pure functions of L{txvnc.proxy.tokens},
+L{txvnc.proxy.origin} and by the token API; the protocols here only turn
+network events into those calls and back.
+
+Flow control follows L{twisted.protocols.portforward}: while the VNC
+connection is being made the browser's socket is paused; once both exist,
+each transport is registered as the streaming producer of the other, so a
+full send buffer on either side stops reads on the other side and the proxy
+never holds more than about a socket buffer per direction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime, ITransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from txvnc.client import ConnectInfo, ConsoleAuthClient, ConsoleAuthUnavailable
+from txvnc.consoleauth.tokens import token_ref
+from txvnc.proxy.origin import origin_allowed
+from txvnc.proxy.tokens import extract_token
+
+#: What the browser is told when its token does not open a console; the
+#: same words nova uses, and the same for unknown, expired and revoked.
+INVALID_TOKEN = "The token is invalid or has expired"
+
+#: Close codes (RFC 6455 section 7.4). 4000-4999 are ours to define.
+CLOSE_NORMAL = 1000
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INTERNAL_ERROR = 1011
+
+#: Largest message accepted from the browser. noVNC's biggest message is a
+#: clipboard paste; this bounds what one message can make the proxy hold.
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+
+
+def close_reason(text: str) -> str:
+    """
+    C{text} cut to the 123 UTF-8 bytes a close frame can carry.
+    """
+    data = text.encode("utf-8")
+    if len(data) <= 123:
+        return text
+    return data[:120].decode("utf-8", "ignore") + "..."
+
+
+class VNCClientProtocol(Protocol):
+    """
+    The VNC server side of one console: forwards everything to its console.
+    """
+
+    def __init__(self, console: ConsoleProxyProtocol) -> None:
+        self._console = console
+
+    def dataReceived(self, data: bytes) -> None:
+        self._console.vnc_data(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._console.vnc_lost(reason)
+
+
+class ConsoleProxyProtocol(WebSocketServerProtocol):
+    """
+    The browser side of one console.
+
+    Life: C{onConnect} checks origin and token (HTTP errors refuse the
+    upgrade), C{onOpen} connects to the VNC server, then messages and VNC
+    data are relayed until either side closes, which closes the other.
+    """
+
+    factory: ConsoleProxyFactory
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conn_id = "req-" + str(uuid.uuid4())
+        self.client = "-"
+        self.connect_info: ConnectInfo | None = None
+        self.vnc: VNCClientProtocol | None = None
+        self._vnc_transport: ITransport | None = None
+        self.bytes_to_vnc = 0
+        self.bytes_from_vnc = 0
+        self.opened_at: float | None = None
+        self.close_why: str | None = None
+        self._vnc_closed_first = False
+
+    # Opening handshake
+
+    def onConnect(self, request: ConnectionRequest) -> Deferred[Any]:
+        self.client = _client_address(request.peer)
+        return Deferred.fromCoroutine(self._authorize(request))
+
+    async def _authorize(self, request: ConnectionRequest) -> str | None:
+        try:
+            return await self._decide(request)
+        except ConnectionDeny:
+            raise
+        except Exception:
+            self._log.failure(
+                "[{conn_id}] {client}: unexpected error checking a console request",
+                conn_id=self.conn_id,
+                client=self.client,
+            )
+            raise ConnectionDeny(500, "Internal error") from None
+
+    async def _decide(self, request: ConnectionRequest) -> str | None:
+        factory = self.factory
+        headers = request.headers
+        origin = headers.get("origin")
+        if not origin_allowed(origin, headers.get("host"), factory.allowed_origins):
+            self._log.warn(
+                "[{conn_id}] {client}: refused: origin {origin!r} is not allowed",
+                conn_id=self.conn_id,
+                client=self.client,
+                origin=origin,
+            )
+            raise ConnectionDeny(403, "Origin not allowed")
+
+        token = extract_token(request.params, headers.get("cookie"))
+        if token is None:
+            self._log.info(
+                "[{conn_id}] {client}: refused: no token in the request",
+                conn_id=self.conn_id,
+                client=self.client,
+            )
+            raise ConnectionDeny(403, INVALID_TOKEN)
+
+        ref = token_ref(token)
+        try:
+            info = await factory.auth.check_token(token)
+        except ConsoleAuthUnavailable as e:
+            self._log.error(
+                "[{conn_id}] {client}: cannot check token {token_ref}: {why}",
+                conn_id=self.conn_id,
+                client=self.client,
+                token_ref=ref,
+                why=str(e),
+            )
+            raise ConnectionDeny(503, "Console authentication is unavailable") from None
+        if info is None:
+            # The seed's "handler exception: The token '...' is invalid or
+            # has expired", with a hash in place of the token.
+            self._log.info(
+                "[{conn_id}] {client}: handler exception: The token {token_ref} "
+                "is invalid or has expired",
+                conn_id=self.conn_id,
+                client=self.client,
+                token_ref=ref,
+            )
+            raise ConnectionDeny(403, INVALID_TOKEN)
+
+        self.connect_info = info
+        self._log.info(
+            "[{conn_id}] {client}: token {token_ref} accepted, instance "
+            "{instance_uuid}, target {host}:{port}",
+            conn_id=self.conn_id,
+            client=self.client,
+            token_ref=ref,
+            instance_uuid=info.instance_uuid,
+            host=info.host,
+            port=info.port,
+        )
+        # noVNC asks for "binary"; old clients ask for nothing.
+        return "binary" if "binary" in request.protocols else None
+
+    # Open: connect to the VNC server
+
+    def onOpen(self) -> None:
+        info = self.connect_info
+        assert info is not None
+        self.opened_at = self.factory.clock.seconds()
+        self.factory.opened(self)
+        self._log.info(
+            "[{conn_id}] {client}: connecting to: {host}:{port} "
+            "(instance {instance_uuid})",
+            conn_id=self.conn_id,
+            client=self.client,
+            host=info.host,
+            port=info.port,
+            instance_uuid=info.instance_uuid,
+        )
+        # Nothing from the browser is read until there is somewhere to put it.
+        self.transport.pauseProducing()
+        self.vnc = VNCClientProtocol(self)
+        d = self.factory.connect_vnc(info.host, info.port, self.vnc)
+        d.addCallbacks(self._vnc_connected, self._vnc_failed)
+
+    def _vnc_connected(self, vnc: VNCClientProtocol) -> None:
+        vnc_transport = vnc.transport
+        if self.state != self.STATE_OPEN:
+            # The browser left while we were connecting.
+            vnc_transport.loseConnection()
+            return
+        self._vnc_transport = vnc_transport
+        # Backpressure both ways: a full browser socket pauses VNC reads,
+        # a full VNC socket pauses browser reads.
+        self.transport.registerProducer(vnc_transport, True)
+        vnc_transport.registerProducer(self.transport, True)
+        self.transport.resumeProducing()
+
+    def _vnc_failed(self, failure: Failure) -> None:
+        info = self.connect_info
+        assert info is not None
+        why = failure.getErrorMessage() or failure.type.__name__
+        self.close_why = f"cannot connect to VNC server: {why}"
+        self._log.error(
+            "[{conn_id}] {client}: cannot connect to {host}:{port} "
+            "(instance {instance_uuid}): {why}",
+            conn_id=self.conn_id,
+            client=self.client,
+            host=info.host,
+            port=info.port,
+            instance_uuid=info.instance_uuid,
+            why=why,
+        )
+        if self.state == self.STATE_OPEN:
+            self.transport.resumeProducing()
+            self.sendClose(
+                CLOSE_INTERNAL_ERROR,
+                close_reason("The console is unavailable: cannot reach its VNC server"),
+            )
+
+    # Relay
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if not isBinary:
+            self.close_why = "text message on a binary console"
+            self.sendClose(
+                CLOSE_UNSUPPORTED_DATA, "This console accepts binary messages only"
+            )
+            return
+        if self._vnc_transport is not None:
+            self.bytes_to_vnc += len(payload)
+            self._vnc_transport.write(payload)
+
+    def vnc_data(self, data: bytes) -> None:
+        if self.state == self.STATE_OPEN:
+            self.bytes_from_vnc += len(data)
+            self.sendMessage(data, isBinary=True)
+
+    def vnc_lost(self, reason: Failure) -> None:
+        self._vnc_transport = None
+        if self.state == self.STATE_OPEN:
+            self._vnc_closed_first = True
+            if self.close_why is None:
+                self.close_why = "VNC server closed the connection"
+            self.sendClose(CLOSE_NORMAL, "The VNC server closed the console")
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._vnc_transport is not None:
+            self._vnc_transport.loseConnection()
+            self._vnc_transport = None
+        if self.opened_at is None:
+            return  # never opened: the refusal was already logged
+        self.factory.closed(self)
+        info = self.connect_info
+        assert info is not None
+        if self.close_why is None:
+            self.close_why = (
+                f"browser closed ({code})" if wasClean else "browser connection lost"
+            )
+        self._log.info(
+            "[{conn_id}] {client}: console closed, instance {instance_uuid}, "
+            "target {host}:{port}: {why}; {bytes_to_vnc} bytes to VNC, "
+            "{bytes_from_vnc} bytes from VNC in {duration:.1f}s",
+            conn_id=self.conn_id,
+            client=self.client,
+            instance_uuid=info.instance_uuid,
+            host=info.host,
+            port=info.port,
+            why=self.close_why,
+            bytes_to_vnc=self.bytes_to_vnc,
+            bytes_from_vnc=self.bytes_from_vnc,
+            duration=self.factory.clock.seconds() - self.opened_at,
+        )
+
+
+def _client_address(peer: str) -> str:
+    # Autobahn's peer strings look like "tcp:127.0.0.1:5555" or "tcp6:...".
+    for prefix in ("tcp4:", "tcp6:", "tcp:"):
+        if peer.startswith(prefix):
+            return peer[len(prefix):]
+    return peer
+
+
+class _OneConsole(Factory):
+    """
+    Hands out one prepared L{VNCClientProtocol}; quiet, because the console's
+    own open and close lines already say everything.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: VNCClientProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> VNCClientProtocol:
+        return self._protocol
+
+
+class ConsoleProxyFactory(WebSocketServerFactory):
+    """
+    Holds everything the console protocols share: the reactor, the token API
+    client, the origin policy and the timeouts.
+
+    @ivar consoles: the consoles currently open, for shutdown and metrics.
+    """
+
+    protocol = ConsoleProxyProtocol
+
+    def __init__(
+        self,
+        reactor: Any,
+        auth: ConsoleAuthClient,
+        allowed_origins: tuple[str, ...] = (),
+        connect_timeout: float = 10.0,
+        handshake_timeout: float = 30.0,
+    ) -> None:
+        super().__init__(server="txvnc", reactor=reactor)
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self.auth = auth
+        self.allowed_origins = allowed_origins
+        self.connect_timeout = connect_timeout
+        self.consoles: set[ConsoleProxyProtocol] = set()
+        self.setProtocolOptions(
+            maxFramePayloadSize=MAX_MESSAGE_SIZE,
+            maxMessagePayloadSize=MAX_MESSAGE_SIZE,
+            openHandshakeTimeout=handshake_timeout,
+            closeHandshakeTimeout=5,
+            # No permessage-deflate: a console stream is already compressed
+            # where it matters, and inflating is a memory bomb waiting.
+            perMessageCompressionAccept=lambda offers: None,
+        )
+
+    def connect_vnc(
+        self, host: str, port: int, protocol: VNCClientProtocol
+    ) -> Deferred[VNCClientProtocol]:
+        endpoint = HostnameEndpoint(
+            self.reactor, host, port, timeout=self.connect_timeout
+        )
+        return endpoint.connect(_OneConsole(protocol))
+
+    def opened(self, console: ConsoleProxyProtocol) -> None:
+        self.consoles.add(console)
+
+    def closed(self, console: ConsoleProxyProtocol) -> None:
+        self.consoles.discard(console)

@@ -1,0 +1,133 @@
+"""
+The proxy's one port: the console page, noVNC's files, and WebSocket
+upgrades on any path (noVNC's own pages connect to C{/}, ours to
+C{/websockify}).
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.web.resource import NoResource, Resource
+from twisted.web.server import Request, Site
+from twisted.web.static import File
+
+from txvnc.proxy.relay import ConsoleProxyFactory
+
+#: Where `npm ci` puts noVNC, relative to a source checkout or the cwd.
+NOVNC_PACKAGE = Path("node_modules") / "@novnc" / "novnc"
+
+
+def find_novnc(explicit: str | None = None) -> str | None:
+    """
+    The directory holding noVNC's C{core/rfb.js}: C{explicit} when given,
+    else C{$TXVNC_NOVNC_DIR}, the npm package beside the working directory or
+    beside this source tree, then Debian's C{/usr/share/novnc}.
+    """
+    candidates = [explicit, os.environ.get("TXVNC_NOVNC_DIR")]
+    candidates.append(str(Path.cwd() / NOVNC_PACKAGE))
+    candidates.append(str(Path(__file__).resolve().parents[2] / NOVNC_PACKAGE))
+    candidates.append("/usr/share/novnc")
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "core" / "rfb.js").is_file():
+            return candidate
+    return None
+
+
+def page_dir() -> str:
+    """
+    The directory of txvnc's own console page (shipped as package data).
+    """
+    return str(resources.files("txvnc") / "web")
+
+
+class StaticFiles(File):
+    """
+    Static files without directory listings: a console proxy has nothing to
+    browse, and a listing is an invitation to look for something that is.
+    """
+
+    def directoryListing(self) -> Resource:
+        return NoResource()
+
+    def render_GET(self, request: Request) -> bytes | int:
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        # The page URL carries the token: never send it on as a Referer.
+        request.setHeader(b"Referrer-Policy", b"no-referrer")
+        if request.path.endswith(b".html") or request.path.endswith(b"/"):
+            request.setHeader(b"Cache-Control", b"no-store")
+        return super().render_GET(request)  # type: ignore[no-any-return]
+
+
+class ConsoleWebSocketResource(WebSocketResource):
+    """
+    L{WebSocketResource} that also detaches the HTTP channel it takes the
+    transport from: the channel's idle timeout would otherwise fire hours
+    into a console, and it stays registered as the transport's producer,
+    which would keep the relay from registering its own.
+    """
+
+    def render(self, request: Request) -> bytes | int:
+        channel = request.channel
+        channel.setTimeout(None)
+        if channel.transport is not None:
+            channel.transport.unregisterProducer()
+        return super().render(request)  # type: ignore[no-any-return]
+
+
+def _is_upgrade(request: Request) -> bool:
+    upgrade = request.getHeader(b"upgrade")
+    return upgrade is not None and upgrade.strip().lower() == b"websocket"
+
+
+class ConsoleRoot(Resource):
+    """
+    Sends a WebSocket upgrade on any path to the console relay and every
+    other request to the static tree.
+    """
+
+    def __init__(self, websocket: Resource, static: Resource) -> None:
+        super().__init__()
+        self._websocket = websocket
+        self._static = static
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+        if _is_upgrade(request):
+            return self._websocket
+        return self._static.getChildWithDefault(path, request)
+
+    def render(self, request: Request) -> bytes | int:
+        if _is_upgrade(request):
+            return self._websocket.render(request)  # type: ignore[no-any-return]
+        return self._static.render(request)  # type: ignore[no-any-return]
+
+
+def console_site(
+    factory: ConsoleProxyFactory,
+    web_dir: str | None = None,
+    novnc_dir: str | None = None,
+    timeout: float = 60.0,
+) -> Site:
+    """
+    The proxy's L{Site}.
+
+    @param web_dir: serve this tree at C{/} instead of txvnc's page (e.g.
+        Debian's C{/usr/share/novnc}, for its C{vnc_lite.html?path=...}).
+    @param novnc_dir: noVNC's package, mounted at C{/novnc/} under txvnc's
+        own page; ignored with C{web_dir}.
+    @param timeout: idle timeout of plain HTTP connections.
+    """
+    if web_dir is not None:
+        static: Resource = StaticFiles(web_dir)
+    else:
+        static = StaticFiles(page_dir())
+        if novnc_dir is not None:
+            static.putChild(b"novnc", StaticFiles(novnc_dir))
+    root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
+    site = Site(root, timeout=timeout)
+    site.displayTracebacks = False
+    return site
+

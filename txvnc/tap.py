@@ -1,0 +1,231 @@
+"""
+C{twistd txvnc}: options in, services out.
+
+This is the only module that sees the whole: it reads the options, builds
+the token store, the token API and the proxy, and hands them to twistd as
+one L{MultiService}. Everything it builds takes the reactor as an argument.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+from twisted.web.server import Site
+
+from txvnc import __version__
+from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
+from txvnc.consoleauth.keys import KeyFileError, load_or_create_key_file, read_key_file
+from txvnc.consoleauth.resource import ConsoleAuthResource
+from txvnc.consoleauth.store import ITokenStore, UnknownStore, store_from_string
+from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.site import console_site, find_novnc
+
+_log = Logger()
+
+DEFAULT_LISTEN = "tcp:6080"
+DEFAULT_API_LISTEN = "tcp:6081:interface=127.0.0.1"
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Runs the txvnc console proxy and its token API. By default both run "
+        "in this process: the API mints short-lived tokens (POST /v1/tokens "
+        "with Authorization: Bearer KEY, the key read from --api-key-file, "
+        "created on first start), and the proxy serves the console page and "
+        "turns each browser WebSocket carrying a valid token into a TCP "
+        "connection to the token's VNC server. --no-api runs the proxy alone "
+        "against a remote --consoleauth-url; --no-proxy runs the API alone. "
+        "Listeners are Twisted endpoint strings (tcp:, ssl:, unix:, systemd:)."
+    )
+
+    optFlags = [
+        ["no-api", None, "Do not run the token API (use --consoleauth-url)."],
+        ["no-proxy", None, "Do not run the console proxy."],
+    ]
+
+    optParameters = [
+        ["listen", None, DEFAULT_LISTEN, "Proxy listener: console page and WebSocket."],
+        ["api-listen", None, DEFAULT_API_LISTEN, "Token API listener."],
+        ["api-key-file", None, "txvnc-api.key",
+         "File holding the API key; created (mode 0600) when missing."],
+        ["store", None, "sqlite:txvnc.sqlite", "Token store: sqlite:PATH or memory:."],
+        ["consoleauth-url", None, None,
+         "Token API the proxy checks tokens with. [default: the embedded API]"],
+        ["base-url", None, None,
+         "Public base of access URLs. [default: http://<hostname>:<proxy port>]"],
+        ["web", None, None,
+         "Serve this noVNC tree at / instead of txvnc's page "
+         "(e.g. /usr/share/novnc)."],
+        ["novnc", None, None,
+         "noVNC package directory for txvnc's page. "
+         "[default: ./node_modules/@novnc/novnc, then /usr/share/novnc]"],
+        ["token-check-timeout", None, DEFAULT_TIMEOUT,
+         "Seconds to wait for the token API.", float],
+        ["connect-timeout", None, 10.0,
+         "Seconds to wait for a VNC server to accept.", float],
+        ["purge-interval", None, 60.0,
+         "Seconds between purges of expired tokens.", float],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["allowed-origin"] = []
+
+    def opt_allowed_origin(self, origin: str) -> None:
+        """Also accept WebSockets from this origin or host name (repeatable)."""
+        self["allowed-origin"].append(origin)
+
+    def opt_version(self) -> None:
+        """Print txvnc's version and exit."""
+        print(f"txvnc {__version__}")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        if self["no-api"] and self["no-proxy"]:
+            raise usage.UsageError("--no-api and --no-proxy leave nothing to run")
+        if self["no-api"] and not self["consoleauth-url"]:
+            raise usage.UsageError("--no-api needs --consoleauth-url")
+        for name in ("token-check-timeout", "connect-timeout", "purge-interval"):
+            if self[name] <= 0:
+                raise usage.UsageError(f"--{name} must be positive")
+        if self["web"] is None and not self["no-proxy"]:
+            self["novnc"] = find_novnc(self["novnc"])
+            if self["novnc"] is None:
+                raise usage.UsageError(
+                    "noVNC not found: run `npm ci` in the txvnc checkout, "
+                    "or pass --novnc DIR or --web DIR"
+                )
+
+
+def listener_url(description: str) -> str:
+    """
+    The URL a local client uses to reach a server endpoint description
+    (C{tcp:6081:interface=127.0.0.1} -> C{http://127.0.0.1:6081}).
+
+    @raise usage.UsageError: for endpoints that are not TCP or SSL.
+    """
+    kind, _, rest = description.partition(":")
+    scheme = {"tcp": "http", "tcp6": "http", "ssl": "https"}.get(kind)
+    if scheme is None:
+        raise usage.UsageError(
+            f"cannot derive a URL from {description!r}: set --consoleauth-url"
+        )
+    port = None
+    host = "127.0.0.1"
+    for i, part in enumerate(rest.split(":")):
+        key, eq, value = part.partition("=")
+        if not eq and i == 0:
+            port = key
+        elif key == "port":
+            port = value
+        elif key == "interface" and value not in ("", "0.0.0.0", "::"):
+            host = f"[{value}]" if ":" in value else value
+    if not port or not port.isdigit():
+        raise usage.UsageError(f"no port in {description!r}: set --consoleauth-url")
+    return f"{scheme}://{host}:{port}"
+
+
+def default_base_url(listen: str) -> str:
+    """
+    C{http://<hostname>:<port>} for the proxy's listener.
+    """
+    url = urlsplit(listener_url(listen))
+    return f"{url.scheme}://{socket.gethostname()}:{url.port}"
+
+
+class StoreService(Service):
+    """
+    Closes the token store when the service stops, after the listeners.
+    """
+
+    def __init__(self, store: ITokenStore) -> None:
+        self.store = store
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.store.close()
+
+
+def _listener(reactor: Any, description: str, site: Site) -> Service:
+    service = StreamServerEndpointService(serverFromString(reactor, description), site)
+    # A port that cannot be bound stops start-up with the error, as
+    # twistd's own strports services do, instead of running half a service.
+    service._raiseSynchronously = True
+    return service
+
+
+def makeService(config: Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    top = MultiService()
+
+    api_key_file = config["api-key-file"]
+    try:
+        api_key = (
+            read_key_file(api_key_file)
+            if config["no-api"]
+            else load_or_create_key_file(api_key_file)
+        )
+    except KeyFileError as e:
+        raise usage.UsageError(str(e)) from None
+
+    if not config["no-api"]:
+        try:
+            store = store_from_string(config["store"])
+        except UnknownStore as e:
+            raise usage.UsageError(str(e)) from None
+        StoreService(store).setServiceParent(top)
+        base_url = config["base-url"] or default_base_url(config["listen"])
+        api = ConsoleAuthResource(store, api_key, reactor, base_url)
+        api_site = Site(api, timeout=60)
+        api_site.displayTracebacks = False
+        _listener(reactor, config["api-listen"], api_site).setServiceParent(top)
+        purge = TimerService(
+            config["purge-interval"], lambda: store.purge(reactor.seconds())
+        )
+        purge.clock = reactor
+        purge.setServiceParent(top)
+        _log.info(
+            "token API on {listen}, store {store}, key file {key_file}, "
+            "access URLs under {base_url}",
+            listen=config["api-listen"],
+            store=config["store"],
+            key_file=api_key_file,
+            base_url=base_url,
+        )
+
+    if not config["no-proxy"]:
+        auth_url = config["consoleauth-url"] or listener_url(config["api-listen"])
+        auth = ConsoleAuthClient(
+            pooled_http_client(reactor),
+            auth_url,
+            api_key,
+            reactor,
+            timeout=config["token-check-timeout"],
+        )
+        factory = ConsoleProxyFactory(
+            reactor,
+            auth,
+            allowed_origins=tuple(config["allowed-origin"]),
+            connect_timeout=config["connect-timeout"],
+        )
+        site = console_site(factory, web_dir=config["web"], novnc_dir=config["novnc"])
+        _listener(reactor, config["listen"], site).setServiceParent(top)
+        _log.info(
+            "console proxy on {listen}, checking tokens at {auth_url}, "
+            "serving {web}",
+            listen=config["listen"],
+            auth_url=auth_url,
+            web=config["web"] or f"txvnc's page with noVNC from {config['novnc']}",
+        )
+    return top
