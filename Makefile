@@ -1,0 +1,45 @@
+# txvnc: `make run` starts the service, `make demo` adds a VM, `make test`
+# runs every test. Each sets up what it needs from a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCES := $(shell find txvnc twisted -type f \( -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.css' \)) setup.cfg pyproject.toml
+
+.PHONY: install run demo test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# A regular (not editable) install: setuptools' default editable install
+# uses an import hook that Twisted's plugin finder cannot see, and
+# `twistd txvnc` would answer "Unknown command".
+$(VENV)/.installed: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install -q '.[test,dev]'
+	@touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null || scripts/system-deps
+	npm ci --no-audit --no-fund
+	@touch $@
+
+install: $(VENV)/.installed node_modules/.package-lock.json
+
+run: install
+	$(BIN)/twistd -n --pidfile= txvnc
+
+demo: install
+	@scripts/system-deps --demo
+	scripts/demo
+
+test: install
+	@scripts/system-deps
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check txvnc tests
+	$(BIN)/mypy txvnc
+
+clean:
+	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts
