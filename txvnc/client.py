@@ -18,7 +18,7 @@ from urllib.parse import quote
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectError, ConnectingCancelledError
+from twisted.internet.error import ConnectError
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
@@ -108,22 +108,37 @@ class ConsoleAuthClient:
     async def _call(
         self, method: str, path: str, json_body: Any = None
     ) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {
-            "headers": self._headers,
-            "timeout": self.timeout,
-            "reactor": self._clock,
-        }
+        kwargs: dict[str, Any] = {"headers": self._headers}
         if json_body is not None:
             kwargs["json"] = json_body
+        # One deadline for connecting, sending and reading the whole answer,
+        # on our clock (treq's own timeout stops at the response headers).
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            pending.cancel()
+
+        pending = self._http.request(method, self.base_url + path, **kwargs)
+        deadline = self._clock.callLater(self.timeout, expire)
         try:
-            response = await self._http.request(method, self.base_url + path, **kwargs)
-            raw = await treq.content(response)
-        except (CancelledError, ConnectingCancelledError):
-            raise ConsoleAuthUnavailable(
-                f"token API did not answer within {self.timeout:g}s"
-            ) from None
-        except (ConnectError, ResponseFailed) as e:
-            raise ConsoleAuthUnavailable(f"token API unreachable: {_why(e)}") from None
+            response = await pending
+            pending = treq.content(response)
+            raw = await pending
+        except Exception as e:
+            if expired:
+                raise ConsoleAuthUnavailable(
+                    f"token API did not answer within {self.timeout:g}s"
+                ) from None
+            if isinstance(e, (ConnectError, ResponseFailed, CancelledError)):
+                raise ConsoleAuthUnavailable(
+                    f"token API unreachable: {_why(e)}"
+                ) from None
+            raise
+        finally:
+            if deadline.active():
+                deadline.cancel()
         body: Any = None
         if raw:
             try:

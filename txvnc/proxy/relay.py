@@ -228,9 +228,21 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         )
         if self.state == self.STATE_OPEN:
             self.transport.resumeProducing()
-            self.sendClose(
+            self.close_console(
                 CLOSE_INTERNAL_ERROR,
-                close_reason("The console is unavailable: cannot reach its VNC server"),
+                "The console is unavailable: cannot reach its VNC server",
+            )
+
+    def close_console(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with any valid code. Autobahn's
+        C{sendClose} takes only 1000 and 3000-4999, but a server must also
+        be able to say 1003 and 1011 (RFC 6455 section 7.4.1); this is the
+        path Autobahn itself takes to fail a connection with such codes.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(
+                code=code, reasonUtf8=close_reason(reason).encode("utf-8")
             )
 
     # Relay
@@ -238,7 +250,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not isBinary:
             self.close_why = "text message on a binary console"
-            self.sendClose(
+            self.close_console(
                 CLOSE_UNSUPPORTED_DATA, "This console accepts binary messages only"
             )
             return
@@ -257,7 +269,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self._vnc_closed_first = True
             if self.close_why is None:
                 self.close_why = "VNC server closed the connection"
-            self.sendClose(CLOSE_NORMAL, "The VNC server closed the console")
+            self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if self._vnc_transport is not None:
@@ -344,6 +356,10 @@ class ConsoleProxyFactory(WebSocketServerFactory):
             # No permessage-deflate: a console stream is already compressed
             # where it matters, and inflating is a memory bomb waiting.
             perMessageCompressionAccept=lambda offers: None,
+            # Origin policy is ours (txvnc.proxy.origin), refusing "null"
+            # with the same 403 as any foreign origin; Autobahn still
+            # refuses malformed Origin headers with 400.
+            allowNullOrigin=True,
         )
 
     def connect_vnc(

@@ -1,0 +1,156 @@
+"""
+The token API client, against the real resource in memory and against
+real sockets that misbehave.
+"""
+
+import pytest
+import pytest_twisted
+from treq.testing import StubTreq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from txvnc.client import (
+    ConnectInfo,
+    ConsoleAuthClient,
+    ConsoleAuthError,
+    ConsoleAuthUnavailable,
+    pooled_http_client,
+)
+from txvnc.consoleauth.resource import ConsoleAuthResource
+from txvnc.consoleauth.store import MemoryTokenStore
+
+KEY = "client-test-key"
+
+
+def client_for(resource, key=KEY, clock=None, timeout=5.0):
+    return ConsoleAuthClient(
+        StubTreq(resource), "http://api.test/", key, clock or Clock(), timeout=timeout
+    )
+
+
+@pytest.fixture
+def resource():
+    return ConsoleAuthResource(MemoryTokenStore(), KEY, Clock(), "http://p:6080")
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_check_revoke(resource):
+    """The client mints a token, checks it and revokes it."""
+    client = client_for(resource)
+    answer = await client.create_token("10.0.0.6", 5900, instance_uuid="u", ttl=60)
+    info = await client.check_token(answer["token"])
+    assert info == ConnectInfo("10.0.0.6", 5900, "u", "novnc", info.expires_at)
+    await client.revoke_token(answer["token"])
+    assert await client.check_token(answer["token"]) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_revoke_instance(resource):
+    """Revoking an instance through the client ends its tokens."""
+    client = client_for(resource)
+    token = (await client.create_token("h", 5900, instance_uuid="u-9"))["token"]
+    await client.revoke_instance("u-9")
+    assert await client.check_token(token) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_odd_tokens_are_quoted(resource):
+    """A token with URL syntax in it is just an unknown token."""
+    client = client_for(resource)
+    for token in ["../tokens", "a/b", "?x=1", "%2e%2e", "#"]:
+        assert await client.check_token(token) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_key_is_an_error_not_an_invalid_token(resource):
+    """A proxy with the wrong key learns that, rather than 'invalid token'."""
+    client = client_for(resource, key="wrong")
+    with pytest.raises(ConsoleAuthError) as e:
+        await client.check_token("anything")
+    assert e.value.status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_request_carries_the_api_reason(resource):
+    """The API's 400 reason reaches the caller."""
+    client = client_for(resource)
+    with pytest.raises(ConsoleAuthError, match="port must be an integer"):
+        await client.create_token("h", 0)
+
+
+class Silent(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        return NOT_DONE_YET
+
+
+class Failing(Resource):
+    isLeaf = True
+
+    def render(self, request):
+        request.setResponseCode(502)
+        return b"<html>bad gateway</html>"
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeout_is_unavailable():
+    """An API that never answers is reported unavailable when the timeout passes."""
+    clock = Clock()
+    client = client_for(Silent(), clock=clock, timeout=2.5)
+    d = Deferred.fromCoroutine(client.check_token("t"))
+    clock.advance(2.4)
+    assert not d.called
+    clock.advance(0.1)
+    with pytest.raises(ConsoleAuthUnavailable, match="within 2.5s"):
+        await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_error_is_unavailable():
+    """A 5xx from the API (or a proxy in front of it) means unavailable."""
+    with pytest.raises(ConsoleAuthUnavailable, match="502"):
+        await client_for(Failing()).check_token("t")
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_connection_is_unavailable():
+    """Nothing listening at the API's address means unavailable."""
+    port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    address = port.getHost()
+    await port.stopListening()
+    client = ConsoleAuthClient(
+        pooled_http_client(reactor),
+        f"http://127.0.0.1:{address.port}",
+        KEY,
+        reactor,
+        timeout=5,
+    )
+    with pytest.raises(ConsoleAuthUnavailable, match="unreachable"):
+        await client.check_token("t")
+
+
+class HangUp(Protocol):
+    def dataReceived(self, data):
+        self.transport.loseConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_dropped_connection_is_unavailable():
+    """An API that hangs up mid-request means unavailable."""
+    port = reactor.listenTCP(0, Factory.forProtocol(HangUp), interface="127.0.0.1")
+    try:
+        client = ConsoleAuthClient(
+            pooled_http_client(reactor),
+            f"http://127.0.0.1:{port.getHost().port}",
+            KEY,
+            reactor,
+        )
+        with pytest.raises(ConsoleAuthUnavailable, match="unreachable"):
+            await client.check_token("t")
+    finally:
+        await port.stopListening()
