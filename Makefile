@@ -16,11 +16,15 @@ $(BIN)/python:
 # uses an import hook that Twisted's plugin finder cannot see, and
 # `twistd txvnc` would answer "Unknown command".
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
+	$(BIN)/pip install -q .
+	@touch $@
+
+$(VENV)/.test-deps: $(VENV)/.installed setup.cfg
 	$(BIN)/pip install -q '.[test,dev]'
 	@touch $@
 
 node_modules/.package-lock.json: package.json package-lock.json
-	@command -v npm >/dev/null || scripts/system-deps
+	@scripts/system-deps npm
 	npm ci --no-audit --no-fund
 	@touch $@
 
@@ -30,14 +34,14 @@ run: install
 	$(BIN)/twistd -n --pidfile= txvnc
 
 demo: install
-	@scripts/system-deps --demo
+	@scripts/system-deps demo
 	scripts/demo
 
-test: install
-	@scripts/system-deps
+test: install $(VENV)/.test-deps
+	@scripts/system-deps test
 	$(BIN)/pytest
 
-lint: install
+lint: install $(VENV)/.test-deps
 	$(BIN)/ruff check txvnc tests
 	$(BIN)/mypy txvnc
 

@@ -106,7 +106,7 @@ async def test_timeout_is_unavailable():
     clock.advance(2.4)
     assert not d.called
     clock.advance(0.1)
-    with pytest.raises(ConsoleAuthUnavailable, match="within 2.5s"):
+    with pytest.raises(ConsoleAuthUnavailable, match=r"within 2\.5s"):
         await d
 
 

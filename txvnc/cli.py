@@ -30,12 +30,17 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     A boxed table in the style of the nova client's output.
     """
     widths = [
-        max(len(str(cell)) for cell in column) for column in zip(headers, *rows)
+        max(len(str(cell)) for cell in column)
+        for column in zip(headers, *rows, strict=True)
     ]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
     def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+        return (
+            "| "
+            + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True))
+            + " |"
+        )
 
     return "\n".join([rule, line(headers), rule, *(line(r) for r in rows), rule])
 

@@ -169,7 +169,9 @@ class ConsoleAuthClient:
             try:
                 return ConnectInfo.from_json(body)
             except (KeyError, TypeError, ValueError):
-                raise ConsoleAuthUnavailable("token API sent a malformed answer")
+                raise ConsoleAuthUnavailable(
+                    "token API sent a malformed answer"
+                ) from None
         if status == 404:
             return None
         raise self._fail(status, body)
@@ -185,7 +187,11 @@ class ConsoleAuthClient:
         """
         Mint a token; the API's JSON answer (token, access_url, expires_at, ...).
         """
-        request: dict[str, Any] = {"host": host, "port": port, "console_type": console_type}
+        request: dict[str, Any] = {
+            "host": host,
+            "port": port,
+            "console_type": console_type,
+        }
         if instance_uuid is not None:
             request["instance_uuid"] = instance_uuid
         if ttl is not None:

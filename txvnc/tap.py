@@ -8,6 +8,7 @@ one L{MultiService}. Everything it builds takes the reactor as an argument.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,9 +24,15 @@ from txvnc import __version__
 from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.keys import KeyFileError, load_or_create_key_file, read_key_file
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import ITokenStore, UnknownStore, store_from_string
+from txvnc.consoleauth.store import (
+    ITokenStore,
+    UnknownStore,
+    parse_store_description,
+    store_from_string,
+)
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.site import console_site, find_novnc
+from txvnc.redact import access_log_formatter
 
 _log = Logger()
 
@@ -54,25 +61,64 @@ class Options(usage.Options):
     optParameters = [
         ["listen", None, DEFAULT_LISTEN, "Proxy listener: console page and WebSocket."],
         ["api-listen", None, DEFAULT_API_LISTEN, "Token API listener."],
-        ["api-key-file", None, "txvnc-api.key",
-         "File holding the API key; created (mode 0600) when missing."],
+        [
+            "api-key-file",
+            None,
+            "txvnc-api.key",
+            "File holding the API key; created (mode 0600) when missing.",
+        ],
         ["store", None, "sqlite:txvnc.sqlite", "Token store: sqlite:PATH or memory:."],
-        ["consoleauth-url", None, None,
-         "Token API the proxy checks tokens with. [default: the embedded API]"],
-        ["base-url", None, None,
-         "Public base of access URLs. [default: http://<hostname>:<proxy port>]"],
-        ["web", None, None,
-         "Serve this noVNC tree at / instead of txvnc's page "
-         "(e.g. /usr/share/novnc)."],
-        ["novnc", None, None,
-         "noVNC package directory for txvnc's page. "
-         "[default: ./node_modules/@novnc/novnc, then /usr/share/novnc]"],
-        ["token-check-timeout", None, DEFAULT_TIMEOUT,
-         "Seconds to wait for the token API.", float],
-        ["connect-timeout", None, 10.0,
-         "Seconds to wait for a VNC server to accept.", float],
-        ["purge-interval", None, 60.0,
-         "Seconds between purges of expired tokens.", float],
+        [
+            "consoleauth-url",
+            None,
+            None,
+            "Token API the proxy checks tokens with. [default: the embedded API]",
+        ],
+        [
+            "base-url",
+            None,
+            None,
+            "Public base of access URLs. [default: http://<hostname>:<proxy port>]",
+        ],
+        [
+            "web",
+            None,
+            None,
+            (
+                "Serve this noVNC tree at / instead of txvnc's page "
+                "(e.g. /usr/share/novnc)."
+            ),
+        ],
+        [
+            "novnc",
+            None,
+            None,
+            (
+                "noVNC package directory for txvnc's page. "
+                "[default: ./node_modules/@novnc/novnc, then /usr/share/novnc]"
+            ),
+        ],
+        [
+            "token-check-timeout",
+            None,
+            DEFAULT_TIMEOUT,
+            "Seconds to wait for the token API.",
+            float,
+        ],
+        [
+            "connect-timeout",
+            None,
+            10.0,
+            "Seconds to wait for a VNC server to accept.",
+            float,
+        ],
+        [
+            "purge-interval",
+            None,
+            60.0,
+            "Seconds between purges of expired tokens.",
+            float,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -89,55 +135,80 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
-        if self["no-api"] and self["no-proxy"]:
+        """
+        Check everything that can be checked before start-up, so a mistake
+        is a usage message rather than a traceback from makeService.
+        """
+        run_api, run_proxy = not self["no-api"], not self["no-proxy"]
+        if not (run_api or run_proxy):
             raise usage.UsageError("--no-api and --no-proxy leave nothing to run")
-        if self["no-api"] and not self["consoleauth-url"]:
+        if not run_api and not self["consoleauth-url"]:
             raise usage.UsageError("--no-api needs --consoleauth-url")
         for name in ("token-check-timeout", "connect-timeout", "purge-interval"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
-        if self["web"] is None and not self["no-proxy"]:
-            self["novnc"] = find_novnc(self["novnc"])
-            if self["novnc"] is None:
-                raise usage.UsageError(
-                    "noVNC not found: run `npm ci` in the txvnc checkout, "
-                    "or pass --novnc DIR or --web DIR"
+        try:
+            if run_api:
+                parse_store_description(self["store"])
+            else:
+                read_key_file(self["api-key-file"])
+        except (UnknownStore, KeyFileError) as e:
+            raise usage.UsageError(str(e)) from None
+        if run_api and self["base-url"] is None:
+            self["base-url"] = default_base_url(self["listen"], "--base-url")
+        if run_proxy:
+            if self["consoleauth-url"] is None:
+                self["consoleauth-url"] = listener_url(
+                    self["api-listen"], "--consoleauth-url"
                 )
+            if self["web"] is None:
+                self["novnc"] = find_novnc(self["novnc"])
+                if self["novnc"] is None:
+                    raise usage.UsageError(
+                        "noVNC not found: run `npm ci` in the txvnc checkout, "
+                        "or pass --novnc DIR or --web DIR"
+                    )
 
 
-def listener_url(description: str) -> str:
+def _split_endpoint(description: str) -> list[str]:
+    # Endpoint strings escape literal colons (IPv6 addresses) as "\:".
+    return [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
+
+
+def listener_url(description: str, option: str) -> str:
     """
     The URL a local client uses to reach a server endpoint description
     (C{tcp:6081:interface=127.0.0.1} -> C{http://127.0.0.1:6081}).
 
+    @param option: the option that sets the URL by hand, named in errors.
     @raise usage.UsageError: for endpoints that are not TCP or SSL.
     """
-    kind, _, rest = description.partition(":")
+    kind, *rest = _split_endpoint(description)
     scheme = {"tcp": "http", "tcp6": "http", "ssl": "https"}.get(kind)
-    if scheme is None:
-        raise usage.UsageError(
-            f"cannot derive a URL from {description!r}: set --consoleauth-url"
-        )
     port = None
-    host = "127.0.0.1"
-    for i, part in enumerate(rest.split(":")):
+    host = "::1" if kind == "tcp6" else "127.0.0.1"
+    for i, part in enumerate(rest):
         key, eq, value = part.partition("=")
         if not eq and i == 0:
             port = key
         elif key == "port":
             port = value
         elif key == "interface" and value not in ("", "0.0.0.0", "::"):
-            host = f"[{value}]" if ":" in value else value
-    if not port or not port.isdigit():
-        raise usage.UsageError(f"no port in {description!r}: set --consoleauth-url")
+            host = value
+    if scheme is None or not port or not port.isdigit():
+        raise usage.UsageError(
+            f"cannot derive a URL from the listener {description!r}: set {option}"
+        )
+    if ":" in host:
+        host = f"[{host}]"
     return f"{scheme}://{host}:{port}"
 
 
-def default_base_url(listen: str) -> str:
+def default_base_url(listen: str, option: str) -> str:
     """
     C{http://<hostname>:<port>} for the proxy's listener.
     """
-    url = urlsplit(listener_url(listen))
+    url = urlsplit(listener_url(listen, option))
     return f"{url.scheme}://{socket.gethostname()}:{url.port}"
 
 
@@ -170,24 +241,18 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     top = MultiService()
 
     api_key_file = config["api-key-file"]
-    try:
-        api_key = (
-            read_key_file(api_key_file)
-            if config["no-api"]
-            else load_or_create_key_file(api_key_file)
-        )
-    except KeyFileError as e:
-        raise usage.UsageError(str(e)) from None
+    api_key = (
+        read_key_file(api_key_file)
+        if config["no-api"]
+        else load_or_create_key_file(api_key_file)
+    )
 
     if not config["no-api"]:
-        try:
-            store = store_from_string(config["store"])
-        except UnknownStore as e:
-            raise usage.UsageError(str(e)) from None
+        store = store_from_string(config["store"])
         StoreService(store).setServiceParent(top)
-        base_url = config["base-url"] or default_base_url(config["listen"])
+        base_url = config["base-url"]
         api = ConsoleAuthResource(store, api_key, reactor, base_url)
-        api_site = Site(api, timeout=60)
+        api_site = Site(api, timeout=60, logFormatter=access_log_formatter)
         api_site.displayTracebacks = False
         _listener(reactor, config["api-listen"], api_site).setServiceParent(top)
         purge = TimerService(
@@ -205,7 +270,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         )
 
     if not config["no-proxy"]:
-        auth_url = config["consoleauth-url"] or listener_url(config["api-listen"])
+        auth_url = config["consoleauth-url"]
         auth = ConsoleAuthClient(
             pooled_http_client(reactor),
             auth_url,
@@ -222,8 +287,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         site = console_site(factory, web_dir=config["web"], novnc_dir=config["novnc"])
         _listener(reactor, config["listen"], site).setServiceParent(top)
         _log.info(
-            "console proxy on {listen}, checking tokens at {auth_url}, "
-            "serving {web}",
+            "console proxy on {listen}, checking tokens at {auth_url}, serving {web}",
             listen=config["listen"],
             auth_url=auth_url,
             web=config["web"] or f"txvnc's page with noVNC from {config['novnc']}",

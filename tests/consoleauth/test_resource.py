@@ -174,8 +174,14 @@ async def test_every_call_needs_the_key(api, method, path, headers):
         (b'["host"]', "the request body must be a JSON object"),
         (b'{"port": 5900}', "missing host"),
         (b'{"host": "h", "port": 70000}', "port must be an integer from 1 to 65535"),
-        (b'{"host": "h", "port": 5900, "ttl": 0}', "ttl must be a positive integer (seconds)"),
-        (b'{"host": "h", "port": 5900, "ttl": -1}', "ttl must be a positive integer (seconds)"),
+        (
+            b'{"host": "h", "port": 5900, "ttl": 0}',
+            "ttl must be a positive integer (seconds)",
+        ),
+        (
+            b'{"host": "h", "port": 5900, "ttl": -1}',
+            "ttl must be a positive integer (seconds)",
+        ),
         (b'{"host": "' + b"a" * 70000 + b'", "port": 1}', "request body over 64 KiB"),
     ],
 )

@@ -199,11 +199,17 @@ class Stack:
         self.port = self.proxy_port.getHost().port
         self.host = f"127.0.0.1:{self.port}"
 
-    async def mint(self, vnc_port: int, ttl: int = 600, instance: str = "inst-1") -> str:
+    async def mint(
+        self, vnc_port: int, ttl: int = 600, instance: str = "inst-1"
+    ) -> str:
         response = await treq.post(
             self.api_url + "/v1/tokens",
-            json={"host": "127.0.0.1", "port": vnc_port, "ttl": ttl,
-                  "instance_uuid": instance},
+            json={
+                "host": "127.0.0.1",
+                "port": vnc_port,
+                "ttl": ttl,
+                "instance_uuid": instance,
+            },
             headers={"Authorization": "Bearer " + KEY},
         )
         assert response.code == 201
@@ -229,8 +235,9 @@ class Stack:
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
         return await endpoint.connect(factory)
 
-    async def raw_upgrade(self, query: str, origin: str | None = "same",
-                          headers: dict | None = None):
+    async def raw_upgrade(
+        self, query: str, origin: str | None = "same", headers: dict | None = None
+    ):
         """
         A WebSocket upgrade request sent with a plain HTTP client, to read
         the status and reason of a refused handshake.
@@ -248,7 +255,8 @@ class Stack:
         elif origin is not None:
             request_headers["Origin"] = origin
         response = await treq.get(
-            f"http://{self.host}/websockify?{query}", headers=request_headers,
+            f"http://{self.host}/websockify?{query}",
+            headers=request_headers,
             persistent=False,
         )
         await treq.content(response)
@@ -269,4 +277,3 @@ def random_block(size: int = 4 * 1024 * 1024 + 7) -> bytes:
     every buffer size, so reordering or loss changes the hash.
     """
     return os.urandom(size)
-

@@ -97,7 +97,10 @@ async def test_token_forms_reach_the_vnc_server(stack, vnc, form):
     query, headers = {
         "query": (f"token={token}", None),
         "path": ("path=" + quote(f"?token={token}", safe=""), None),
-        "path-websockify": ("path=" + quote(f"websockify?token={token}", safe=""), None),
+        "path-websockify": (
+            "path=" + quote(f"websockify?token={token}", safe=""),
+            None,
+        ),
         "cookie": ("", {"Cookie": f"token={token}"}),
     }[form]
     connected = vnc.next_connection()
@@ -207,6 +210,16 @@ async def test_token_api_down_is_503(stack, vnc):
     )
 
 
+@pytest_twisted.ensureDeferred
+async def test_proxy_with_wrong_key_is_503(stack, vnc):
+    """A proxy whose API key the token API refuses answers 503, not 500."""
+    token = await stack.mint(vnc.address.port)
+    stack.auth._headers[b"Authorization"] = [b"Bearer not-the-key"]
+    await refused(
+        stack, vnc, f"token={token}", 503, "Console authentication is unavailable"
+    )
+
+
 class Mute(Protocol):
     """Accepts HTTP requests and never answers."""
 
@@ -235,7 +248,7 @@ async def test_vnc_target_down_closes_1011(stack):
     token = await stack.mint(dead)
     browser = await stack.open_browser(f"token={token}")
     await browser.opened
-    wasClean, code, reason = await browser.closed
+    _, code, reason = await browser.closed
     assert code == 1011
     assert "cannot reach its VNC server" in reason
     assert not stack.factory.consoles
@@ -320,8 +333,10 @@ async def test_slow_browser_throttles_the_vnc_server(stack, vnc):
         last = stream.sent
     assert stream.sent < 64 * MiB, f"VNC server sent {stream.sent} bytes unthrottled"
     assert peak_buffered < 2 * MiB, f"proxy buffered {peak_buffered} bytes"
-    print(f"\nthrottled after {stream.sent / MiB:.1f} MiB; "
-          f"proxy buffers peaked at {peak_buffered / 1024:.0f} KiB")
+    print(
+        f"\nthrottled after {stream.sent / MiB:.1f} MiB; "
+        f"proxy buffers peaked at {peak_buffered / 1024:.0f} KiB"
+    )
 
     # Stop the stream where it is; the browser reads again and gets it all.
     server_side.transport.unregisterProducer()

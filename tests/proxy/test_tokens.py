@@ -60,7 +60,9 @@ def test_no_token(query, cookie):
 
 
 token_text = st.text(
-    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="%+&#;,\"\\="),
+    alphabet=st.characters(
+        min_codepoint=33, max_codepoint=126, exclude_characters='%+&#;,"\\='
+    ),
     min_size=1,
     max_size=MAX_TOKEN_LENGTH,
 )

@@ -59,7 +59,7 @@ class _Route:
         if len(segments) != len(self.pattern):
             return None
         params = []
-        for want, got in zip(self.pattern, segments):
+        for want, got in zip(self.pattern, segments, strict=True):
             if want is None:
                 if not got:
                     return None
@@ -95,9 +95,7 @@ class ConsoleAuthResource(Resource):
         self._routes = [
             _Route(("v1", "tokens"), POST=self._create),
             _Route(("v1", "tokens", None), GET=self._check, DELETE=self._revoke),
-            _Route(
-                ("v1", "instances", None, "tokens"), DELETE=self._revoke_instance
-            ),
+            _Route(("v1", "instances", None, "tokens"), DELETE=self._revoke_instance),
         ]
 
     def render(self, request: Request) -> bytes | int:
@@ -211,4 +209,3 @@ class ConsoleAuthResource(Resource):
             instance_uuid=instance_uuid,
         )
         return 204, None
-

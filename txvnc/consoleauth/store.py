@@ -211,17 +211,27 @@ class SQLiteTokenStore:
         return succeed(None)
 
 
+def parse_store_description(description: str) -> tuple[str, str]:
+    """
+    (kind, argument) of a C{--store} value, checked without opening anything.
+
+    @raise UnknownStore: for anything but C{memory:} or C{sqlite:PATH}.
+    """
+    kind, sep, rest = description.partition(":")
+    if sep and ((kind == "memory" and not rest) or (kind == "sqlite" and rest)):
+        return kind, rest
+    raise UnknownStore(
+        f"unknown token store {description!r}: use memory: or sqlite:PATH"
+    )
+
+
 def store_from_string(description: str) -> ITokenStore:
     """
     Build a store from a C{--store} value: C{memory:} or C{sqlite:PATH}.
 
     @raise UnknownStore: for anything else, with the accepted forms.
     """
-    kind, sep, rest = description.partition(":")
-    if sep and kind == "memory" and not rest:
+    kind, argument = parse_store_description(description)
+    if kind == "memory":
         return MemoryTokenStore()
-    if sep and kind == "sqlite" and rest:
-        return SQLiteTokenStore(rest)
-    raise UnknownStore(
-        f"unknown token store {description!r}: use memory: or sqlite:PATH"
-    )
+    return SQLiteTokenStore(argument)

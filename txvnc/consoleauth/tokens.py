@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 #: 32 random bytes: 256 bits, twice what the issue asks for, URL-safe base64.
 TOKEN_BYTES = 32
 
 DEFAULT_TTL = 600
+#: A console link is meant to be used now, not kept: one day at most.
+MAX_TTL = 86400
 CONSOLE_TYPES = ("novnc",)
 MAX_HOST_LENGTH = 255
 MAX_INSTANCE_UUID_LENGTH = 255
@@ -56,7 +58,7 @@ def iso8601(timestamp: float) -> str:
     """
     A POSIX time as ISO 8601 UTC with a Z, the form every API answer uses.
     """
-    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -136,7 +138,7 @@ def parse_token_request(body: object) -> TokenRequest:
     host = body.get("host")
     if host is None:
         raise InvalidRequest("missing host")
-    if not isinstance(host, str) or not host.strip():
+    if not isinstance(host, str) or not host:
         raise InvalidRequest("host must be a non-empty string")
     if len(host) > MAX_HOST_LENGTH or any(c.isspace() or c in "/?#@" for c in host):
         raise InvalidRequest("host must be a host name or an IP address")
@@ -161,16 +163,16 @@ def parse_token_request(body: object) -> TokenRequest:
 
     console_type = body.get("console_type", "novnc")
     if console_type not in CONSOLE_TYPES:
-        raise InvalidRequest(
-            "console_type must be one of: " + ", ".join(CONSOLE_TYPES)
-        )
+        raise InvalidRequest("console_type must be one of: " + ", ".join(CONSOLE_TYPES))
 
     ttl = body.get("ttl", DEFAULT_TTL)
     if not _is_int(ttl) or ttl <= 0:
         raise InvalidRequest("ttl must be a positive integer (seconds)")
+    if ttl > MAX_TTL:
+        raise InvalidRequest(f"ttl must be at most {MAX_TTL} seconds")
 
     return TokenRequest(
-        host=host.strip(),
+        host=host,
         port=port,
         instance_uuid=instance_uuid,
         console_type=console_type,

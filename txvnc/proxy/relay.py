@@ -28,7 +28,12 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from txvnc.client import ConnectInfo, ConsoleAuthClient, ConsoleAuthUnavailable
+from txvnc.client import (
+    ConnectInfo,
+    ConsoleAuthClient,
+    ConsoleAuthError,
+    ConsoleAuthUnavailable,
+)
 from txvnc.consoleauth.tokens import token_ref
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.tokens import extract_token
@@ -148,6 +153,18 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 client=self.client,
                 token_ref=ref,
                 why=str(e),
+            )
+            raise ConnectionDeny(503, "Console authentication is unavailable") from None
+        except ConsoleAuthError as e:
+            # The API refused the proxy itself: a configuration error (wrong
+            # key), not the user's fault, and not worth a traceback.
+            self._log.critical(
+                "[{conn_id}] {client}: the token API refused this proxy "
+                "({status}: {why}); check its API key (--api-key-file)",
+                conn_id=self.conn_id,
+                client=self.client,
+                status=e.status,
+                why=e.message,
             )
             raise ConnectionDeny(503, "Console authentication is unavailable") from None
         if info is None:
@@ -304,7 +321,7 @@ def _client_address(peer: str) -> str:
     # Autobahn's peer strings look like "tcp:127.0.0.1:5555" or "tcp6:...".
     for prefix in ("tcp4:", "tcp6:", "tcp:"):
         if peer.startswith(prefix):
-            return peer[len(prefix):]
+            return peer[len(prefix) :]
     return peer
 
 

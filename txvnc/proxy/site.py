@@ -16,6 +16,7 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.redact import access_log_formatter
 
 #: Where `npm ci` puts noVNC, relative to a source checkout or the cwd.
 NOVNC_PACKAGE = Path("node_modules") / "@novnc" / "novnc"
@@ -127,7 +128,6 @@ def console_site(
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
-    site = Site(root, timeout=timeout)
+    site = Site(root, timeout=timeout, logFormatter=access_log_formatter)
     site.displayTracebacks = False
     return site
-

@@ -1,0 +1,115 @@
+"""
+twistd txvnc's options and the services they build.
+"""
+
+import os
+import stat
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
+
+from txvnc.tap import Options, listener_url, makeService
+
+
+def options(*argv, cwd=None):
+    config = Options()
+    config.parseOptions(list(argv))
+    return config
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    novnc = tmp_path / "novnc" / "core"
+    novnc.mkdir(parents=True)
+    (novnc / "rfb.js").write_text("export default class RFB {}")
+    monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "novnc"))
+    return tmp_path
+
+
+def test_defaults():
+    """The embedded defaults: proxy on 6080, API on loopback 6081, SQLite."""
+    config = options()
+    assert config["listen"] == "tcp:6080"
+    assert config["api-listen"] == "tcp:6081:interface=127.0.0.1"
+    assert config["store"] == "sqlite:txvnc.sqlite"
+    assert config["api-key-file"] == "txvnc-api.key"
+    assert config["consoleauth-url"] == "http://127.0.0.1:6081"
+    assert config["base-url"].endswith(":6080")
+    assert config["allowed-origin"] == []
+
+
+def test_allowed_origin_repeats():
+    """--allowed-origin may be given several times."""
+    config = options("--allowed-origin", "https://a.example", "--allowed-origin", "b")
+    assert config["allowed-origin"] == ["https://a.example", "b"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--no-api", "--no-proxy"], "leave nothing to run"),
+        (["--no-api"], "--no-api needs --consoleauth-url"),
+        (["--no-api", "--consoleauth-url", "http://api:6081"], "does not exist"),
+        (["--store", "redis://localhost"], "use memory: or sqlite:PATH"),
+        (["--connect-timeout", "0"], "--connect-timeout must be positive"),
+        (["--listen", "unix:/tmp/x.sock"], "set --base-url"),
+        (["--api-listen", "unix:/tmp/a.sock"], "set --consoleauth-url"),
+    ],
+)
+def test_bad_options_are_usage_errors(argv, message):
+    """Each misconfiguration is a usage error that names the fix."""
+    with pytest.raises(UsageError, match=message):
+        options(*argv)
+
+
+def test_missing_novnc_is_a_usage_error(monkeypatch, tmp_path):
+    """Without noVNC the proxy refuses to start and says how to get it."""
+    monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "nothing"))
+    monkeypatch.setattr("txvnc.proxy.site.Path.is_file", lambda self: False)
+    with pytest.raises(UsageError, match="npm ci"):
+        options()
+
+
+@pytest.mark.parametrize(
+    "description, url",
+    [
+        ("tcp:6081", "http://127.0.0.1:6081"),
+        ("tcp:6081:interface=127.0.0.1", "http://127.0.0.1:6081"),
+        ("tcp:port=7000:interface=0.0.0.0", "http://127.0.0.1:7000"),
+        ("tcp:interface=10.1.2.3:port=7000", "http://10.1.2.3:7000"),
+        (r"tcp6:6081:interface=\:\:1", "http://[::1]:6081"),
+        ("tcp6:6081", "http://[::1]:6081"),
+        ("ssl:6443:privateKey=k.pem", "https://127.0.0.1:6443"),
+    ],
+)
+def test_listener_url(description, url):
+    """The embedded API's URL is derived from its listener."""
+    assert listener_url(description, "--x") == url
+
+
+def test_make_service_builds_api_and_proxy(in_tmp):
+    """By default the API, its purge timer and the proxy all run."""
+    reactor = MemoryReactorClock()
+    config = options("--store", "memory:", "--listen", "tcp:0", "--api-listen", "tcp:0")
+    top = makeService(config, reactor)
+    listeners = [s for s in top if isinstance(s, StreamServerEndpointService)]
+    assert len(listeners) == 2
+    assert [s for s in top if isinstance(s, TimerService)]
+    key_file = in_tmp / "txvnc-api.key"
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+
+
+def test_split_roles(in_tmp):
+    """--no-proxy runs only the API; --no-api runs only the proxy."""
+    reactor = MemoryReactorClock()
+    api_only = makeService(options("--no-proxy", "--store", "memory:"), reactor)
+    assert len([s for s in api_only if isinstance(s, StreamServerEndpointService)]) == 1
+    proxy_only = makeService(
+        options("--no-api", "--consoleauth-url", "http://api:6081"), reactor
+    )
+    services = list(proxy_only)
+    assert len(services) == 1
+    assert not [s for s in services if isinstance(s, TimerService)]
