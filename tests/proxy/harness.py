@@ -22,7 +22,7 @@ from txvnc.client import ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.proxy.site import console_site
+from txvnc.proxy.site import console_site, find_novnc
 
 KEY = "relay-test-key"
 
@@ -194,7 +194,7 @@ class Stack:
             reactor, self.auth, connect_timeout=connect_timeout
         )
         self.proxy_port = reactor.listenTCP(
-            0, console_site(self.factory), interface="127.0.0.1"
+            0, console_site(self.factory, novnc_dir=find_novnc()), interface="127.0.0.1"
         )
         self.port = self.proxy_port.getHost().port
         self.host = f"127.0.0.1:{self.port}"
