@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import treq
@@ -66,10 +66,6 @@ class ConnectInfo:
         )
 
 
-class _HTTP(Protocol):
-    def request(self, method: str, url: str, **kwargs: Any) -> Any: ...
-
-
 def pooled_http_client(reactor: Any, max_per_host: int = 16) -> HTTPClient:
     """
     A treq client whose connections stay open between requests.
@@ -84,13 +80,14 @@ class ConsoleAuthClient:
     """
     Calls the token API at C{base_url} with C{api_key}.
 
-    @param http: a treq-like client (L{HTTPClient} or L{treq.testing.StubTreq}).
+    @param http: a treq-like client: an L{HTTPClient}, or a
+        L{treq.testing.StubTreq} in tests (they share no type, hence L{Any}).
     @param clock: where timeouts are scheduled.
     """
 
     def __init__(
         self,
-        http: _HTTP,
+        http: Any,
         base_url: str,
         api_key: str,
         clock: IReactorTime,

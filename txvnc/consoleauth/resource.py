@@ -99,7 +99,7 @@ class ConsoleAuthResource(Resource):
         ]
 
     def render(self, request: Request) -> bytes | int:
-        segments = [s.decode("utf-8", "replace") for s in request.postpath]
+        segments = [s.decode("utf-8", "replace") for s in request.postpath or []]
         if segments and segments[-1] == "" and len(segments) > 1:
             segments = segments[:-1]  # tolerate one trailing slash
         for route in self._routes:

@@ -195,8 +195,7 @@ class SQLiteTokenStore:
 
     def remove(self, token_hash: str) -> Deferred[bool]:
         d = self._delete("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
-        d.addCallback(lambda count: count > 0)
-        return d
+        return d.addCallback(lambda count: count > 0)
 
     def remove_instance(self, instance_uuid: str) -> Deferred[int]:
         return self._delete(

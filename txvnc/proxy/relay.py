@@ -104,7 +104,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
 
     # Opening handshake
 
-    def onConnect(self, request: ConnectionRequest) -> Deferred[Any]:
+    # Autobahn accepts a Deferred from onConnect (it wraps the result with
+    # txaio.as_future) though its annotation says otherwise.
+    def onConnect(self, request: ConnectionRequest) -> Deferred[Any]:  # type: ignore[override]
         self.client = _client_address(request.peer)
         return Deferred.fromCoroutine(self._authorize(request))
 
@@ -193,6 +195,15 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         # noVNC asks for "binary"; old clients ask for nothing.
         return "binary" if "binary" in request.protocols else None
 
+    @property
+    def _stream(self) -> Any:
+        """
+        The browser's transport as what it is: a TCP or TLS transport, a
+        push producer and a consumer (Autobahn types it as a bare
+        ITransport).
+        """
+        return self.transport
+
     # Open: connect to the VNC server
 
     def onOpen(self) -> None:
@@ -210,13 +221,13 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             instance_uuid=info.instance_uuid,
         )
         # Nothing from the browser is read until there is somewhere to put it.
-        self.transport.pauseProducing()
+        self._stream.pauseProducing()
         self.vnc = VNCClientProtocol(self)
         d = self.factory.connect_vnc(info.host, info.port, self.vnc)
         d.addCallbacks(self._vnc_connected, self._vnc_failed)
 
     def _vnc_connected(self, vnc: VNCClientProtocol) -> None:
-        vnc_transport = vnc.transport
+        vnc_transport: Any = vnc.transport
         if self.state != self.STATE_OPEN:
             # The browser left while we were connecting.
             vnc_transport.loseConnection()
@@ -224,9 +235,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._vnc_transport = vnc_transport
         # Backpressure both ways: a full browser socket pauses VNC reads,
         # a full VNC socket pauses browser reads.
-        self.transport.registerProducer(vnc_transport, True)
-        vnc_transport.registerProducer(self.transport, True)
-        self.transport.resumeProducing()
+        self._stream.registerProducer(vnc_transport, True)
+        vnc_transport.registerProducer(self._stream, True)
+        self._stream.resumeProducing()
 
     def _vnc_failed(self, failure: Failure) -> None:
         info = self.connect_info
@@ -244,7 +255,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             why=why,
         )
         if self.state == self.STATE_OPEN:
-            self.transport.resumeProducing()
+            self._stream.resumeProducing()
             self.close_console(
                 CLOSE_INTERNAL_ERROR,
                 "The console is unavailable: cannot reach its VNC server",
@@ -348,7 +359,7 @@ class ConsoleProxyFactory(WebSocketServerFactory):
     @ivar consoles: the consoles currently open, for shutdown and metrics.
     """
 
-    protocol = ConsoleProxyProtocol
+    protocol = ConsoleProxyProtocol  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -385,7 +396,8 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         endpoint = HostnameEndpoint(
             self.reactor, host, port, timeout=self.connect_timeout
         )
-        return endpoint.connect(_OneConsole(protocol))
+        d: Deferred[Any] = endpoint.connect(_OneConsole(protocol))
+        return d
 
     def opened(self, console: ConsoleProxyProtocol) -> None:
         self.consoles.add(console)

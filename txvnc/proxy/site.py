@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web.resource import NoResource, Resource
+from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
@@ -60,7 +61,7 @@ class StaticFiles(File):
         request.setHeader(b"Referrer-Policy", b"no-referrer")
         if request.path.endswith(b".html") or request.path.endswith(b"/"):
             request.setHeader(b"Cache-Control", b"no-store")
-        return super().render_GET(request)  # type: ignore[no-any-return]
+        return super().render_GET(request)
 
 
 class ConsoleWebSocketResource(WebSocketResource):
@@ -74,9 +75,10 @@ class ConsoleWebSocketResource(WebSocketResource):
     def render(self, request: Request) -> bytes | int:
         channel = request.channel
         channel.setTimeout(None)
-        if channel.transport is not None:
-            channel.transport.unregisterProducer()
-        return super().render(request)  # type: ignore[no-any-return]
+        transport: Any = channel.transport
+        if transport is not None:
+            transport.unregisterProducer()
+        return super().render(request)
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -90,20 +92,20 @@ class ConsoleRoot(Resource):
     other request to the static tree.
     """
 
-    def __init__(self, websocket: Resource, static: Resource) -> None:
+    def __init__(self, websocket: IResource, static: IResource) -> None:
         super().__init__()
         self._websocket = websocket
         self._static = static
 
-    def getChildWithDefault(self, path: bytes, request: Request) -> Resource:
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if _is_upgrade(request):
             return self._websocket
         return self._static.getChildWithDefault(path, request)
 
     def render(self, request: Request) -> bytes | int:
         if _is_upgrade(request):
-            return self._websocket.render(request)  # type: ignore[no-any-return]
-        return self._static.render(request)  # type: ignore[no-any-return]
+            return self._websocket.render(request)
+        return self._static.render(request)
 
 
 def console_site(
@@ -122,7 +124,7 @@ def console_site(
     @param timeout: idle timeout of plain HTTP connections.
     """
     if web_dir is not None:
-        static: Resource = StaticFiles(web_dir)
+        static = StaticFiles(web_dir)
     else:
         static = StaticFiles(page_dir())
         if novnc_dir is not None:
