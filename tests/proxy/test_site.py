@@ -2,6 +2,8 @@
 The proxy's HTTP side: the console page, noVNC's files, and nothing else.
 """
 
+import io
+
 import pytest
 import pytest_twisted
 import treq
@@ -9,6 +11,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.web.test.requesthelper import DummyRequest
+
+from txvnc.proxy.site import ConsoleSite
 
 from .harness import Stack
 
@@ -105,3 +110,22 @@ async def test_never_redirects_to_another_site(stack, path):
     for line in answer.split("\r\n"):
         if line.startswith("location:"):
             assert f"//{stack.host}/" in line or line.startswith("location: /")
+
+
+def test_library_files_stay_out_of_the_access_log():
+    """Successful noVNC module requests are not logged; pages and errors are."""
+    site = ConsoleSite(None, logFormatter=lambda when, request: request.path.decode())
+    site._logFile = io.StringIO()
+    for path, code in [
+        (b"/novnc/core/rfb.js", 200),
+        (b"/novnc/core/missing.js", 404),
+        (b"/vnc_auto.html", 200),
+    ]:
+        request = DummyRequest([b""])
+        request.path = path
+        request.code = code
+        site.log(request)
+    assert site._logFile.getvalue().split() == [
+        "/novnc/core/missing.js",
+        "/vnc_auto.html",
+    ]

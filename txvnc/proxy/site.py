@@ -108,6 +108,19 @@ class ConsoleRoot(Resource):
         return self._static.render(request)
 
 
+class ConsoleSite(Site):
+    """
+    The proxy's L{Site}: its access log keeps page loads and every error,
+    but not the fifty-odd successful requests for noVNC's modules that each
+    console page makes, which would bury the console lines.
+    """
+
+    def log(self, request: Request) -> None:
+        if request.path.startswith(b"/novnc/") and request.code < 400:
+            return
+        super().log(request)
+
+
 def console_site(
     factory: ConsoleProxyFactory,
     web_dir: str | None = None,
@@ -130,6 +143,6 @@ def console_site(
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
-    site = Site(root, timeout=timeout, logFormatter=access_log_formatter)
+    site = ConsoleSite(root, timeout=timeout, logFormatter=access_log_formatter)
     site.displayTracebacks = False
     return site
