@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.web import http
 from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
@@ -115,7 +116,7 @@ class ConsoleSite(Site):
     console page makes, which would bury the console lines.
     """
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         if request.path.startswith(b"/novnc/") and request.code < 400:
             return
         super().log(request)
