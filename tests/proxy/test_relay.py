@@ -255,6 +255,22 @@ async def test_vnc_target_down_closes_1011(stack):
 
 
 @pytest_twisted.ensureDeferred
+async def test_dropping_a_console_cancels_its_pending_vnc_connect(stack, vnc):
+    """A console dropped while its VNC connect is pending cancels the connect."""
+    cancelled = Deferred()
+    pending = Deferred(lambda d: cancelled.callback(None))
+    stack.factory.connect_vnc = lambda host, port, protocol: pending
+    token = await stack.mint(vnc.address.port)
+    browser = await stack.open_browser(f"token={token}")
+    await browser.opened
+    (console,) = stack.factory.consoles
+    console.transport.abortConnection()  # e.g. the service shutting down
+    await cancelled
+    await browser.closed
+    assert not stack.factory.consoles
+
+
+@pytest_twisted.ensureDeferred
 async def test_vnc_server_closing_closes_the_browser(stack, vnc):
     """When the VNC server hangs up, the browser gets a clean close."""
     token = await stack.mint(vnc.address.port)

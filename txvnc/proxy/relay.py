@@ -21,8 +21,9 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -94,13 +95,12 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self.conn_id = "req-" + str(uuid.uuid4())
         self.client = "-"
         self.connect_info: ConnectInfo | None = None
-        self.vnc: VNCClientProtocol | None = None
+        self._connecting: Deferred[Any] | None = None
         self._vnc_transport: ITransport | None = None
         self.bytes_to_vnc = 0
         self.bytes_from_vnc = 0
         self.opened_at: float | None = None
         self.close_why: str | None = None
-        self._vnc_closed_first = False
 
     # Opening handshake
 
@@ -222,16 +222,13 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         )
         # Nothing from the browser is read until there is somewhere to put it.
         self._stream.pauseProducing()
-        self.vnc = VNCClientProtocol(self)
-        d = self.factory.connect_vnc(info.host, info.port, self.vnc)
+        d = self.factory.connect_vnc(info.host, info.port, VNCClientProtocol(self))
+        self._connecting = d
         d.addCallbacks(self._vnc_connected, self._vnc_failed)
 
     def _vnc_connected(self, vnc: VNCClientProtocol) -> None:
+        self._connecting = None
         vnc_transport: Any = vnc.transport
-        if self.state != self.STATE_OPEN:
-            # The browser left while we were connecting.
-            vnc_transport.loseConnection()
-            return
         self._vnc_transport = vnc_transport
         # Backpressure both ways: a full browser socket pauses VNC reads,
         # a full VNC socket pauses browser reads.
@@ -240,6 +237,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._stream.resumeProducing()
 
     def _vnc_failed(self, failure: Failure) -> None:
+        self._connecting = None
+        if failure.check(CancelledError, ConnectingCancelledError):
+            return  # the browser left first; onClose said so
         info = self.connect_info
         assert info is not None
         why = failure.getErrorMessage() or failure.type.__name__
@@ -294,12 +294,13 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
     def vnc_lost(self, reason: Failure) -> None:
         self._vnc_transport = None
         if self.state == self.STATE_OPEN:
-            self._vnc_closed_first = True
             if self.close_why is None:
                 self.close_why = "VNC server closed the connection"
             self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
         if self._vnc_transport is not None:
             self._vnc_transport.loseConnection()
             self._vnc_transport = None
