@@ -134,6 +134,45 @@ async def test_refused_connection_is_unavailable():
         await client.check_token("t")
 
 
+@pytest_twisted.ensureDeferred
+async def test_unknown_host_is_unavailable():
+    """An API host name that does not resolve means unavailable."""
+    client = ConsoleAuthClient(
+        pooled_http_client(reactor), "http://no-such-host.invalid:6081", KEY, reactor
+    )
+    with pytest.raises(ConsoleAuthUnavailable, match="unreachable"):
+        await client.check_token("t")
+
+
+class OddAnswer(Resource):
+    isLeaf = True
+
+    def __init__(self, code, body):
+        super().__init__()
+        self.code, self.body = code, body
+
+    def render(self, request):
+        request.setResponseCode(self.code)
+        return self.body
+
+
+@pytest.mark.parametrize(
+    "code, body",
+    [
+        (200, b"[1, 2]"),
+        (200, b"not json"),
+        (200, b'{"port": 1}'),
+        (302, b""),
+        (418, b""),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_odd_answers_are_unavailable_not_a_key_problem(code, body):
+    """Answers that are neither connect info, 404 nor a refusal mean unavailable."""
+    with pytest.raises(ConsoleAuthUnavailable, match=f"unexpected answer \\({code}\\)"):
+        await client_for(OddAnswer(code, body)).check_token("t")
+
+
 class HangUp(Protocol):
     def dataReceived(self, data):
         self.transport.loseConnection()

@@ -57,6 +57,8 @@ def test_allowed_origin_repeats():
         (["--connect-timeout", "0"], "--connect-timeout must be positive"),
         (["--listen", "unix:/tmp/x.sock"], "set --base-url"),
         (["--api-listen", "unix:/tmp/a.sock"], "set --consoleauth-url"),
+        (["--store", "sqlite:/no/such/dir/t.sqlite"], "/no/such/dir does not exist"),
+        (["--api-key-file", "/no/such/dir/k"], "/no/such/dir does not exist"),
     ],
 )
 def test_bad_options_are_usage_errors(argv, message):
@@ -65,12 +67,28 @@ def test_bad_options_are_usage_errors(argv, message):
         options(*argv)
 
 
+def test_unusable_key_file_is_a_usage_error(tmp_path):
+    """An empty key file stops start-up with a usage error."""
+    key = tmp_path / "empty.key"
+    key.write_text("")
+    with pytest.raises(UsageError, match="is empty"):
+        options("--api-key-file", str(key))
+
+
 def test_missing_novnc_is_a_usage_error(monkeypatch, tmp_path):
     """Without noVNC the proxy refuses to start and says how to get it."""
     monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "nothing"))
     monkeypatch.setattr("txvnc.proxy.site.Path.is_file", lambda self: False)
     with pytest.raises(UsageError, match="npm ci"):
         options()
+
+
+def test_explicit_web_and_novnc_dirs_are_checked(tmp_path):
+    """--web and --novnc naming the wrong directory are refused, not ignored."""
+    with pytest.raises(UsageError, match=r"--web .*: no such directory"):
+        options("--web", str(tmp_path / "missing"))
+    with pytest.raises(UsageError, match=r"no core/rfb\.js there"):
+        options("--novnc", str(tmp_path))
 
 
 @pytest.mark.parametrize(

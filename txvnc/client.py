@@ -18,7 +18,7 @@ from urllib.parse import quote
 import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
-from twisted.internet.error import ConnectError
+from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
@@ -105,7 +105,9 @@ class ConsoleAuthClient:
     async def _call(
         self, method: str, path: str, json_body: Any = None
     ) -> tuple[int, Any]:
-        kwargs: dict[str, Any] = {"headers": self._headers}
+        # Never follow redirects: a token API that redirects is misconfigured
+        # and the proxy's key must not be sent anywhere else.
+        kwargs: dict[str, Any] = {"headers": self._headers, "allow_redirects": False}
         if json_body is not None:
             kwargs["json"] = json_body
         # One deadline for connecting, sending and reading the whole answer,
@@ -128,7 +130,9 @@ class ConsoleAuthClient:
                 raise ConsoleAuthUnavailable(
                     f"token API did not answer within {self.timeout:g}s"
                 ) from None
-            if isinstance(e, (ConnectError, ResponseFailed, CancelledError)):
+            if isinstance(
+                e, (ConnectError, DNSLookupError, ResponseFailed, CancelledError)
+            ):
                 raise ConsoleAuthUnavailable(
                     f"token API unreachable: {_why(e)}"
                 ) from None
@@ -166,12 +170,13 @@ class ConsoleAuthClient:
             try:
                 return ConnectInfo.from_json(body)
             except (KeyError, TypeError, ValueError):
-                raise ConsoleAuthUnavailable(
-                    "token API sent a malformed answer"
-                ) from None
-        if status == 404:
+                pass
+        elif status == 404:
             return None
-        raise self._fail(status, body)
+        elif status in (401, 403):
+            raise self._fail(status, body)
+        # Anything else is the API (or something in front of it) misbehaving.
+        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
 
     async def create_token(
         self,

@@ -8,6 +8,7 @@ one L{MultiService}. Everything it builds takes the reactor as an argument.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from typing import Any
@@ -31,7 +32,7 @@ from txvnc.consoleauth.store import (
     store_from_string,
 )
 from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.proxy.site import console_site, find_novnc
+from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
 
 _log = Logger()
@@ -149,7 +150,13 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be positive")
         try:
             if run_api:
-                parse_store_description(self["store"])
+                kind, path = parse_store_description(self["store"])
+                if kind == "sqlite":
+                    _check_writable_dir(path, "the token store")
+                if os.path.exists(self["api-key-file"]):
+                    read_key_file(self["api-key-file"])
+                else:
+                    _check_writable_dir(self["api-key-file"], "the API key file")
             else:
                 read_key_file(self["api-key-file"])
         except (UnknownStore, KeyFileError) as e:
@@ -161,13 +168,29 @@ class Options(usage.Options):
                 self["consoleauth-url"] = listener_url(
                     self["api-listen"], "--consoleauth-url"
                 )
-            if self["web"] is None:
-                self["novnc"] = find_novnc(self["novnc"])
+            if self["web"] is not None:
+                if not os.path.isdir(self["web"]):
+                    raise usage.UsageError(f"--web {self['web']}: no such directory")
+            elif self["novnc"] is not None:
+                if not is_novnc(self["novnc"]):
+                    raise usage.UsageError(
+                        f"--novnc {self['novnc']}: no core/rfb.js there"
+                    )
+            else:
+                self["novnc"] = find_novnc()
                 if self["novnc"] is None:
                     raise usage.UsageError(
                         "noVNC not found: run `npm ci` in the txvnc checkout, "
                         "or pass --novnc DIR or --web DIR"
                     )
+
+
+def _check_writable_dir(path: str, what: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise usage.UsageError(f"{what} {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise usage.UsageError(f"{what} {path}: directory {directory} is not writable")
 
 
 def _split_endpoint(description: str) -> list[str]:

@@ -24,18 +24,26 @@ from txvnc.redact import access_log_formatter
 NOVNC_PACKAGE = Path("node_modules") / "@novnc" / "novnc"
 
 
-def find_novnc(explicit: str | None = None) -> str | None:
+def is_novnc(directory: str) -> bool:
     """
-    The directory holding noVNC's C{core/rfb.js}: C{explicit} when given,
-    else C{$TXVNC_NOVNC_DIR}, the npm package beside the working directory or
-    beside this source tree, then Debian's C{/usr/share/novnc}.
+    Whether C{directory} holds noVNC (its C{core/rfb.js}).
     """
-    candidates = [explicit, os.environ.get("TXVNC_NOVNC_DIR")]
-    candidates.append(str(Path.cwd() / NOVNC_PACKAGE))
-    candidates.append(str(Path(__file__).resolve().parents[2] / NOVNC_PACKAGE))
-    candidates.append("/usr/share/novnc")
+    return (Path(directory) / "core" / "rfb.js").is_file()
+
+
+def find_novnc() -> str | None:
+    """
+    Where noVNC is: C{$TXVNC_NOVNC_DIR}, the npm package beside the working
+    directory or beside this source tree, then Debian's C{/usr/share/novnc}.
+    """
+    candidates = [
+        os.environ.get("TXVNC_NOVNC_DIR"),
+        str(Path.cwd() / NOVNC_PACKAGE),
+        str(Path(__file__).resolve().parents[2] / NOVNC_PACKAGE),
+        "/usr/share/novnc",
+    ]
     for candidate in candidates:
-        if candidate and (Path(candidate) / "core" / "rfb.js").is_file():
+        if candidate and is_novnc(candidate):
             return candidate
     return None
 
