@@ -36,6 +36,7 @@ from txvnc.client import (
     ConsoleAuthUnavailable,
 )
 from txvnc.consoleauth.tokens import token_ref
+from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now, tune
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.tokens import extract_token
 
@@ -97,6 +98,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self.connect_info: ConnectInfo | None = None
         self._connecting: Deferred[Any] | None = None
         self._vnc_transport: ITransport | None = None
+        self._frames: BinaryFrameReader | None = None
         self.bytes_to_vnc = 0
         self.bytes_from_vnc = 0
         self.opened_at: float | None = None
@@ -230,6 +232,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._connecting = None
         vnc_transport: Any = vnc.transport
         self._vnc_transport = vnc_transport
+        tune(vnc_transport)
+        tune(self.transport)
+        self._frames = BinaryFrameReader(self._relay_to_vnc, MAX_MESSAGE_SIZE)
         # Backpressure both ways: a full browser socket pauses VNC reads,
         # a full VNC socket pauses browser reads.
         self._stream.registerProducer(vnc_transport, True)
@@ -275,6 +280,35 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
 
     # Relay
 
+    def _dataReceived(self, data: bytes) -> None:
+        # Complete binary frames skip Autobahn's per-frame work (see
+        # txvnc.proxy.fastpath); everything else is Autobahn's.
+        if self._frames is not None and self.state == self.STATE_OPEN:
+            data = self._take_binary_frames(data)
+            if not data:
+                return
+        super()._dataReceived(data)
+
+    def _take_binary_frames(self, data: bytes) -> bytes:
+        """
+        Relay the complete binary frames in C{data}; return what Autobahn
+        must see. Autobahn finishes any frame or message it has started.
+        """
+        assert self._frames is not None
+        if self.current_frame is not None:
+            need = self.current_frame.length - self.current_frame_masker.pointer()
+            if len(data) <= need:
+                return data
+            super()._dataReceived(data[:need])
+            data = data[need:]
+            if self.state != self.STATE_OPEN or self.current_frame is not None:
+                return data
+        if self.inside_message:
+            return data
+        if self.data:
+            data, self.data = self.data + data, b""
+        return self._frames.feed(data)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if not isBinary:
             self.close_why = "text message on a binary console"
@@ -282,14 +316,20 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 CLOSE_UNSUPPORTED_DATA, "This console accepts binary messages only"
             )
             return
+        self._relay_to_vnc([payload])
+
+    def _relay_to_vnc(self, payloads: list[bytes]) -> None:
         if self._vnc_transport is not None:
-            self.bytes_to_vnc += len(payload)
-            self._vnc_transport.write(payload)
+            self.bytes_to_vnc += sum(map(len, payloads))
+            send_now(self._vnc_transport, payloads)
 
     def vnc_data(self, data: bytes) -> None:
         if self.state == self.STATE_OPEN:
             self.bytes_from_vnc += len(data)
-            self.sendMessage(data, isBinary=True)
+            if self.send_queue:
+                self.sendMessage(data, isBinary=True)
+            else:
+                send_now(self.transport, (binary_frame_header(len(data)), data))
 
     def vnc_lost(self, reason: Failure) -> None:
         self._vnc_transport = None

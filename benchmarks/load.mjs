@@ -1,0 +1,236 @@
+// The benchmark's browser: Node's ws (with bufferutil masking) or, for the
+// no-proxy baseline, plain TCP. One measurement per run, one JSON line out.
+//
+//   node load.mjs MODE TARGET [SECONDS|COUNT] [CONCURRENCY]
+//
+// TARGET is tcp://HOST:PORT or a ws:// URL; "{n}" in it becomes a number
+// unique to each connection (the token's tail). Modes:
+//   download  one console, bytes/s received over SECONDS
+//   upload    one console, 16 KiB masked messages, bytes/s acknowledged
+//             by the VNC side over SECONDS (4 MiB window)
+//   rtt       one console, 64-byte round trips; p50/p99 in microseconds
+//   connect   consoles set up per second over SECONDS with CONCURRENCY
+//             in flight, each ending at the first byte from the VNC side
+//   hold      opens COUNT consoles, prints, holds them until stdin closes
+//   many      COUNT consoles streaming at once over SECONDS; aggregate
+//             bytes/s and min/max between consoles
+
+import net from "node:net";
+import WebSocket from "ws";
+
+const [mode, target, arg = "3", concArg = "32"] = process.argv.slice(2);
+const now = () => Number(process.hrtime.bigint()) / 1e9;
+const sleep = (s) => new Promise((r) => setTimeout(r, s * 1000));
+let serial = 0;
+
+/** One console: {ready: Promise, send(buf), close(), ondata}. */
+function open(tgt) {
+  const n = `${process.pid}x${serial++}`;
+  const url = tgt.replaceAll("{n}", n);
+  const c = { ondata: null, bytes: 0 };
+  c.ready = new Promise((resolve, reject) => {
+    let first = true;
+    const got = (data) => {
+      c.bytes += data.length;
+      if (first) {
+        first = false;
+        resolve(c);
+      }
+      if (c.ondata) c.ondata(data);
+    };
+    if (url.startsWith("tcp://")) {
+      const u = new URL(url);
+      const sock = net.connect({ host: u.hostname, port: Number(u.port), noDelay: true });
+      sock.on("data", got);
+      sock.on("error", reject);
+      sock.on("close", () => reject(new Error("closed")));
+      c.send = (b) => sock.write(b);
+      c.buffered = () => sock.writableLength;
+      c.close = () => sock.destroy();
+      c.socket = sock;
+    } else {
+      const ws = new WebSocket(url, ["binary"], { perMessageDeflate: false, maxPayload: 64 << 20 });
+      ws.binaryType = "nodebuffer";
+      ws.on("message", got);
+      ws.on("error", reject);
+      ws.on("close", (code) => reject(new Error(`closed ${code}`)));
+      ws.on("unexpected-response", (req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+      ws.on("upgrade", (res) => res.socket.setNoDelay(true));
+      c.send = (b) => ws.send(b, { binary: true });
+      c.buffered = () => ws.bufferedAmount;
+      c.close = () => ws.terminate();
+      c.ws = ws;
+    }
+  });
+  return c;
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function download(seconds) {
+  const c = await open(target).ready;
+  await sleep(0.5);
+  const b0 = c.bytes, t0 = now();
+  await sleep(seconds);
+  const b1 = c.bytes, t1 = now();
+  c.close();
+  return { bytes_per_s: (b1 - b0) / (t1 - t0) };
+}
+
+async function upload(seconds) {
+  const c = open(target);
+  await c.ready;
+  const msg = Buffer.alloc(16 * 1024, 0xa5);
+  const WINDOW = 4 << 20, ACK = 256 * 1024;
+  let sent = 0, acked = 0, wake = null;
+  c.ondata = (d) => {
+    acked += d.length * ACK;
+    if (wake) wake();
+  };
+  let running = true;
+  const pump = async () => {
+    while (running) {
+      while (sent - acked < WINDOW && c.buffered() < 1 << 20) {
+        c.send(msg);
+        sent += msg.length;
+      }
+      await new Promise((r) => {
+        wake = r;
+        setImmediate(r);
+      });
+    }
+  };
+  // Greeting bytes were counted as data before ondata was set; acks only now.
+  pump();
+  await sleep(0.5);
+  const a0 = acked, t0 = now();
+  await sleep(seconds);
+  const a1 = acked, t1 = now();
+  running = false;
+  c.close();
+  return { bytes_per_s: (a1 - a0) / (t1 - t0) };
+}
+
+async function rtt(count) {
+  const c = open(target);
+  await c.ready;
+  const msg = Buffer.alloc(64, 0x42);
+  const samples = [];
+  let pending = 0, resolveOne = null;
+  c.ondata = (d) => {
+    pending -= d.length;
+    if (pending <= 0 && resolveOne) resolveOne();
+  };
+  for (let i = 0; i < count + 200; i++) {
+    pending = 64;
+    const t0 = process.hrtime.bigint();
+    const done = new Promise((r) => (resolveOne = r));
+    c.send(msg);
+    await done;
+    if (i >= 200) samples.push(Number(process.hrtime.bigint() - t0) / 1000);
+  }
+  c.close();
+  samples.sort((a, b) => a - b);
+  return { p50_us: percentile(samples, 50), p99_us: percentile(samples, 99), samples: samples.length };
+}
+
+async function connect(seconds, concurrency) {
+  const latencies = [];
+  let failed = 0, firstError = null;
+  const end = now() + seconds;
+  const t0 = now();
+  const worker = async () => {
+    while (now() < end) {
+      const s = now();
+      const c = open(target);
+      try {
+        await c.ready;
+        latencies.push((now() - s) * 1e6);
+      } catch (e) {
+        failed += 1;
+        firstError ??= String(e.message || e);
+      }
+      c.close?.();
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = now() - t0;
+  latencies.sort((a, b) => a - b);
+  return {
+    per_s: latencies.length / elapsed,
+    p50_us: percentile(latencies, 50),
+    p99_us: percentile(latencies, 99),
+    opened: latencies.length,
+    failed,
+    first_error: firstError,
+  };
+}
+
+async function openMany(count, concurrency) {
+  const consoles = [];
+  let failed = 0, firstError = null, next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next += 1;
+      const c = open(target);
+      try {
+        await c.ready;
+        c.ready.catch(() => {});
+        consoles.push(c);
+      } catch (e) {
+        failed += 1;
+        firstError ??= String(e.message || e);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { consoles, failed, firstError };
+}
+
+async function hold(count, concurrency) {
+  const t0 = now();
+  const { consoles, failed, firstError } = await openMany(count, concurrency);
+  let lost = 0;
+  for (const c of consoles) (c.ws || c.socket).on("close", () => (lost += 1));
+  process.stdout.write(
+    JSON.stringify({ opened: consoles.length, failed, first_error: firstError, seconds: now() - t0 }) + "\n",
+  );
+  await new Promise((r) => {
+    process.stdin.on("end", r);
+    process.stdin.resume();
+  });
+  for (const c of consoles) c.close();
+  return { lost_while_held: lost };
+}
+
+async function many(count, seconds) {
+  const { consoles, failed, firstError } = await openMany(count, 16);
+  await sleep(0.5);
+  const b0 = consoles.map((c) => c.bytes), t0 = now();
+  await sleep(seconds);
+  const b1 = consoles.map((c) => c.bytes), t1 = now();
+  for (const c of consoles) c.close();
+  const per = b1.map((b, i) => (b - b0[i]) / (t1 - t0));
+  const total = per.reduce((a, b) => a + b, 0);
+  return {
+    bytes_per_s: total,
+    fairness: per.length ? Math.min(...per) / Math.max(...per) : 0,
+    consoles: consoles.length,
+    failed,
+    first_error: firstError,
+  };
+}
+
+const modes = {
+  download: () => download(Number(arg)),
+  upload: () => upload(Number(arg)),
+  rtt: () => rtt(Number(arg)),
+  connect: () => connect(Number(arg), Number(concArg)),
+  hold: () => hold(Number(arg), Number(concArg)),
+  many: () => many(Number(arg), Number(concArg)),
+};
+const result = await modes[mode]();
+process.stdout.write(JSON.stringify(result) + "\n");
+process.exit(0);

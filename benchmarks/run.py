@@ -1,0 +1,469 @@
+"""
+txvnc against websockify and a no-proxy baseline, measured in one run.
+
+    python benchmarks/run.py [--quick] [--rounds N] [--only FIG,...]
+
+Everything runs on 127.0.0.1: the Node backend (fake VNC servers, the token
+endpoint both proxies ask, a WebSocket server that shows the load client's
+own ceiling), txvnc (twistd, from the project's .venv), websockify (from
+the benchmark's own venv, with its JSONTokenApi plugin) and the Node load
+client. Each figure is the median of several rounds; within a round every
+system is measured back to back, so ratios compare like with like on a
+noisy machine. Prints one table and writes results/bench-<time>.json and
+.png beside this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+TWISTD = ROOT / ".venv" / "bin" / "twistd"
+WEBSOCKIFY = HERE / ".venv" / "bin" / "websockify"
+NODE = "node"
+
+MiB = 1024 * 1024
+
+
+def raise_nofile() -> int:
+    """Soft open-files limit up to the hard one (inherited by children)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(
+            ("127.0.0.1", port), timeout=1
+        ):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
+
+
+def process_tree(root: int) -> list[int]:
+    """The pid C{root} and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def pss_bytes(root: int) -> tuple[int, int]:
+    """(PSS of the process tree under C{root} in bytes, number of processes)."""
+    total, count = 0, 0
+    for pid in process_tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    count += 1
+                    break
+        except OSError:
+            continue
+    return total, count
+
+
+@dataclass
+class Proxy:
+    """A running proxy: how to reach it and how to stop it."""
+
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def url(self, backend_port: int) -> str:
+        return f"ws://127.0.0.1:{self.port}/websockify?token={backend_port}-{{n}}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+@dataclass
+class Bench:
+    tmp: Path
+    quick: bool
+    backend: dict[str, int] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_backend(self) -> None:
+        proc = subprocess.Popen(
+            [NODE, str(HERE / "backend.mjs")],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        self.backend = json.loads(proc.stdout.readline())
+
+    def start_txvnc(self, workers: int = 1) -> Proxy:
+        port = free_port()
+        key = self.tmp / "api.key"
+        key.write_text("bench-key-" + os.urandom(8).hex() + "\n")
+        key.chmod(0o600)
+        web = self.tmp / "web"
+        web.mkdir(exist_ok=True)
+        log = self.tmp / f"txvnc-{port}.log"
+        args = [
+            str(TWISTD), "-n", "--pidfile=", "txvnc", "--no-api",
+            "--consoleauth-url", f"http://127.0.0.1:{self.backend['tokens']}",
+            "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+            "--api-key-file", str(key), "--web", str(web),
+        ]  # fmt: skip
+        if workers > 1:
+            args += ["--workers", str(workers)]
+        proc = subprocess.Popen(
+            args,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+            start_new_session=True,
+        )
+        wait_listening(port, proc)
+        name = "txvnc" if workers == 1 else f"txvnc x{workers}"
+        return Proxy(name, port, proc, log)
+
+    def start_websockify(self) -> Proxy:
+        port = free_port()
+        log = self.tmp / f"websockify-{port}.log"
+        source = f"http://127.0.0.1:{self.backend['tokens']}/v1/tokens/%s"
+        proc = subprocess.Popen(
+            [
+                str(WEBSOCKIFY), "--token-plugin", "JSONTokenApi",
+                "--token-source", source, f"127.0.0.1:{port}",
+            ],  # fmt: skip
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+            start_new_session=True,
+        )
+        wait_listening(port, proc)
+        return Proxy("websockify", port, proc, log)
+
+    def load(self, mode: str, target: str, *args: object, timeout: float = 300) -> dict:
+        """One run of the load client; a failed run is reported and retried."""
+        for attempt in range(3):
+            out = subprocess.run(
+                [NODE, str(HERE / "load.mjs"), mode, target, *map(str, args)],
+                capture_output=True,
+                timeout=timeout,
+            )
+            if out.returncode == 0:
+                return dict(json.loads(out.stdout.splitlines()[-1]))
+            err = out.stderr.decode(errors="replace").strip().splitlines()
+            print(f"  load {mode} {target} failed (attempt {attempt + 1}): "
+                  f"{err[-1] if err else out.returncode}", file=sys.stderr)
+        raise RuntimeError(f"load client failed three times: {mode} {target}")
+
+    @contextlib.contextmanager
+    def holding(self, target: str, count: int) -> Iterator[dict]:
+        """C{count} consoles held open by the load client while inside."""
+        proc = subprocess.Popen(
+            [NODE, str(HERE / "load.mjs"), "hold", target, str(count), "64"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            yield json.loads(proc.stdout.readline() or b"{}")
+        finally:
+            proc.stdin.close()
+            proc.wait(120)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(20)
+
+
+# Figures: (key, label, unit, better, target ratio to websockify or None)
+FIGURES = [
+    ("download", "download, 1 console", "MB/s", "higher", 1.5),
+    ("upload", "upload, 16 KiB masked", "MB/s", "higher", 2.0),
+    ("rtt_p50", "round trip p50", "µs", "lower", 0.8),
+    ("rtt_p99", "round trip p99", "µs", "lower", 0.8),
+    ("connect", "connect rate (token over HTTP)", "/s", "higher", 3.0),
+    ("connect_p50", "set-up latency p50", "µs", "lower", None),
+    ("connect_p99", "set-up latency p99", "µs", "lower", None),
+    ("memory", "memory per open console (PSS)", "KiB", "lower", 0.01),
+    ("many", "many streams, 100 consoles", "MB/s", "higher", None),
+    ("fairness", "many streams fairness min/max", "", "higher", None),
+]
+
+
+def run(bench: Bench, rounds: int, only: set[str]) -> dict:
+    quick = bench.quick
+    secs = 1.5 if quick else 3
+    rtt_n = 1000 if quick else 3000
+    be = bench.backend
+
+    def want(*keys: str) -> bool:
+        return not only or bool(only & set(keys))
+
+    samples: dict[str, dict[str, list[float]]] = {}
+
+    def add(system: str, key: str, value: float) -> None:
+        samples.setdefault(key, {}).setdefault(system, []).append(value)
+
+    direct = {
+        "baseline (TCP)": lambda script: f"tcp://127.0.0.1:{be[script]}",
+        "ws client ceiling": lambda script: f"ws://127.0.0.1:{be['ws']}/{script}",
+    }
+    proxies = [bench.start_websockify(), bench.start_txvnc()]
+    two = bench.start_txvnc(workers=2) if want("many") else None
+    targets = dict(direct)
+    for p in proxies:
+        targets[p.name] = lambda script, p=p: p.url(be[script])
+    try:
+        for r in range(rounds):
+            print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+            for system, target in targets.items():
+                if want("download"):
+                    res = bench.load("download", target("stream"), secs)
+                    add(system, "download", res["bytes_per_s"] / MiB)
+                if want("upload"):
+                    res = bench.load("upload", target("sink"), secs)
+                    add(system, "upload", res["bytes_per_s"] / MiB)
+                if want("rtt_p50", "rtt_p99", "rtt"):
+                    res = bench.load("rtt", target("echo"), rtt_n)
+                    add(system, "rtt_p50", res["p50_us"])
+                    add(system, "rtt_p99", res["p99_us"])
+                if want("connect"):
+                    res = bench.load("connect", target("hold"), secs, 32)
+                    if res["failed"]:
+                        print(f"  {system} connect: {res['failed']} failed "
+                              f"({res['first_error']})", file=sys.stderr)
+                    add(system, "connect", res["per_s"])
+                    add(system, "connect_p50", res["p50_us"])
+                    add(system, "connect_p99", res["p99_us"])
+            many_targets = dict(targets)
+            if two is not None:
+                many_targets[two.name] = lambda script: two.url(be[script])
+            for system, target in many_targets.items():
+                if want("many"):
+                    res = bench.load("many", target("stream"), 100, secs)
+                    add(system, "many", res["bytes_per_s"] / MiB)
+                    add(system, "fairness", res["fairness"])
+    finally:
+        for p in proxies:
+            p.stop()
+        if two is not None:
+            two.stop()
+
+    if want("memory"):
+        plan = [
+            ("websockify", bench.start_websockify, 200 if quick else 500),
+            ("txvnc", bench.start_txvnc, 3000 if quick else 9000),
+            ("txvnc x2", lambda: bench.start_txvnc(workers=2), 4000 if quick else 10000),
+        ]
+        for r in range(1 if quick else min(rounds, 2)):
+            for system, start, count in plan:
+                proxy = start()
+                try:
+                    time.sleep(0.5)
+                    idle, _ = pss_bytes(proxy.proc.pid)
+                    with bench.holding(proxy.url(be["hold"]), count) as held:
+                        time.sleep(1.0)
+                        total, nproc = pss_bytes(proxy.proc.pid)
+                    if held.get("failed") or held.get("opened") != count:
+                        print(f"  {system} hold: {held}", file=sys.stderr)
+                    opened = held.get("opened") or 1
+                    add(system, "memory", total / opened / 1024)
+                    add(system, "memory_delta", (total - idle) / opened / 1024)
+                    add(system, "memory_total_mib", total / MiB)
+                    add(system, "memory_consoles", opened)
+                    add(system, "memory_processes", nproc)
+                finally:
+                    proxy.stop()
+    return {
+        k: {s: statistics.median(v) for s, v in per.items()} for k, per in samples.items()
+    } | {"_samples": samples}
+
+
+def ratio(key: str, medians: dict, system: str = "txvnc") -> float | None:
+    per = medians.get(key, {})
+    if system not in per or not per.get("websockify"):
+        return None
+    return per[system] / per["websockify"]
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def table(medians: dict) -> str:
+    systems = ["baseline (TCP)", "ws client ceiling", "websockify", "txvnc", "txvnc x2"]
+    head = ["figure", "unit", *systems, "txvnc/wsfy", "target", "met"]
+    rows = [head]
+    verdicts = []
+    for key, label, unit, better, target in FIGURES:
+        per = medians.get(key)
+        if not per:
+            continue
+        r = ratio(key, medians)
+        met = "-"
+        tgt = "-"
+        if key == "memory":
+            tgt = "≤ 0.01× (≤ 30 KiB)"
+            met = "yes" if r is not None and r <= 0.01 else "NO"
+        elif key == "fairness":
+            tgt = "≥ 0.5"
+            ok = all(per.get(s, 0) >= 0.5 for s in ("txvnc", "txvnc x2") if s in per)
+            met = "yes" if ok else "NO"
+        elif key == "many" and "txvnc x2" in per and per.get("txvnc"):
+            tgt = "x2 ≥ 1.7× txvnc"
+            met = "yes" if per["txvnc x2"] / per["txvnc"] >= 1.7 else "NO"
+        elif target is not None:
+            tgt = f"{'≥' if better == 'higher' else '≤'} {target}×"
+            if r is not None:
+                met = "yes" if (r >= target if better == "higher" else r <= target) else "NO"
+        verdicts.append(met)
+        rows.append(
+            [label, unit, *(fmt(per.get(s)) for s in systems), fmt(r), tgt, met]
+        )
+    if "many" in medians and medians["many"].get("txvnc"):
+        per = medians["many"]
+        if "txvnc x2" in per:
+            rows.append(
+                ["many streams x2 / x1", "", "", "", "", "", "",
+                 fmt(per["txvnc x2"] / per["txvnc"]), "≥ 1.7×", ""]
+            )  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+        if i == 0:
+            lines.append("-+-".join("-" * w for w in widths))
+    if "memory" in medians:
+        extra = []
+        for s in ("websockify", "txvnc", "txvnc x2"):
+            if s in medians.get("memory_consoles", {}):
+                extra.append(
+                    f"{s}: {medians['memory_consoles'][s]:.0f} consoles, "
+                    f"{medians['memory_total_mib'][s]:.1f} MiB PSS in "
+                    f"{medians['memory_processes'][s]:.0f} processes, "
+                    f"{medians['memory_delta'][s]:.1f} KiB/console above idle"
+                )
+        lines.append("memory: " + "; ".join(extra))
+    return "\n".join(lines)
+
+
+def plot(medians: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figs = [f for f in FIGURES if f[0] in medians]
+    cols = 3
+    rows = (len(figs) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows))
+    for ax, (key, label, unit, better, _) in zip(axes.flat, figs):
+        per = medians[key]
+        names = list(per)
+        ax.bar(names, [per[n] for n in names], color="#4a7ab8")
+        ax.set_title(f"{label} ({unit}, {better} is better)", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    for ax in list(axes.flat)[len(figs) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short rounds, fewer consoles")
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--only", default="", help="comma-separated figure keys")
+    args = parser.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    nofile = raise_nofile()
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="txvnc-bench-") as tmp:
+        bench = Bench(Path(tmp), args.quick)
+        bench.start_backend()
+        try:
+            medians = run(bench, rounds, set(filter(None, args.only.split(","))))
+        finally:
+            bench.stop()
+    load1, load5, _ = os.getloadavg()
+    meta = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started),
+        "rounds": rounds,
+        "quick": args.quick,
+        "cpus": os.cpu_count(),
+        "nofile": nofile,
+        "loadavg_after": [load1, load5],
+    }
+    text = table(medians)
+    print()
+    print(text)
+    print(
+        f"\n{rounds} rounds, medians; {meta['seconds']}s; load average after "
+        f"{load1:.1f} (1 min), {load5:.1f} (5 min) on {meta['cpus']} CPUs"
+    )
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    stem = out / ("bench-" + time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)))
+    stem.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "medians": medians, "table": text}, indent=1)
+    )
+    plot({k: v for k, v in medians.items() if not k.startswith("_")}, stem.with_suffix(".png"))
+    print(f"wrote {stem}.json and {stem}.png")
+
+
+if __name__ == "__main__":
+    main()

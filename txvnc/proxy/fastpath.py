@@ -1,0 +1,173 @@
+"""
+The relay's hot path: fewer system calls, copies and layers per byte than
+Twisted's and Autobahn's general-purpose code takes.
+
+Measured with py-spy (docs/performance.md), the relay spent its time on:
+
+ - Twisted reading 64 KiB per C{recv}, and writing only on the reactor's
+   next turn (an C{epoll_ctl} to watch for writability, a wake-up, another
+   C{epoll_ctl} to stop watching) for every single write;
+ - the same 64 KiB as the threshold that pauses the producer, so every
+   VNC read paused and resumed the VNC socket (two more C{epoll_ctl});
+ - Autobahn joining every frame's header and payload into one new buffer,
+   and re-slicing its whole receive buffer once per frame (quadratic in
+   the number of frames per read).
+
+So a plain TCP transport is tuned (L{tune}), writes go straight to the
+socket with one gathering C{sendmsg} when nothing is queued before them
+(L{send_now}), frames to the browser get their header sent beside the
+payload (L{binary_frame_header}), and complete binary frames from the
+browser are unmasked in one pass over the read (L{BinaryFrameReader});
+everything else (TLS transports, control frames, text, fragments, partial
+frames, protocol errors) takes the ordinary Twisted and Autobahn paths,
+which stay the reference for correctness.
+
+Flow control is unchanged: whatever the kernel does not take goes into
+Twisted's buffer with C{transport.write}, which pauses the producer when
+that buffer passes the transport's C{bufferSize}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from autobahn.websocket.xormasker import create_xor_masker
+from twisted.internet import tcp
+
+#: Bytes asked of the kernel per read on a relay socket (Twisted: 64 KiB).
+#: Also the write-buffer size past which the other side's reads pause.
+READ_SIZE = 256 * 1024
+
+#: Largest single send (Twisted: 128 KiB).
+SEND_LIMIT = 1024 * 1024
+
+_OPCODE_BINARY_FIN = 0x82
+_MASKED = 0x80
+
+
+def _plain_tcp(transport: Any) -> bool:
+    # TLS connections are either wrappers (not tcp.Connection) or
+    # tcp.Connections that started TLS: neither may be written to directly.
+    return isinstance(transport, tcp.Connection) and not transport.TLS
+
+
+def tune(transport: Any) -> None:
+    """
+    Bigger reads and sends for a plain TCP transport, and no Nagle delay
+    (a console is interactive); anything else is left as it is.
+    """
+    if _plain_tcp(transport):
+        transport.bufferSize = READ_SIZE
+        transport.SEND_LIMIT = SEND_LIMIT
+        transport.setTcpNoDelay(True)
+
+
+def send_now(transport: Any, chunks: Sequence[bytes]) -> None:
+    """
+    Write C{chunks}, in order, after whatever the transport already holds.
+
+    When nothing is queued and the transport is plain TCP, they go to the
+    kernel right away in one C{sendmsg} (no joined copy, no reactor turn);
+    what the kernel does not take, and everything for other transports,
+    goes through C{transport.write}, so ordering, buffering and producer
+    pausing stay Twisted's.
+    """
+    if (
+        _plain_tcp(transport)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and len(transport.dataBuffer) == transport.offset
+    ):
+        try:
+            sent = transport.socket.sendmsg(chunks)
+        except OSError:
+            # Would block, or the connection is broken: Twisted's buffered
+            # write will retry, or find the error and close.
+            sent = 0
+        for chunk in chunks:
+            size = len(chunk)
+            if sent >= size:
+                sent -= size
+                continue
+            transport.write(chunk[sent:] if sent else chunk)
+            sent = 0
+        return
+    if len(chunks) == 1:
+        transport.write(chunks[0])
+    else:
+        transport.writeSequence(chunks)
+
+
+def binary_frame_header(length: int) -> bytes:
+    """
+    The header of an unmasked, final, binary WebSocket frame of C{length}
+    payload bytes (RFC 6455 section 5.2): what a server sends.
+    """
+    if length < 126:
+        return bytes((_OPCODE_BINARY_FIN, length))
+    if length < 65536:
+        return bytes((_OPCODE_BINARY_FIN, 126)) + length.to_bytes(2, "big")
+    return bytes((_OPCODE_BINARY_FIN, 127)) + length.to_bytes(8, "big")
+
+
+class BinaryFrameReader:
+    """
+    Takes complete, masked, final binary frames off the front of what the
+    browser sent and hands their unmasked payloads on; stops at the first
+    byte that is anything else and returns the rest, for Autobahn.
+
+    @param deliver: called once per read with the payloads, in order.
+    @param max_payload: frames longer than this are left to Autobahn, which
+        refuses them.
+    """
+
+    def __init__(self, deliver: Callable[[list[bytes]], None], max_payload: int) -> None:
+        self._deliver = deliver
+        self._max_payload = max_payload
+
+    def feed(self, data: bytes) -> bytes:
+        """
+        Deliver the complete binary frames at the start of C{data}; return
+        the bytes from the first frame that is not one (or is incomplete).
+        """
+        size = len(data)
+        pos = 0
+        payloads: list[bytes] = []
+        view = memoryview(data)
+        while size - pos >= 6:
+            if data[pos] != _OPCODE_BINARY_FIN:
+                break
+            second = data[pos + 1]
+            if not second & _MASKED:
+                break
+            length = second & 0x7F
+            if length < 126:
+                start = pos + 2
+            elif length == 126:
+                if size - pos < 8:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                if length < 126:
+                    break  # not minimal: Autobahn names the violation
+                start = pos + 4
+            else:
+                if size - pos < 14:
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                if length < 65536:
+                    break
+                start = pos + 10
+            if length > self._max_payload:
+                break
+            end = start + 4 + length
+            if end > size:
+                break
+            if length:
+                masker = create_xor_masker(data[start : start + 4], length)
+                payloads.append(masker.process(view[start + 4 : end]))
+            pos = end
+        if payloads:
+            self._deliver(payloads)
+        return data[pos:] if pos else data
