@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := $(shell find txvnc twisted -type f \( -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.css' \)) setup.cfg pyproject.toml
 
-.PHONY: install run demo test lint clean
+.PHONY: install run demo test lint clean bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,31 @@ test: install $(VENV)/.test-deps
 	@scripts/system-deps test
 	$(BIN)/pytest
 
+# The benchmark's own environment, apart from txvnc's: websockify and the
+# plotting library in benchmarks/.venv, the Node load client's packages in
+# benchmarks/node_modules.
+benchmarks/.venv/.installed: benchmarks/requirements.txt
+	$(PYTHON) -m venv benchmarks/.venv
+	benchmarks/.venv/bin/pip install -q --upgrade pip
+	benchmarks/.venv/bin/pip install -q -r benchmarks/requirements.txt
+	@touch $@
+
+benchmarks/node_modules/.package-lock.json: benchmarks/package.json benchmarks/package-lock.json
+	@scripts/system-deps npm
+	cd benchmarks && npm ci --no-audit --no-fund
+	@touch $@
+
+BENCH_DEPS := install benchmarks/.venv/.installed benchmarks/node_modules/.package-lock.json
+
+bench: $(BENCH_DEPS)
+	benchmarks/.venv/bin/python benchmarks/run.py $(BENCH_ARGS)
+
+bench-quick: $(BENCH_DEPS)
+	benchmarks/.venv/bin/python benchmarks/run.py --quick $(BENCH_ARGS)
+
 lint: install $(VENV)/.test-deps
 	$(BIN)/ruff check txvnc tests
 	$(BIN)/mypy txvnc
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts
+	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts benchmarks/.venv benchmarks/node_modules

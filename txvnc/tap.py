@@ -34,6 +34,7 @@ from txvnc.consoleauth.store import (
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
+from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
 
 _log = Logger()
 
@@ -120,6 +121,16 @@ class Options(usage.Options):
             "Seconds between purges of expired tokens.",
             float,
         ],
+        [
+            "workers",
+            None,
+            1,
+            (
+                "Proxy processes sharing the --listen port (tcp: only); the "
+                "API stays in this process, which restarts any worker that dies."
+            ),
+            int,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -145,6 +156,12 @@ class Options(usage.Options):
             raise usage.UsageError("--no-api and --no-proxy leave nothing to run")
         if not run_api and not self["consoleauth-url"]:
             raise usage.UsageError("--no-api needs --consoleauth-url")
+        if self["workers"] < 1:
+            raise usage.UsageError("--workers must be at least 1")
+        if self["workers"] > 1:
+            if not run_proxy:
+                raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
+            parse_tcp_listener(self["listen"])
         for name in ("token-check-timeout", "connect-timeout", "purge-interval"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
@@ -256,6 +273,27 @@ def _listener(reactor: Any, description: str, site: Site) -> Service:
     return service
 
 
+def proxy_site(config: Any, reactor: Any, api_key: str) -> Site:
+    """
+    The console proxy's site (page, noVNC, WebSockets) for C{config}: what
+    one process serves, the twistd process itself or each of its workers.
+    """
+    auth = ConsoleAuthClient(
+        pooled_http_client(reactor),
+        config["consoleauth-url"],
+        api_key,
+        reactor,
+        timeout=config["token-check-timeout"],
+    )
+    factory = ConsoleProxyFactory(
+        reactor,
+        auth,
+        allowed_origins=tuple(config["allowed-origin"]),
+        connect_timeout=config["connect-timeout"],
+    )
+    return console_site(factory, web_dir=config["web"], novnc_dir=config["novnc"])
+
+
 def makeService(config: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -293,26 +331,20 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         )
 
     if not config["no-proxy"]:
-        auth_url = config["consoleauth-url"]
-        auth = ConsoleAuthClient(
-            pooled_http_client(reactor),
-            auth_url,
-            api_key,
-            reactor,
-            timeout=config["token-check-timeout"],
-        )
-        factory = ConsoleProxyFactory(
-            reactor,
-            auth,
-            allowed_origins=tuple(config["allowed-origin"]),
-            connect_timeout=config["connect-timeout"],
-        )
-        site = console_site(factory, web_dir=config["web"], novnc_dir=config["novnc"])
-        _listener(reactor, config["listen"], site).setServiceParent(top)
+        if config["workers"] > 1:
+            socks = shared_listening_sockets(config["listen"], config["workers"])
+            worker_config = dict(config) | {"no-api": 1}
+            pool = WorkerPool(reactor, socks, worker_config)
+            pool.setServiceParent(top)
+        else:
+            site = proxy_site(config, reactor, api_key)
+            _listener(reactor, config["listen"], site).setServiceParent(top)
         _log.info(
-            "console proxy on {listen}, checking tokens at {auth_url}, serving {web}",
+            "console proxy on {listen} ({workers} process(es)), checking tokens "
+            "at {auth_url}, serving {web}",
             listen=config["listen"],
-            auth_url=auth_url,
+            workers=config["workers"],
+            auth_url=config["consoleauth-url"],
             web=config["web"] or f"txvnc's page with noVNC from {config['novnc']}",
         )
     return top

@@ -123,7 +123,9 @@ class BinaryFrameReader:
         refuses them.
     """
 
-    def __init__(self, deliver: Callable[[list[bytes]], None], max_payload: int) -> None:
+    def __init__(
+        self, deliver: Callable[[list[bytes]], None], max_payload: int
+    ) -> None:
         self._deliver = deliver
         self._max_payload = max_payload
 

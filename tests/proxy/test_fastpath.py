@@ -1,0 +1,148 @@
+"""
+The relay's fast path: frame headers, the binary-frame reader, direct
+writes, and mixed browser traffic arriving intact through a real proxy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+
+import pytest
+import pytest_twisted
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import StringTransport
+
+from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now
+
+from .harness import FakeVNCServer, Stack
+
+
+def frame(payload: bytes, opcode: int = 2, fin: bool = True, masked: bool = True,
+          length_form: int | None = None) -> bytes:  # fmt: skip
+    """A WebSocket frame built by hand (RFC 6455 section 5.2)."""
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    form = length_form or (0 if n < 126 else 126 if n < 65536 else 127)
+    bit = 0x80 if masked else 0
+    if form == 0:
+        head += bytes([bit | n])
+    elif form == 126:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if not masked:
+        return head + payload
+    mask = os.urandom(4)
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_header(data: bytes) -> tuple[int, int, int]:
+    """(first byte, payload length, header length) of an unmasked frame."""
+    n = data[1] & 0x7F
+    if n == 126:
+        return data[0], struct.unpack("!H", data[2:4])[0], 4
+    if n == 127:
+        return data[0], struct.unpack("!Q", data[2:10])[0], 10
+    return data[0], n, 2
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 4 << 20])
+def test_frame_header_encodes_length_minimally(length):
+    """Server frame headers are final, binary, unmasked and use the shortest length form."""
+    header = binary_frame_header(length)
+    first, decoded, size = read_header(header)
+    assert (first, decoded, len(header)) == (0x82, length, size)
+    assert size == (2 if length < 126 else 4 if length < 65536 else 10)
+
+
+def reader():
+    got: list[bytes] = []
+    return BinaryFrameReader(got.extend, 1 << 20), got
+
+
+def test_reader_delivers_complete_binary_frames_and_returns_the_rest():
+    """Complete binary frames are unmasked and delivered; a ping and all after it are returned."""
+    r, got = reader()
+    a, b, c = os.urandom(10), os.urandom(300), os.urandom(70000)
+    ping = frame(b"hi", opcode=9)
+    rest = r.feed(frame(a) + frame(b) + frame(c) + ping + frame(a))
+    assert got == [a, b, c]
+    assert rest == ping + rest[len(ping) :] and len(rest) > len(ping)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        frame(b"text", opcode=1),
+        frame(b"part", fin=False),
+        frame(b"cont", opcode=0),
+        frame(b"plain", masked=False),
+        frame(b"short", length_form=126),
+        frame(b"x" * 200, length_form=127),
+        frame(b"x" * ((1 << 20) + 1)),
+        frame(os.urandom(1000))[:-1],
+        b"\x82\xfe\x01",
+    ],
+    ids=["text", "not-final", "continuation", "unmasked", "non-minimal-16",
+         "non-minimal-64", "too-big", "incomplete", "incomplete-header"],
+)  # fmt: skip
+def test_reader_leaves_anything_else_to_autobahn(data):
+    """Frames the fast path does not handle come back untouched and nothing is delivered."""
+    r, got = reader()
+    assert r.feed(data) == data
+    assert got == []
+
+
+def test_send_now_falls_back_to_write_on_other_transports():
+    """On a transport that is not plain TCP the chunks are written in order through the transport."""
+    transport = StringTransport()
+    send_now(transport, [b"ab", b"cd"])
+    send_now(transport, [b"ef"])
+    assert transport.value() == b"abcdef"
+
+
+@pytest.fixture
+def stack():
+    s = Stack()
+    yield s
+    pytest_twisted.blockon(Deferred.fromCoroutine(s.stop()))
+
+
+@pytest.fixture
+def vnc():
+    server = FakeVNCServer()
+    yield server
+    pytest_twisted.blockon(server.stop())
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_mixed_browser_traffic_arrives_intact(stack, vnc):
+    """Whole, fragmented, empty and large binary messages mixed with pings reach the VNC server in order, unchanged."""
+    rng = random.Random(5)
+    token = await stack.mint(vnc.address.port)
+    connected = vnc.next_connection()
+    browser = await stack.open_browser(f"token={token}")
+    await browser.opened
+    server_side = await connected
+    expected = hashlib.sha256()
+    total = 0
+    for i in range(600):
+        size = rng.choice([0, 1, 64, 125, 126, 1000, 16384, 65535, 65536, 200_000])
+        payload = os.urandom(size)
+        expected.update(payload)
+        total += size
+        if i % 7 == 3:
+            browser.sendMessage(payload, isBinary=True, fragmentSize=rng.randint(1, 5000))
+        else:
+            browser.sendMessage(payload, isBinary=True)
+        if i % 11 == 0:
+            browser.sendPing(os.urandom(8))
+    await vnc.received_at_least(total)
+    assert server_side.received == total
+    assert server_side.sha.hexdigest() == expected.hexdigest()
+    assert browser.state == WebSocketProtocol.STATE_OPEN

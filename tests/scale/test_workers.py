@@ -1,0 +1,139 @@
+"""
+C{--workers 2} with real processes: two proxy processes share one port,
+a killed worker comes back, and the consoles on the other one never notice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, DeferredList
+
+from tests.proxy.harness import FakeVNCServer
+
+from .processes import children, open_console, start_txvnc
+
+pytestmark = pytest.mark.scale
+
+CONSOLES = 24
+
+
+@pytest.fixture
+def vnc():
+    server = FakeVNCServer()
+    yield server
+    pytest_twisted.blockon(server.stop())
+
+
+@pytest.fixture
+def txvnc2(tmp_path):
+    server = start_txvnc(tmp_path, "--workers", "2", proxies=2)
+    yield server
+    code = server.stop()
+    log = server.log.text()
+    assert code in (0, -signal.SIGTERM), log
+    assert "Server Shut Down." in log, log
+    assert "Traceback" not in log, log
+
+
+async def open_many(txvnc, vnc, count):
+    consoles = []
+    for _ in range(count):
+        token = await txvnc.mint(vnc.address.port)
+        connected = vnc.next_connection()
+        browser = await open_console(txvnc.proxy_port, token)
+        consoles.append((browser, await connected))
+    return consoles
+
+
+async def round_trip(browser, server_side, payload: bytes) -> None:
+    """C{payload} both ways through one console, intact."""
+    before = browser.received
+    arrived = browser.received_at_least(before + len(payload))
+    server_side.transport.write(payload)
+    await arrived
+    target = server_side.received + len(payload)
+    browser.sendMessage(payload, isBinary=True)
+    await vnc_received(server_side, target)
+
+
+def vnc_received(server_side, count: int) -> Deferred:
+    """
+    Fires when this VNC-side connection has received C{count} bytes (the
+    fake server checks waiters on whichever connection gets data, and only
+    this one is sending now).
+    """
+    d: Deferred = Deferred()
+    if server_side.received >= count:
+        d.callback(server_side)
+    else:
+        server_side.server._received_waiters.append((count, d))
+    return d
+
+
+def worker_of(server_side) -> int:
+    """The pid of the worker process holding this console's VNC connection."""
+    peer = server_side.transport.getPeer()
+    needle = f"{peer.port:04X}"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        inodes = set()
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+        with open("/proc/net/tcp") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(":" + needle) and fields[9] in inodes:
+                    return int(pid)
+    raise AssertionError(f"no process holds the connection from port {peer.port}")
+
+
+@pytest.mark.timeout(180)
+@pytest_twisted.ensureDeferred
+async def test_killed_worker_is_restarted_and_other_consoles_stay_open(txvnc2, vnc):
+    """Killing one of two workers closes only its consoles; it is restarted and new consoles open on both."""
+    workers = sorted(children(txvnc2.process.pid))
+    assert len(workers) == 2, txvnc2.log.text()
+
+    consoles = await open_many(txvnc2, vnc, CONSOLES)
+    by_worker = {pid: [] for pid in workers}
+    for browser, server_side in consoles:
+        by_worker[worker_of(server_side)].append((browser, server_side))
+    assert all(by_worker.values()), "the kernel gave every console to one worker"
+
+    victim, survivor = workers
+    mark = txvnc2.log.mark()
+    os.kill(victim, signal.SIGKILL)
+    await DeferredList([browser.closed for browser, _ in by_worker[victim]])
+    await txvnc2.wait_for(r"worker \d ended \(signal 9\); starting it again", mark)
+    restarted = await txvnc2.wait_for(r"worker \d started \(pid (\d+)\)", mark)
+    new_pid = int(restarted.group(1))
+    await txvnc2.wait_for(r"txvnc-worker-\d\] ConsoleSite starting on", mark)
+    assert sorted(children(txvnc2.process.pid)) == sorted([survivor, new_pid])
+
+    # The survivor's consoles are still open and relay both ways.
+    for browser, server_side in by_worker[survivor]:
+        assert not browser.closed.called
+        await round_trip(browser, server_side, os.urandom(100_000))
+
+    # New consoles open, on both the survivor and the restarted worker.
+    fresh = await open_many(txvnc2, vnc, CONSOLES)
+    holders = {worker_of(server_side) for _, server_side in fresh}
+    assert holders == {survivor, new_pid}
+    for browser, server_side in fresh:
+        await round_trip(browser, server_side, os.urandom(10_000))
+    for browser, _ in consoles + fresh:
+        browser.sendClose()

@@ -1,0 +1,91 @@
+"""
+The --workers option and the pieces of the worker pool that need no
+processes (the real processes are in tests/scale/test_workers.py).
+"""
+
+import socket
+
+import pytest
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.usage import UsageError
+
+from txvnc.tap import Options, makeService
+from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
+
+
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "web").mkdir()
+    return tmp_path
+
+
+def options(*argv):
+    config = Options()
+    config.parseOptions(["--web", "web", "--store", "memory:", *argv])
+    return config
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--workers", "0"], "--workers must be at least 1"),
+        (["--workers", "2", "--no-proxy"], "--workers needs the proxy"),
+        (["--workers", "2", "--listen", "unix:/tmp/x.sock"], "needs a tcp: or tcp6:"),
+        (["--workers", "2", "--listen", "ssl:6080"], "needs a tcp: or tcp6:"),
+    ],
+)
+def test_bad_worker_options_are_usage_errors(argv, message):
+    """Impossible --workers settings are refused before start-up, saying why."""
+    with pytest.raises(UsageError, match=message):
+        options(*argv)
+
+
+def test_one_worker_is_the_classic_single_process():
+    """--workers 1 (the default) serves the proxy from the twistd process itself."""
+    top = makeService(options("--listen", "tcp:0", "--api-listen", "tcp:0"), MemoryReactorClock())
+    assert not [s for s in top if isinstance(s, WorkerPool)]
+    assert len([s for s in top if isinstance(s, StreamServerEndpointService)]) == 2
+
+
+def test_workers_get_a_pool_and_the_api_stays():
+    """--workers 3 builds a pool of three on one port and keeps the API listener here."""
+    config = options(
+        "--workers", "3", "--listen", "tcp:0:interface=127.0.0.1", "--api-listen", "tcp:0"
+    )
+    top = makeService(config, MemoryReactorClock())
+    (pool,) = [s for s in top if isinstance(s, WorkerPool)]
+    try:
+        assert pool.count == 3
+        ports = {s.getsockname() for s in pool.socks}
+        assert len(ports) == 1
+        assert len([s for s in top if isinstance(s, StreamServerEndpointService)]) == 1
+    finally:
+        pool._close_sockets(None)
+
+
+@pytest.mark.parametrize(
+    "description, expected",
+    [
+        ("tcp:6080", (socket.AF_INET, "", 6080, 50)),
+        ("tcp:port=81:interface=127.0.0.1:backlog=500", (socket.AF_INET, "127.0.0.1", 81, 500)),
+        ("tcp6:6080:interface=\\:\\:1", (socket.AF_INET6, "::1", 6080, 50)),
+    ],
+)
+def test_parse_tcp_listener(description, expected):
+    """tcp and tcp6 endpoint descriptions give family, interface, port and backlog."""
+    assert parse_tcp_listener(description) == expected
+
+
+def test_shared_sockets_share_one_port_and_are_inheritable():
+    """Every worker's socket listens on the same port and survives exec."""
+    socks = shared_listening_sockets("tcp:0:interface=127.0.0.1", 2)
+    try:
+        assert socks[0].getsockname() == socks[1].getsockname()
+        assert all(s.get_inheritable() for s in socks)
+        with socket.create_connection(socks[0].getsockname(), timeout=5):
+            pass
+    finally:
+        for s in socks:
+            s.close()

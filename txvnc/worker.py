@@ -1,0 +1,67 @@
+"""
+C{python -m txvnc.worker}: one proxy process of C{twistd txvnc --workers N}.
+
+Started by L{txvnc.workers.WorkerPool}, never by hand: it reads its
+configuration (the twistd options) as one JSON line on stdin, serves the
+console page and WebSockets on the listening socket it inherits as file
+descriptor 3, logs JSON lines to stdout, and stops when told to (SIGTERM)
+or when its supervisor is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+
+from txvnc.consoleauth.keys import read_key_file
+from txvnc.workers import LISTEN_FD
+
+_log = Logger()
+
+
+def run(config: dict[str, Any], reactor: Any) -> None:
+    """
+    Serve the proxy on the inherited socket until the reactor stops.
+    """
+    from txvnc.tap import proxy_site
+
+    site = proxy_site(config, reactor, read_key_file(config["api-key-file"]))
+    family = socket.AF_INET6 if config["listen"].startswith("tcp6") else socket.AF_INET
+    port = reactor.adoptStreamPort(LISTEN_FD, family, site)
+    os.close(LISTEN_FD)  # the port holds its own duplicate
+    parent = os.getppid()
+
+    def orphaned() -> None:
+        if os.getppid() != parent:
+            _log.warn("supervisor {pid} is gone; stopping", pid=parent)
+            reactor.stop()
+
+    LoopingCall(orphaned).start(1.0, now=False).addErrback(
+        lambda f: _log.failure("parent check failed", f)
+    )
+    _log.info(
+        "console proxy worker {pid} serving {address}",
+        pid=os.getpid(),
+        address=port.getHost(),
+    )
+
+
+def main() -> None:
+    config = json.loads(sys.stdin.buffer.readline())
+    globalLogBeginner.beginLoggingTo(
+        [jsonFileLogObserver(sys.stdout)], redirectStandardIO=False
+    )
+    from twisted.internet import reactor
+
+    reactor.callWhenRunning(run, config, reactor)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()

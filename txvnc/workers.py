@@ -1,0 +1,293 @@
+"""
+C{--workers N}: N proxy processes accepting from one listening socket.
+
+The twistd process binds the proxy's port N times with C{SO_REUSEPORT} and
+hands socket I to worker process I (C{python -m txvnc.worker}) as its file
+descriptor 3. The kernel spreads new connections evenly over the sockets
+(by a hash of their addresses), so each worker gets its share; with one
+socket shared by all, whichever worker woke first would accept a whole
+burst and the consoles on the busier worker would run slower. The token API
+stays in the twistd process. A worker that dies is started again (after a
+short pause if it keeps dying) on the same socket: the consoles it held are
+gone, everyone else's stay open, and connections waiting in its backlog
+meanwhile are not lost, because the twistd process keeps the socket open.
+
+Each worker gets its configuration as one JSON line on stdin and writes
+its log events as JSON lines on stdout; the supervisor re-emits them into
+its own log with C{log_system} set to C{txvnc-worker-N}, so one observer
+(text or JSON) sees the whole service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
+
+#: The listening socket's descriptor number in every worker.
+LISTEN_FD = 3
+
+#: Seconds to wait before restarting a worker that died young.
+RESTART_DELAY = 1.0
+
+#: A worker that lived longer than this is restarted at once.
+HEALTHY_AFTER = 10.0
+
+#: Seconds a stopping worker gets to finish before it is killed.
+STOP_TIMEOUT = 10.0
+
+
+def parse_tcp_listener(description: str) -> tuple[int, str, int, int]:
+    """
+    (address family, interface, port, backlog) of a C{tcp:} or C{tcp6:}
+    endpoint description, the only kinds a shared socket can be made for.
+
+    @raise UsageError: for any other description.
+    """
+    from txvnc.tap import _split_endpoint
+
+    kind, *rest = _split_endpoint(description)
+    if kind not in ("tcp", "tcp6"):
+        raise UsageError(
+            f"--workers needs a tcp: or tcp6: --listen, not {description!r}"
+        )
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    interface = "::" if kind == "tcp6" else ""
+    port, backlog = None, 50
+    for i, part in enumerate(rest):
+        key, eq, value = part.partition("=")
+        if not eq and i == 0:
+            port = key
+        elif key == "port":
+            port = value
+        elif key == "interface":
+            interface = value
+        elif key == "backlog":
+            backlog = int(value)
+    if port is None or not port.isdigit():
+        raise UsageError(f"--listen {description!r}: no port")
+    return family, interface, int(port), backlog
+
+
+def shared_listening_sockets(description: str, count: int) -> list[socket.socket]:
+    """
+    C{count} bound, listening, non-blocking, inheritable sockets on the
+    same address and port (the first one's, when the description says port
+    0), for a tcp listener description.
+    """
+    family, interface, port, backlog = parse_tcp_listener(description)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((interface, port))
+            port = sock.getsockname()[1]
+            sock.listen(backlog)
+            sock.setblocking(False)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+class WorkerProtocol(ProcessProtocol):
+    """
+    One worker process: sends it its configuration, relays its log, and
+    tells the pool when it ends.
+    """
+
+    _log = Logger()
+
+    def __init__(self, pool: WorkerPool, number: int, config: bytes) -> None:
+        self.pool = pool
+        self.number = number
+        self.config = config
+        self.ended: Deferred[None] = Deferred()
+        self._out = b""
+        self._err = b""
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        # stdin stays open: a worker whose stdin closes knows the
+        # supervisor is gone and stops.
+        self.transport.write(self.config + b"\n")
+
+    def outReceived(self, data: bytes) -> None:
+        self._out += data
+        *lines, self._out = self._out.split(b"\n")
+        for line in lines:
+            self._emit(line.strip(b"\x1e \r"))
+
+    def _emit(self, line: bytes) -> None:
+        if not line:
+            return
+        try:
+            event = eventFromJSON(line.decode("utf-8", "replace"))
+        except ValueError:
+            self._log.info(
+                "worker {number}: {line}", number=self.number, line=line.decode()
+            )
+            return
+        event["log_system"] = f"txvnc-worker-{self.number}"
+        event["worker"] = self.number
+        globalLogPublisher(event)
+
+    def errReceived(self, data: bytes) -> None:
+        self._err += data
+        *lines, self._err = self._err.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._log.warn(
+                    "worker {number} stderr: {line}",
+                    number=self.number,
+                    line=line.decode("utf-8", "replace"),
+                )
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+        self.pool.worker_ended(self, reason)
+
+
+class WorkerPool(Service):
+    """
+    Keeps one worker running on each of C{socks} while the service runs.
+
+    @param config: the twistd options, as JSON-able values, each worker's
+        configuration (a worker runs the proxy only).
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        socks: list[socket.socket],
+        config: dict[str, Any],
+        executable: str = sys.executable,
+    ) -> None:
+        self.reactor = reactor
+        self.socks = socks
+        self.count = len(socks)
+        self.config = json.dumps(config).encode("utf-8")
+        self.executable = executable
+        self.workers: dict[int, WorkerProtocol] = {}
+        self.started_at: dict[int, float] = {}
+        self.restarts = 0
+
+    def startService(self) -> None:
+        super().startService()
+        host, port = self.socks[0].getsockname()[:2]
+        self._log.info(
+            "{count} workers share {host} port {port}",
+            count=self.count,
+            host=host,
+            port=port,
+        )
+        for number in range(1, self.count + 1):
+            self.spawn(number)
+
+    def spawn(self, number: int) -> None:
+        worker = WorkerProtocol(self, number, self.config)
+        env = dict(os.environ)
+        self.reactor.spawnProcess(
+            worker,
+            self.executable,
+            [self.executable, "-m", "txvnc.worker"],
+            env=env,
+            childFDs={
+                0: "w",
+                1: "r",
+                2: "r",
+                LISTEN_FD: self.socks[number - 1].fileno(),
+            },
+        )
+        self.workers[number] = worker
+        self.started_at[number] = self.reactor.seconds()
+        assert worker.transport is not None
+        self._log.info(
+            "worker {number} started (pid {pid})",
+            number=number,
+            pid=worker.transport.pid,
+        )
+
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [
+            w.transport.pid
+            for w in self.workers.values()
+            if w.transport is not None and w.transport.pid is not None
+        ]
+
+    def worker_ended(self, worker: WorkerProtocol, reason: Failure) -> None:
+        number = worker.number
+        if self.workers.get(number) is worker:
+            del self.workers[number]
+        if not self.running:
+            return
+        code = reason.value.exitCode if reason.check(ProcessTerminated) else 0
+        sig = reason.value.signal if reason.check(ProcessTerminated) else None
+        self._log.error(
+            "worker {number} ended ({why}); starting it again",
+            number=number,
+            why=(
+                f"signal {sig}"
+                if sig
+                else f"exit code {code}"
+                if not reason.check(ProcessDone)
+                else "exit code 0"
+            ),
+        )
+        self.restarts += 1
+        lived = self.reactor.seconds() - self.started_at.get(number, 0.0)
+        delay = 0.0 if lived > HEALTHY_AFTER else RESTART_DELAY
+        self.reactor.callLater(delay, self._respawn, number)
+
+    def _respawn(self, number: int) -> None:
+        if self.running and number not in self.workers:
+            self.spawn(number)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        ended = []
+        for worker in list(self.workers.values()):
+            ended.append(worker.ended)
+            self._signal(worker, signal.SIGTERM)
+            killer = self.reactor.callLater(
+                STOP_TIMEOUT, self._signal, worker, signal.SIGKILL
+            )
+            worker.ended.addCallback(_cancel, killer)
+        d = DeferredList(ended)
+        d.addBoth(self._close_sockets)
+        return d
+
+    def _close_sockets(self, result: object) -> object:
+        for sock in self.socks:
+            sock.close()
+        return result
+
+    @staticmethod
+    def _signal(worker: WorkerProtocol, sig: int) -> None:
+        transport: Any = worker.transport
+        if transport is not None and transport.pid is not None:
+            transport.signalProcess(sig)
+
+
+def _cancel(result: None, call: Any) -> None:
+    if call.active():
+        call.cancel()
