@@ -17,6 +17,7 @@ from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
+from txvnc.guarded import GuardedSite
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.redact import access_log_formatter
 
@@ -117,11 +118,13 @@ class ConsoleRoot(Resource):
         return self._static.render(request)
 
 
-class ConsoleSite(Site):
+class ConsoleSite(GuardedSite):
     """
     The proxy's L{Site}: its access log keeps page loads and every error,
     but not the fifty-odd successful requests for noVNC's modules that each
-    console page makes, which would bury the console lines.
+    console page makes, which would bury the console lines. It takes no
+    request bodies, and a request's headers must arrive within the
+    WebSocket handshake timeout (L{txvnc.guarded}).
     """
 
     def log(self, request: http.Request) -> None:
@@ -152,6 +155,11 @@ def console_site(
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
-    site = ConsoleSite(root, timeout=timeout, logFormatter=access_log_formatter)
+    site = ConsoleSite(
+        root,
+        timeout=timeout,
+        logFormatter=access_log_formatter,
+        header_timeout=factory.openHandshakeTimeout,
+    )
     site.displayTracebacks = False
     return site

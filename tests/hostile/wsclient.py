@@ -1,0 +1,229 @@
+"""
+A WebSocket client small enough to misbehave on purpose.
+
+Real clients refuse to send unmasked frames, set RSV bits or lie about
+lengths; this one writes whatever frame it is told to, on a raw asyncio
+stream, and reads the server's frames as they come.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+from dataclasses import dataclass
+
+OP_CONT, OP_TEXT, OP_BINARY = 0x0, 0x1, 0x2
+OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
+
+#: How long a test waits for the proxy to answer anything.
+ANSWER_TIMEOUT = 30.0
+
+
+@dataclass
+class Frame:
+    fin: bool
+    rsv: int
+    opcode: int
+    payload: bytes
+
+    @property
+    def close_code(self) -> int | None:
+        if self.opcode != OP_CLOSE or len(self.payload) < 2:
+            return None
+        return int(struct.unpack("!H", self.payload[:2])[0])
+
+    @property
+    def close_reason(self) -> str:
+        return self.payload[2:].decode("utf-8", "replace")
+
+
+@dataclass
+class Response:
+    """
+    The server's answer to an upgrade request.
+    """
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def mask_bytes(payload: bytes, key: bytes) -> bytes:
+    """
+    RFC 6455 masking, fast enough for a gigabyte: one big-integer XOR.
+    """
+    if not payload or key == b"\0\0\0\0":
+        return payload
+    n = len(payload)
+    stream = (key * (n // 4 + 1))[:n]
+    value = int.from_bytes(payload, "little") ^ int.from_bytes(stream, "little")
+    return value.to_bytes(n, "little")
+
+
+def encode_frame(
+    payload: bytes,
+    opcode: int = OP_BINARY,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    key: bytes | None = None,
+    length: int | None = None,
+) -> bytes:
+    """
+    One frame, as told: C{length} overrides the length field (to lie), C{rsv}
+    sets the three reserved bits, C{mask=False} sends it unmasked.
+    """
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | (rsv & 7) << 4 | opcode & 0xF])
+    bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([bit | n])
+    elif n < 1 << 16:
+        head += bytes([bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([bit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4) if key is None else key
+    return head + key + mask_bytes(payload, key)
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    return struct.pack("!H", code) + reason
+
+
+def upgrade_request(
+    host: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    protocol: str | None = "binary",
+) -> bytes:
+    """
+    The bytes of a browser-like upgrade request.
+    """
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: " + base64.b64encode(os.urandom(16)).decode(),
+        "Sec-WebSocket-Version: 13",
+    ]
+    if protocol is not None:
+        lines.append(f"Sec-WebSocket-Protocol: {protocol}")
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class WSClient:
+    """
+    One connection to the proxy.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.reader = reader
+        self.writer = writer
+        self.mask_key = os.urandom(4)
+
+    @classmethod
+    async def open_tcp(cls, host: str, port: int) -> WSClient:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
+        return cls(reader, writer)
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        path: str,
+        headers: dict[str, str] | None = None,
+        protocol: str | None = "binary",
+    ) -> tuple[WSClient, Response]:
+        """
+        Connect and send an upgrade request; the response says whether it
+        was accepted (101).
+        """
+        client = await cls.open_tcp(host, port)
+        client.writer.write(upgrade_request(f"{host}:{port}", path, headers, protocol))
+        return client, await client.read_response()
+
+    async def read_response(self) -> Response:
+        """
+        An HTTP response head (and its body when it has a length).
+        """
+        head = await asyncio.wait_for(
+            self.reader.readuntil(b"\r\n\r\n"), ANSWER_TIMEOUT
+        )
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = b""
+        if status != 101 and "content-length" in headers:
+            body = await asyncio.wait_for(
+                self.reader.readexactly(int(headers["content-length"])),
+                ANSWER_TIMEOUT,
+            )
+        return Response(status, headers, body)
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def send_frame(self, payload: bytes, opcode: int = OP_BINARY, **kw: object) -> None:
+        kw.setdefault("key", self.mask_key)
+        self.writer.write(encode_frame(payload, opcode, **kw))  # type: ignore[arg-type]
+
+    async def read_frame(self, timeout: float = ANSWER_TIMEOUT) -> Frame:
+        return await asyncio.wait_for(self._read_frame(), timeout)
+
+    async def _read_frame(self) -> Frame:
+        b0, b1 = await self.reader.readexactly(2)
+        n = b1 & 0x7F
+        if n == 126:
+            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+        elif n == 127:
+            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
+        key = await self.reader.readexactly(4) if b1 & 0x80 else None
+        payload = await self.reader.readexactly(n)
+        if key is not None:
+            payload = mask_bytes(payload, key)
+        return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, payload)
+
+    async def expect_close(self, timeout: float = ANSWER_TIMEOUT) -> Frame:
+        """
+        Read (and drop) frames until the server's close frame, answer it,
+        and wait for the server to end the TCP connection.
+        """
+        while True:
+            frame = await self.read_frame(timeout)
+            if frame.opcode == OP_CLOSE:
+                break
+        try:
+            self.send_frame(frame.payload[:2], OP_CLOSE)
+        except ConnectionError:
+            pass
+        await self.wait_eof(timeout)
+        return frame
+
+    async def wait_eof(self, timeout: float = ANSWER_TIMEOUT) -> None:
+        """
+        Wait until the server closes the TCP connection, dropping what comes.
+        """
+
+        async def drain() -> None:
+            try:
+                while await self.reader.read(1 << 16):
+                    pass
+            except ConnectionError:
+                pass
+
+        await asyncio.wait_for(drain(), timeout)
+
+    def close(self) -> None:
+        self.writer.close()
