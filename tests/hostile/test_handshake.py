@@ -221,8 +221,8 @@ def test_upgrade_that_never_completes_the_token_check_is_cut(txvnc: Twistd):
         for _ in range(20):
             client = await WSClient.open_tcp("127.0.0.1", txvnc.proxy_port)
             client.send(upgrade(txvnc, "/websockify?token=leaving"))
-            await client.writer.drain()
-            client.writer.transport.abort()
+            await client.drain()
+            client.transport.abort()
 
     run(scenario())
     assert txvnc.loud_lines(since) == []

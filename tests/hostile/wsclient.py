@@ -118,20 +118,89 @@ def upgrade_request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+class _Stream(asyncio.Protocol):
+    """
+    A byte stream that keeps what arrived before a reset: asyncio's
+    StreamReader raises a reset at once and drops what it had buffered,
+    and a server that aborts right after its close frame would lose it.
+    """
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.lost: Exception | None = None
+        self.ended = False
+        self._changed = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._changed.set()
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        self._changed.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
+        self.lost = exc
+        self._changed.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def drain(self) -> None:
+        await self._writable.wait()
+        if self.lost is not None:
+            raise ConnectionResetError(str(self.lost))
+
+    async def wait_change(self) -> None:
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def read_exactly(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            if self.ended:
+                raise EOFError(f"connection ended ({self.lost or 'EOF'})")
+            await self.wait_change()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def read_until(self, mark: bytes) -> bytes:
+        while (at := self.buffer.find(mark)) < 0:
+            if self.ended:
+                raise EOFError(f"connection ended ({self.lost or 'EOF'})")
+            await self.wait_change()
+        return await self.read_exactly(at + len(mark))
+
+
 class WSClient:
     """
     One connection to the proxy.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.reader = reader
-        self.writer = writer
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
+        assert stream.transport is not None
+        self.transport = stream.transport
         self.mask_key = os.urandom(4)
 
     @classmethod
     async def open_tcp(cls, host: str, port: int) -> WSClient:
-        reader, writer = await asyncio.open_connection(host, port, limit=1 << 20)
-        return cls(reader, writer)
+        loop = asyncio.get_running_loop()
+        _, stream = await loop.create_connection(_Stream, host, port)
+        return cls(stream)
 
     @classmethod
     async def connect(
@@ -147,7 +216,7 @@ class WSClient:
         was accepted (101).
         """
         client = await cls.open_tcp(host, port)
-        client.writer.write(upgrade_request(f"{host}:{port}", path, headers, protocol))
+        client.send(upgrade_request(f"{host}:{port}", path, headers, protocol))
         return client, await client.read_response()
 
     async def read_response(self) -> Response:
@@ -155,7 +224,7 @@ class WSClient:
         An HTTP response head (and its body when it has a length).
         """
         head = await asyncio.wait_for(
-            self.reader.readuntil(b"\r\n\r\n"), ANSWER_TIMEOUT
+            self.stream.read_until(b"\r\n\r\n"), ANSWER_TIMEOUT
         )
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
@@ -167,30 +236,42 @@ class WSClient:
         body = b""
         if status != 101 and "content-length" in headers:
             body = await asyncio.wait_for(
-                self.reader.readexactly(int(headers["content-length"])),
+                self.stream.read_exactly(int(headers["content-length"])),
                 ANSWER_TIMEOUT,
             )
         return Response(status, headers, body)
 
     def send(self, data: bytes) -> None:
-        self.writer.write(data)
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """
+        Wait until the send buffer is below its high-water mark.
+        """
+        await self.stream.drain()
 
     def send_frame(self, payload: bytes, opcode: int = OP_BINARY, **kw: object) -> None:
         kw.setdefault("key", self.mask_key)
-        self.writer.write(encode_frame(payload, opcode, **kw))  # type: ignore[arg-type]
+        self.send(encode_frame(payload, opcode, **kw))  # type: ignore[arg-type]
+
+    def pause_reading(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.transport.resume_reading()
 
     async def read_frame(self, timeout: float = ANSWER_TIMEOUT) -> Frame:
         return await asyncio.wait_for(self._read_frame(), timeout)
 
     async def _read_frame(self) -> Frame:
-        b0, b1 = await self.reader.readexactly(2)
+        b0, b1 = await self.stream.read_exactly(2)
         n = b1 & 0x7F
         if n == 126:
-            (n,) = struct.unpack("!H", await self.reader.readexactly(2))
+            (n,) = struct.unpack("!H", await self.stream.read_exactly(2))
         elif n == 127:
-            (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        key = await self.reader.readexactly(4) if b1 & 0x80 else None
-        payload = await self.reader.readexactly(n)
+            (n,) = struct.unpack("!Q", await self.stream.read_exactly(8))
+        key = await self.stream.read_exactly(4) if b1 & 0x80 else None
+        payload = await self.stream.read_exactly(n)
         if key is not None:
             payload = mask_bytes(payload, key)
         return Frame(bool(b0 & 0x80), (b0 >> 4) & 7, b0 & 0xF, payload)
@@ -204,26 +285,22 @@ class WSClient:
             frame = await self.read_frame(timeout)
             if frame.opcode == OP_CLOSE:
                 break
-        try:
+        if not self.stream.ended:
             self.send_frame(frame.payload[:2], OP_CLOSE)
-        except ConnectionError:
-            pass
         await self.wait_eof(timeout)
         return frame
 
     async def wait_eof(self, timeout: float = ANSWER_TIMEOUT) -> None:
         """
-        Wait until the server closes the TCP connection, dropping what comes.
+        Wait until the server ends the TCP connection, dropping what comes.
         """
 
-        async def drain() -> None:
-            try:
-                while await self.reader.read(1 << 16):
-                    pass
-            except ConnectionError:
-                pass
+        async def ended() -> None:
+            while not self.stream.ended:
+                self.stream.buffer.clear()
+                await self.stream.wait_change()
 
-        await asyncio.wait_for(drain(), timeout)
+        await asyncio.wait_for(ended(), timeout)
 
     def close(self) -> None:
-        self.writer.close()
+        self.transport.close()
