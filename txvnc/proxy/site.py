@@ -56,6 +56,14 @@ def page_dir() -> str:
     return str(resources.files("txvnc") / "web")
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class StaticFiles(File):
     """
     Static files without directory listings: a console proxy has nothing to
@@ -64,6 +72,15 @@ class StaticFiles(File):
 
     def directoryListing(self) -> Resource:
         return NoResource()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        # Twisted stats the path as given: a NUL byte raised ValueError (a
+        # 500 and a critical traceback in the log), and a segment that is
+        # not UTF-8 logged a traceback before its 404.
+        if b"\0" in path or not _is_utf8(path):
+            return NoResource()
+        child: Resource = super().getChild(path, request)
+        return child
 
     def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
