@@ -5,9 +5,11 @@ It speaks no RFB: each connection's first line, sent by the test through the
 proxy, says what the connection does, so one server plays every part:
 
     ECHO TAG                  send back everything received
-    STREAM TAG OUT IN [HOLD]  send OUT pseudo-random bytes and read IN bytes
+    STREAM TAG OUT IN [HOLD|WAIT]
+                              send OUT pseudo-random bytes and read IN bytes
                               at the same time, then close; with HOLD, read
-                              nothing until "go TAG" arrives on stdin
+                              nothing until "go TAG" arrives on stdin; with
+                              WAIT, send nothing until the first byte comes
     RESET TAG OUT             send OUT bytes, then reset the connection (RST)
 
 Events go to stdout, one line each, for the test to wait on:
@@ -100,11 +102,15 @@ class Backend:
             elif command == "STREAM":
                 out, into = int(args[0]), int(args[1])
                 hold = args[2:] == ["HOLD"]
+                digest = hashlib.sha256()
+                if args[2:] == ["WAIT"]:
+                    first = await reader.read(min(CHUNK, into))
+                    received += len(first)
+                    digest.update(first)
                 sent_box = [0]
                 sending = asyncio.ensure_future(self._send(writer, tag, out, sent_box))
                 if hold:
                     await self.gate(tag).wait()
-                digest = hashlib.sha256()
                 while received < into:
                     data = await reader.read(min(CHUNK, into - received))
                     if not data:

@@ -185,6 +185,18 @@ class Twistd:
         """
         return [line for line in self.log.lines(since) if LOUD.search(line)]
 
+    def close_reason(self, client_port: int, since: int = 0) -> str:
+        """
+        Why the proxy says the console of the browser at C{client_port}
+        closed, from its close line (waiting for it).
+        """
+        found = self.log.wait_for(
+            rf"127\.0\.0\.1:{client_port}: console closed, instance \S+, "
+            r"target \S+: (.*); \d+ bytes to VNC",
+            since,
+        )
+        return found.group(1)
+
     def stop(self) -> None:
         if self._http is not None:
             self._http.close()

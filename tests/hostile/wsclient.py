@@ -19,6 +19,8 @@ OP_CLOSE, OP_PING, OP_PONG = 0x8, 0x9, 0xA
 
 #: How long a test waits for the proxy to answer anything.
 ANSWER_TIMEOUT = 30.0
+#: A send that has not drained for this long is stalled.
+STALL_AFTER = 1.0
 
 
 @dataclass
@@ -195,6 +197,9 @@ class WSClient:
         assert stream.transport is not None
         self.transport = stream.transport
         self.mask_key = os.urandom(4)
+        self.bytes_written = 0
+        #: Set when a send has waited a second for the buffer to drain.
+        self.stalled = asyncio.Event()
 
     @classmethod
     async def open_tcp(cls, host: str, port: int) -> WSClient:
@@ -241,14 +246,27 @@ class WSClient:
             )
         return Response(status, headers, body)
 
+    @property
+    def local_port(self) -> int:
+        """
+        This end's port: the proxy's log names each console by it.
+        """
+        return int(self.transport.get_extra_info("sockname")[1])
+
     def send(self, data: bytes) -> None:
+        self.bytes_written += len(data)
         self.transport.write(data)
 
     async def drain(self) -> None:
         """
-        Wait until the send buffer is below its high-water mark.
+        Wait until the send buffer is below its high-water mark; set
+        C{stalled} when that takes over a second.
         """
-        await self.stream.drain()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.stream.drain()), STALL_AFTER)
+        except TimeoutError:
+            self.stalled.set()
+            await self.stream.drain()
 
     def send_frame(self, payload: bytes, opcode: int = OP_BINARY, **kw: object) -> None:
         kw.setdefault("key", self.mask_key)
