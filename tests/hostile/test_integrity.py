@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests.hostile.conftest import Backend, Twistd, open_console, run
-from tests.hostile.streams import GiB, MiB, send_stream, read_stream
+from tests.hostile.streams import GiB, MiB, read_stream, send_stream
 
 
 def done_line(backend: Backend, tag: str, since: int) -> dict[str, str]:
