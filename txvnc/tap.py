@@ -24,13 +24,14 @@ from twisted.web.server import Site
 from txvnc import __version__
 from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.keys import KeyFileError, load_or_create_key_file, read_key_file
-from txvnc.consoleauth.resource import ConsoleAuthResource
+from txvnc.consoleauth.resource import MAX_BODY, ConsoleAuthResource
 from txvnc.consoleauth.store import (
     ITokenStore,
     UnknownStore,
     parse_store_description,
     store_from_string,
 )
+from txvnc.guarded import GuardedSite
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
@@ -313,7 +314,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         StoreService(store).setServiceParent(top)
         base_url = config["base-url"]
         api = ConsoleAuthResource(store, api_key, reactor, base_url)
-        api_site = Site(api, timeout=60, logFormatter=access_log_formatter)
+        api_site = GuardedSite(
+            api, timeout=60, logFormatter=access_log_formatter, max_body=MAX_BODY
+        )
         api_site.displayTracebacks = False
         _listener(reactor, config["api-listen"], api_site).setServiceParent(top)
         purge = TimerService(

@@ -350,9 +350,17 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         info = self.connect_info
         assert info is not None
         if self.close_why is None:
-            self.close_why = (
-                f"browser closed ({code})" if wasClean else "browser connection lost"
-            )
+            if self.localCloseCode not in (None, CLOSE_NORMAL):
+                # Autobahn failed the connection: the browser broke the protocol.
+                reason_bytes: bytes = self.localCloseReason or b""
+                self.close_why = (
+                    f"closed by the proxy ({self.localCloseCode}: "
+                    f"{reason_bytes.decode('utf-8', 'replace')})"
+                )
+            elif wasClean:
+                self.close_why = f"browser closed ({code})"
+            else:
+                self.close_why = "browser connection lost"
         self._log.info(
             "[{conn_id}] {client}: console closed, instance {instance_uuid}, "
             "target {host}:{port}: {why}; {bytes_to_vnc} bytes to VNC, "
@@ -422,6 +430,10 @@ class ConsoleProxyFactory(WebSocketServerFactory):
             maxMessagePayloadSize=MAX_MESSAGE_SIZE,
             openHandshakeTimeout=handshake_timeout,
             closeHandshakeTimeout=5,
+            # A browser that breaks the protocol is told why (1002, 1007,
+            # 1009) in a close frame before the connection drops, instead of
+            # a bare TCP reset.
+            failByDrop=False,
             # No permessage-deflate: a console stream is already compressed
             # where it matters, and inflating is a memory bomb waiting.
             perMessageCompressionAccept=lambda offers: None,

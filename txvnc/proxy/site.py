@@ -17,6 +17,7 @@ from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
+from txvnc.guarded import GuardedSite
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.redact import access_log_formatter
 
@@ -55,6 +56,14 @@ def page_dir() -> str:
     return str(resources.files("txvnc") / "web")
 
 
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 class StaticFiles(File):
     """
     Static files without directory listings: a console proxy has nothing to
@@ -63,6 +72,15 @@ class StaticFiles(File):
 
     def directoryListing(self) -> Resource:
         return NoResource()
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        # Twisted stats the path as given: a NUL byte raised ValueError (a
+        # 500 and a critical traceback in the log), and a segment that is
+        # not UTF-8 logged a traceback before its 404.
+        if b"\0" in path or not _is_utf8(path):
+            return NoResource()
+        child: Resource = super().getChild(path, request)
+        return child
 
     def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
@@ -117,11 +135,13 @@ class ConsoleRoot(Resource):
         return self._static.render(request)
 
 
-class ConsoleSite(Site):
+class ConsoleSite(GuardedSite):
     """
     The proxy's L{Site}: its access log keeps page loads and every error,
     but not the fifty-odd successful requests for noVNC's modules that each
-    console page makes, which would bury the console lines.
+    console page makes, which would bury the console lines. It takes no
+    request bodies, and a request's headers must arrive within the
+    WebSocket handshake timeout (L{txvnc.guarded}).
     """
 
     def log(self, request: http.Request) -> None:
@@ -152,6 +172,11 @@ def console_site(
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
-    site = ConsoleSite(root, timeout=timeout, logFormatter=access_log_formatter)
+    site = ConsoleSite(
+        root,
+        timeout=timeout,
+        logFormatter=access_log_formatter,
+        header_timeout=factory.openHandshakeTimeout,
+    )
     site.displayTracebacks = False
     return site

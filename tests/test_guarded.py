@@ -1,0 +1,103 @@
+"""
+The guarded HTTP channel: a deadline for headers, a limit on bodies.
+"""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from txvnc.guarded import GuardedSite
+
+
+class Hello(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        return b"hello"
+
+
+def connect(timeout=10.0, max_body=0):
+    reactor = MemoryReactorClock()
+    site = GuardedSite(
+        Hello(), reactor=reactor, header_timeout=timeout, max_body=max_body
+    )
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1234))
+    channel.makeConnection(transport)
+    return reactor, channel, transport
+
+
+def test_slow_headers_get_408_at_the_deadline():
+    """A client that sends one byte a second is answered 408 and closed at the deadline, not later."""
+    reactor, channel, transport = connect(timeout=10)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: yes\r\n" * 10
+    for byte in request:
+        channel.dataReceived(bytes([byte]))
+        reactor.advance(1)
+        if transport.disconnecting:
+            break
+    assert transport.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert transport.disconnecting
+    assert reactor.seconds() <= 10.0
+
+
+def test_headers_in_time_are_served():
+    """A request whose headers arrive before the deadline is served, and the deadline does not fire later."""
+    reactor, channel, transport = connect(timeout=10)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reactor.advance(100)
+    assert transport.value().startswith(b"HTTP/1.1 200 OK")
+    assert transport.value().endswith(b"hello")
+    assert b"408" not in transport.value()
+
+
+def test_idle_keep_alive_connection_is_closed_quietly():
+    """A keep-alive connection that sends nothing after its response is closed without a 408."""
+    reactor, channel, transport = connect(timeout=10)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.value().endswith(b"hello")
+    transport.clear()
+    reactor.advance(10)
+    assert transport.value() == b""
+    assert transport.disconnecting
+
+
+def test_second_request_has_its_own_deadline():
+    """The next request on a kept-alive connection gets 408 when its headers dribble past the deadline."""
+    reactor, channel, transport = connect(timeout=10)
+    channel.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    transport.clear()
+    channel.dataReceived(b"GET / HT")
+    reactor.advance(10)
+    assert transport.value().startswith(b"HTTP/1.1 408")
+
+
+def test_body_over_the_limit_is_refused_before_it_is_read():
+    """A Content-Length over the limit gets 413 as soon as the headers end."""
+    _reactor, channel, transport = connect(max_body=100)
+    channel.dataReceived(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\nxxxx"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 413 Content Too Large\r\n")
+    assert transport.disconnecting
+    assert channel.requests[0].content is None
+
+
+def test_body_within_the_limit_is_read():
+    """A body within the limit reaches the resource."""
+    _reactor, channel, transport = connect(max_body=100)
+    channel.dataReceived(
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcde"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 200 OK")
+
+
+def test_chunked_body_is_refused():
+    """A chunked body, whose size is unknown, gets 411."""
+    _reactor, channel, transport = connect(max_body=100)
+    channel.dataReceived(
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n"
+    )
+    assert transport.value().startswith(b"HTTP/1.1 411 Length Required\r\n")
+    assert transport.disconnecting
