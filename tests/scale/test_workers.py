@@ -74,31 +74,25 @@ def vnc_received(server_side, count: int) -> Deferred:
     return d
 
 
-def worker_of(server_side) -> int:
-    """The pid of the worker process holding this console's VNC connection."""
-    peer = server_side.transport.getPeer()
-    needle = f"{peer.port:04X}"
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        inodes = set()
-        for fd in fds:
+def worker_of(server_side, pids: list[int]) -> int:
+    """Which of C{pids} holds the proxy end of this console's VNC connection."""
+    peer, host = server_side.transport.getPeer(), server_side.transport.getHost()
+    local, remote = f":{peer.port:04X}", f":{host.port:04X}"
+    with open("/proc/net/tcp") as table:
+        inodes = {
+            fields[9]
+            for fields in (line.split() for line in table.readlines()[1:])
+            if fields[1].endswith(local) and fields[2].endswith(remote)
+        }
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
-        with open("/proc/net/tcp") as table:
-            for line in table.readlines()[1:]:
-                fields = line.split()
-                if fields[1].endswith(":" + needle) and fields[9] in inodes:
-                    return int(pid)
-    raise AssertionError(f"no process holds the connection from port {peer.port}")
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    raise AssertionError(f"none of {pids} holds the connection from port {peer.port}")
 
 
 @pytest.mark.timeout(180)
@@ -111,7 +105,7 @@ async def test_killed_worker_is_restarted_and_other_consoles_stay_open(txvnc2, v
     consoles = await open_many(txvnc2, vnc, CONSOLES)
     by_worker = {pid: [] for pid in workers}
     for browser, server_side in consoles:
-        by_worker[worker_of(server_side)].append((browser, server_side))
+        by_worker[worker_of(server_side, workers)].append((browser, server_side))
     assert all(by_worker.values()), "the kernel gave every console to one worker"
 
     victim, survivor = workers
@@ -131,7 +125,7 @@ async def test_killed_worker_is_restarted_and_other_consoles_stay_open(txvnc2, v
 
     # New consoles open, on both the survivor and the restarted worker.
     fresh = await open_many(txvnc2, vnc, CONSOLES)
-    holders = {worker_of(server_side) for _, server_side in fresh}
+    holders = {worker_of(s, [survivor, new_pid]) for _, s in fresh}
     assert holders == {survivor, new_pid}
     for browser, server_side in fresh:
         await round_trip(browser, server_side, os.urandom(10_000))

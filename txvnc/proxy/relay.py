@@ -280,6 +280,11 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
 
     # Relay
 
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's adapter builds a debug log line for every read (a few
+        # microseconds each, even with debug off); go straight to parsing.
+        self._dataReceived(data)
+
     def _dataReceived(self, data: bytes) -> None:
         # Complete binary frames skip Autobahn's per-frame work (see
         # txvnc.proxy.fastpath); everything else is Autobahn's.
