@@ -21,6 +21,7 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.error import ConnectingCancelledError
@@ -365,10 +366,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
     def vnc_lost(self, reason: Failure) -> None:
         self._vnc_transport = None
         if self._rfb is not None and not self._rfb.relaying and self.close_why is None:
-            why = reason.getErrorMessage() if reason is not None else "closed"
-            self._rfb_failed(
-                f"the VNC server closed the connection during the handshake ({why})"
-            )
+            self._rfb_failed(handshake_lost_reason(reason))
             return
         if self.state == self.STATE_OPEN:
             if self.close_why is None:
@@ -412,6 +410,22 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             bytes_from_vnc=self.bytes_from_vnc,
             duration=self.factory.clock.seconds() - self.opened_at,
         )
+
+
+def handshake_lost_reason(reason: Failure | None) -> str:
+    """
+    Why a VNC connection ended before its RFB handshake did, in words: TLS
+    errors name what OpenSSL refused (e.g. "certificate verify failed").
+    """
+    if reason is not None and reason.check(SSL.Error):
+        details = [
+            str(part[2] if isinstance(part, tuple) and len(part) == 3 else part)
+            for part in (reason.value.args[0] if reason.value.args else [])
+        ]
+        why = "; ".join(d for d in details if d) or "handshake failed"
+        return f"TLS with the VNC server failed: {why}"
+    why = reason.getErrorMessage() if reason is not None else "closed"
+    return f"the VNC server closed the connection during the handshake ({why})"
 
 
 def _dropped(rfb: RFBSession | None) -> str:
