@@ -159,3 +159,13 @@ async def test_sqlite_keeps_options_and_upgrades_old_files(tmp_path: Path) -> No
         assert (await store.get(token_hash("tok"), 1.0)) == record
     finally:
         await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replaced_secret_key_is_a_clear_error() -> None:
+    """A token whose password was sealed under another key answers 500 with a reason, no traceback."""
+    store, http = make_api()
+    _, answer = await call(http, "POST", "/v1/tokens", {**TARGET, "vnc_password": "pw"})
+    _, other = make_api(store, secrets=SecretBox("a replaced key"))
+    code, body = await call(other, "GET", "/v1/tokens/" + answer["token"])
+    assert (code, body) == (500, {"error": "the token's VNC password cannot be decrypted"})

@@ -212,7 +212,13 @@ class ConsoleAuthResource(Resource):
             return 404, {"error": "the token is invalid or has expired"}
         info = record.connect_info()
         if self._may_see_vnc_password(request):
-            password = reveal_password(record.options, self._secrets)
+            try:
+                password = reveal_password(record.options, self._secrets)
+            except SecretError as e:
+                self._log.error(
+                    "token {token_ref}: {why}", token_ref=token_ref(token), why=str(e)
+                )
+                return 500, {"error": "the token's VNC password cannot be decrypted"}
             if password is not None:
                 info[PLAIN] = password
         return 200, info
