@@ -21,6 +21,7 @@ from txvnc.client import (
     pooled_http_client,
 )
 from txvnc.consoleauth.keys import KeyFileError, read_key_file
+from txvnc.consoleauth.tokens import CLIPBOARD_MODES, SECURITY_MODES
 
 DEFAULT_API_URL = "http://127.0.0.1:6081"
 
@@ -68,12 +69,52 @@ def _parser() -> argparse.ArgumentParser:
     sub = console.add_subparsers(dest="action", required=True)
 
     create = sub.add_parser("create", help="mint a console token, print its URL")
-    create.add_argument("--host", required=True, help="VNC server host")
-    create.add_argument("--port", required=True, type=int, help="VNC server port")
+    target = create.add_mutually_exclusive_group(required=True)
+    target.add_argument("--host", help="VNC server host (with --port)")
+    target.add_argument(
+        "--unix-path", help="VNC server unix socket, instead of --host and --port"
+    )
+    create.add_argument("--port", type=int, help="VNC server port")
     create.add_argument("--instance-uuid", help="instance the console belongs to")
     create.add_argument("--ttl", type=int, help="token lifetime in seconds")
     create.add_argument(
         "--console-type", default="novnc", help="console type [default: novnc]"
+    )
+    rfb = create.add_argument_group(
+        "VNC security and policy (the proxy speaks RFB for the browser)"
+    )
+    rfb.add_argument(
+        "--security",
+        choices=SECURITY_MODES,
+        help="how the proxy authenticates to the VNC server",
+    )
+    rfb.add_argument(
+        "--vnc-password-file",
+        help="file holding the VNC password (env TXVNC_VNC_PASSWORD); "
+        "never on the command line",
+    )
+    rfb.add_argument(
+        "--view-only",
+        action="store_true",
+        default=None,
+        help="drop keyboard, pointer and clipboard input",
+    )
+    rfb.add_argument(
+        "--clipboard", choices=CLIPBOARD_MODES, help="which way the clipboard flows"
+    )
+    sharing = rfb.add_mutually_exclusive_group()
+    sharing.add_argument(
+        "--shared",
+        dest="shared",
+        action="store_true",
+        default=None,
+        help="let other viewers stay connected",
+    )
+    sharing.add_argument(
+        "--exclusive",
+        dest="shared",
+        action="store_false",
+        help="ask the VNC server to disconnect other viewers",
     )
 
     revoke = sub.add_parser("revoke", help="revoke one token")
@@ -83,6 +124,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     revoke_instance.add_argument("instance_uuid")
     return parser
+
+
+def _vnc_password(args: argparse.Namespace) -> str | None:
+    if args.vnc_password_file:
+        try:
+            with open(args.vnc_password_file, encoding="utf-8") as f:
+                return f.read().rstrip("\r\n") or None
+        except OSError as e:
+            raise KeyFileError(
+                f"cannot read VNC password file {args.vnc_password_file}: "
+                f"{e.strerror}"
+            ) from None
+    return os.environ.get("TXVNC_VNC_PASSWORD") or None
 
 
 def _api_key(args: argparse.Namespace) -> str:
@@ -103,6 +157,12 @@ async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
             instance_uuid=args.instance_uuid,
             ttl=args.ttl,
             console_type=args.console_type,
+            unix_path=args.unix_path,
+            security=args.security,
+            vnc_password=args.vnc_password,
+            view_only=args.view_only,
+            clipboard=args.clipboard,
+            shared=args.shared,
         )
         print(table(["Type", "Url"], [[answer["console_type"], answer["access_url"]]]))
     elif args.action == "revoke":
@@ -115,11 +175,21 @@ async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.action == "create" and args.host is not None and args.port is None:
+        parser.error("--host needs --port")
+    if args.action == "create" and args.unix_path is not None and args.port:
+        parser.error("--unix-path takes no --port")
     try:
         key = _api_key(args)
     except KeyFileError as e:
         print(f"txvnc: {e} (set TXVNC_API_KEY or --api-key-file)", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        args.vnc_password = _vnc_password(args) if args.action == "create" else None
+    except KeyFileError as e:
+        print(f"txvnc: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 
     async def run(reactor: Any) -> None:

@@ -11,7 +11,7 @@ real resource instead.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -54,6 +54,13 @@ class ConnectInfo:
     instance_uuid: str | None
     console_type: str
     expires_at: str
+    #: The RFB security proxy's options (txvnc.rfb): absent means relay as is.
+    unix_path: str | None = None
+    security: str | None = None
+    vnc_password: str | None = field(default=None, repr=False)
+    view_only: bool | None = None
+    clipboard: str | None = None
+    shared: bool | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ConnectInfo:
@@ -63,7 +70,27 @@ class ConnectInfo:
             instance_uuid=body.get("instance_uuid"),
             console_type=str(body.get("console_type", "novnc")),
             expires_at=str(body.get("expires_at", "")),
+            unix_path=_optional(body, "unix_path", str),
+            security=_optional(body, "security", str),
+            vnc_password=_optional(body, "vnc_password", str),
+            view_only=_optional(body, "view_only", bool),
+            clipboard=_optional(body, "clipboard", str),
+            shared=_optional(body, "shared", bool),
         )
+
+    @property
+    def target(self) -> str:
+        """
+        Where the console connects, for log lines.
+        """
+        return self.unix_path or f"{self.host}:{self.port}"
+
+
+def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
+    value = body.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise TypeError(f"{name} is not a {kind.__name__}")
+    return value
 
 
 def pooled_http_client(reactor: Any, max_per_host: int = 16) -> HTTPClient:
@@ -180,20 +207,29 @@ class ConsoleAuthClient:
 
     async def create_token(
         self,
-        host: str,
-        port: int,
+        host: str | None,
+        port: int | None,
         instance_uuid: str | None = None,
         ttl: int | None = None,
         console_type: str = "novnc",
+        **options: Any,
     ) -> dict[str, Any]:
         """
         Mint a token; the API's JSON answer (token, access_url, expires_at, ...).
+
+        @param options: the RFB options (C{unix_path}, C{vnc_password},
+            C{security}, C{view_only}, C{clipboard}, C{shared}); L{None}
+            values are left out. With C{unix_path}, pass C{host} and
+            C{port} as L{None}.
         """
         request: dict[str, Any] = {
             "host": host,
             "port": port,
             "console_type": console_type,
         }
+        request.update({k: v for k, v in options.items() if v is not None})
+        if request.get("unix_path") is not None:
+            del request["host"], request["port"]
         if instance_uuid is not None:
             request["instance_uuid"] = instance_uuid
         if ttl is not None:

@@ -25,14 +25,17 @@ from txvnc import __version__
 from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.keys import KeyFileError, load_or_create_key_file, read_key_file
 from txvnc.consoleauth.resource import MAX_BODY, ConsoleAuthResource
+from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import (
     ITokenStore,
     UnknownStore,
     parse_store_description,
     store_from_string,
 )
+from txvnc.consoleauth.tokens import SECURITY_MODES
 from txvnc.guarded import GuardedSite
 from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
 from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
@@ -116,6 +119,42 @@ class Options(usage.Options):
             float,
         ],
         [
+            "secret-key-file",
+            None,
+            "txvnc-secret.key",
+            (
+                "File holding the key that encrypts VNC passwords in the token "
+                "store; created (mode 0600) when missing."
+            ),
+        ],
+        [
+            "vnc-security",
+            None,
+            None,
+            (
+                "Security toward VNC servers for tokens that name none: none, "
+                "vnc or vencrypt. [default: relay the browser's RFB untouched]"
+            ),
+        ],
+        [
+            "vnc-ca-cert",
+            None,
+            None,
+            "PEM CA that VeNCrypt servers' certificates must chain to.",
+        ],
+        [
+            "vnc-client-cert",
+            None,
+            None,
+            "PEM client certificate presented to VeNCrypt servers.",
+        ],
+        [
+            "vnc-client-key",
+            None,
+            None,
+            "PEM key of --vnc-client-cert. [default: in the certificate file]",
+        ],
+        [
             "purge-interval",
             None,
             60.0,
@@ -137,6 +176,11 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["allowed-origin"] = []
+        self["allowed-unix-dir"] = []
+
+    def opt_allowed_unix_dir(self, directory: str) -> None:
+        """Tokens may name VNC unix sockets under this directory (repeatable)."""
+        self["allowed-unix-dir"].append(directory)
 
     def opt_allowed_origin(self, origin: str) -> None:
         """Also accept WebSockets from this origin or host name (repeatable)."""
@@ -171,14 +215,20 @@ class Options(usage.Options):
                 kind, path = parse_store_description(self["store"])
                 if kind == "sqlite":
                     _check_writable_dir(path, "the token store")
-                if os.path.exists(self["api-key-file"]):
-                    read_key_file(self["api-key-file"])
-                else:
-                    _check_writable_dir(self["api-key-file"], "the API key file")
+                for name, what in (
+                    ("api-key-file", "the API key file"),
+                    ("secret-key-file", "the secret key file"),
+                ):
+                    if os.path.exists(self[name]):
+                        read_key_file(self[name])
+                    else:
+                        _check_writable_dir(self[name], what)
             else:
                 read_key_file(self["api-key-file"])
         except (UnknownStore, KeyFileError) as e:
             raise usage.UsageError(str(e)) from None
+        if run_proxy:
+            self["rfb"] = rfb_config(self)
         if run_api and self["base-url"] is None:
             self["base-url"] = default_base_url(self["listen"], "--base-url")
         if run_proxy:
@@ -201,6 +251,31 @@ class Options(usage.Options):
                         "noVNC not found: run `npm ci` in the txvnc checkout, "
                         "or pass --novnc DIR or --web DIR"
                     )
+
+
+def rfb_config(config: Options) -> RFBConfig:
+    """
+    The proxy's RFB settings from the options, the TLS files read now so a
+    bad file stops start-up with a usage message.
+    """
+    security = config["vnc-security"]
+    if security is not None and security not in SECURITY_MODES:
+        raise usage.UsageError(
+            "--vnc-security must be one of: " + ", ".join(SECURITY_MODES)
+        )
+    if config["vnc-client-key"] and not config["vnc-client-cert"]:
+        raise usage.UsageError("--vnc-client-key needs --vnc-client-cert")
+    tls = None
+    if config["vnc-ca-cert"] or config["vnc-client-cert"]:
+        try:
+            tls = VNCTLSConfig(
+                config["vnc-ca-cert"],
+                config["vnc-client-cert"],
+                config["vnc-client-key"],
+            )
+        except Exception as e:
+            raise usage.UsageError(f"cannot load the VNC TLS files: {e}") from None
+    return RFBConfig(default_security=security, tls=tls)
 
 
 def _check_writable_dir(path: str, what: str) -> None:
@@ -291,8 +366,20 @@ def proxy_site(config: Any, reactor: Any, api_key: str) -> Site:
         auth,
         allowed_origins=tuple(config["allowed-origin"]),
         connect_timeout=config["connect-timeout"],
+        rfb=config.get("rfb") or rfb_config(config),
+        allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
     )
     return console_site(factory, web_dir=config["web"], novnc_dir=config["novnc"])
+
+
+def worker_config(config: Options) -> dict[str, Any]:
+    """
+    What a worker process is told: the options as plain values (anything
+    else was derived from them by L{Options.postOptions} and is derived
+    again in the worker), with the API left to this process.
+    """
+    plain = (str, int, float, bool, type(None), list, tuple)
+    return {k: v for k, v in config.items() if isinstance(v, plain)} | {"no-api": 1}
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
@@ -313,7 +400,15 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         store = store_from_string(config["store"])
         StoreService(store).setServiceParent(top)
         base_url = config["base-url"]
-        api = ConsoleAuthResource(store, api_key, reactor, base_url)
+        secrets = SecretBox(load_or_create_key_file(config["secret-key-file"]))
+        api = ConsoleAuthResource(
+            store,
+            api_key,
+            reactor,
+            base_url,
+            secrets=secrets,
+            allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
+        )
         api_site = GuardedSite(
             api, timeout=60, logFormatter=access_log_formatter, max_body=MAX_BODY
         )
@@ -336,8 +431,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if not config["no-proxy"]:
         if config["workers"] > 1:
             socks = shared_listening_sockets(config["listen"], config["workers"])
-            worker_config = dict(config) | {"no-api": 1}
-            pool = WorkerPool(reactor, socks, worker_config)
+            pool = WorkerPool(reactor, socks, worker_config(config))
             pool.setServiceParent(top)
         else:
             site = proxy_site(config, reactor, api_key)

@@ -250,7 +250,11 @@ class VM:
         return answer["return"]
 
 
-def _start_vm(tmp: Path) -> VM:
+def _start_vm(tmp: Path, vnc_options: str = "", extra: tuple[str, ...] = ()) -> VM:
+    """
+    Start qemu; C{vnc_options} are appended to C{-vnc} (e.g.
+    C{,password=on}) and C{extra} to the command line (e.g. an C{-object}).
+    """
     # Start at a port nothing holds now; `to=` lets qemu move up a few
     # displays if something takes it first, and QMP tells us where it is.
     port = free_port()
@@ -264,8 +268,9 @@ def _start_vm(tmp: Path) -> VM:
             "-m", "64",
             "-name", "txvnc-e2e",
             "-machine", f"accel={QEMU_ACCEL}",
-            "-vnc", f"127.0.0.1:{display},to={display + 50}",
+            "-vnc", f"127.0.0.1:{display},to={display + 50}{vnc_options}",
             "-qmp", "stdio",
+            *extra,
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

@@ -20,8 +20,10 @@ from twisted.web.server import Site
 
 from txvnc.client import ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.resource import ConsoleAuthResource
+from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.site import console_site, find_novnc
 
 KEY = "relay-test-key"
@@ -181,9 +183,22 @@ class Stack:
     Token API + proxy, listening on loopback; tear down with L{stop}.
     """
 
-    def __init__(self, connect_timeout: float = 5.0, auth_timeout: float = 5.0):
+    def __init__(
+        self,
+        connect_timeout: float = 5.0,
+        auth_timeout: float = 5.0,
+        rfb: RFBConfig | None = None,
+        allowed_unix_dirs: tuple[str, ...] = (),
+    ):
         self.store = MemoryTokenStore()
-        api = ConsoleAuthResource(self.store, KEY, reactor, "http://proxy.test")
+        api = ConsoleAuthResource(
+            self.store,
+            KEY,
+            reactor,
+            "http://proxy.test",
+            secrets=SecretBox("harness secret key"),
+            allowed_unix_dirs=allowed_unix_dirs,
+        )
         self.api_port = reactor.listenTCP(0, Site(api), interface="127.0.0.1")
         self.api_url = f"http://127.0.0.1:{self.api_port.getHost().port}"
         self.http = pooled_http_client(reactor)
@@ -191,7 +206,11 @@ class Stack:
             self.http, self.api_url, KEY, reactor, timeout=auth_timeout
         )
         self.factory = ConsoleProxyFactory(
-            reactor, self.auth, connect_timeout=connect_timeout
+            reactor,
+            self.auth,
+            connect_timeout=connect_timeout,
+            rfb=rfb,
+            allowed_unix_dirs=allowed_unix_dirs,
         )
         self.proxy_port = reactor.listenTCP(
             0, console_site(self.factory, novnc_dir=find_novnc()), interface="127.0.0.1"
@@ -200,16 +219,18 @@ class Stack:
         self.host = f"127.0.0.1:{self.port}"
 
     async def mint(
-        self, vnc_port: int, ttl: int = 600, instance: str = "inst-1"
+        self, vnc_port: int | None, ttl: int = 600, instance: str = "inst-1", **options
     ) -> str:
+        """
+        A token for 127.0.0.1:C{vnc_port} (or C{unix_path=...}) with any
+        RFB C{options} (security, vnc_password, view_only, ...).
+        """
+        body = {"ttl": ttl, "instance_uuid": instance, **options}
+        if vnc_port is not None:
+            body.update(host="127.0.0.1", port=vnc_port)
         response = await treq.post(
             self.api_url + "/v1/tokens",
-            json={
-                "host": "127.0.0.1",
-                "port": vnc_port,
-                "ttl": ttl,
-                "instance_uuid": instance,
-            },
+            json=body,
             headers={"Authorization": "Bearer " + KEY},
         )
         assert response.code == 201
@@ -221,6 +242,7 @@ class Stack:
         origin: str | None = "same",
         headers: dict | None = None,
         path: str = "/websockify",
+        protocol: type[Browser] = Browser,
     ) -> Browser:
         url = f"ws://{self.host}{path}?{query}" if query else f"ws://{self.host}{path}"
         factory = WebSocketClientFactory(
@@ -229,7 +251,7 @@ class Stack:
             protocols=["binary"],
             headers=headers or {},
         )
-        factory.protocol = Browser
+        factory.protocol = protocol
         factory.noisy = False
         factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)

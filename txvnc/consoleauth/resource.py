@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +29,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from txvnc.consoleauth.keys import bearer_matches
+from txvnc.consoleauth.secretbox import (
+    PLAIN,
+    SecretBox,
+    SecretError,
+    reveal_password,
+    seal_options,
+)
 from txvnc.consoleauth.store import ITokenStore
 from txvnc.consoleauth.tokens import (
     InvalidRequest,
@@ -37,6 +45,7 @@ from txvnc.consoleauth.tokens import (
     token_hash,
     token_ref,
 )
+from txvnc.unixtargets import unix_path_allowed
 
 MAX_BODY = 64 * 1024
 
@@ -86,9 +95,13 @@ class ConsoleAuthResource(Resource):
         api_key: str,
         clock: IReactorTime,
         base_url: str,
+        secrets: SecretBox | None = None,
+        allowed_unix_dirs: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
+        self.allowed_unix_dirs = allowed_unix_dirs
         self.store = store
+        self._secrets = secrets
         self._api_key = api_key
         self.clock = clock
         self.base_url = base_url.rstrip("/")
@@ -160,8 +173,19 @@ class ConsoleAuthResource(Resource):
         except InvalidRequest as e:
             return 400, {"error": str(e)}
 
+        unix_path = wanted.options.get("unix_path")
+        if unix_path is not None and not unix_path_allowed(
+            unix_path, self.allowed_unix_dirs
+        ):
+            return 403, {"error": "unix_path is not under an allowed directory"}
+
         token = new_token()
         record = wanted.to_record(token, self.clock.seconds())
+        try:
+            sealed = seal_options(record.options, self._secrets)
+            record = replace(record, options=sealed)
+        except SecretError as e:
+            return 400, {"error": str(e)}
         await self.store.add(record)
         self._log.info(
             "minted token {token_ref} for instance {instance_uuid}: "
@@ -186,7 +210,26 @@ class ConsoleAuthResource(Resource):
         record = await self.store.get(token_hash(token), self.clock.seconds())
         if record is None:
             return 404, {"error": "the token is invalid or has expired"}
-        return 200, record.connect_info()
+        info = record.connect_info()
+        if self._may_see_vnc_password(request):
+            try:
+                password = reveal_password(record.options, self._secrets)
+            except SecretError as e:
+                self._log.error(
+                    "token {token_ref}: {why}", token_ref=token_ref(token), why=str(e)
+                )
+                return 500, {"error": "the token's VNC password cannot be decrypted"}
+            if password is not None:
+                info[PLAIN] = password
+        return 200, info
+
+    def _may_see_vnc_password(self, request: Request) -> bool:
+        """
+        Whether this caller gets the token's VNC password: only the proxy,
+        which needs it to authenticate to the VNC server. With a single API
+        key, every caller is the proxy; with roles, only the proxy role.
+        """
+        return True
 
     async def _revoke(self, request: Request, params: list[str]) -> tuple[int, Any]:
         (token,) = params

@@ -9,6 +9,7 @@ L{twisted.internet.task.Clock} and the same answer holds on every node.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -113,13 +114,17 @@ CREATE TABLE IF NOT EXISTS tokens (
     instance_uuid TEXT,
     console_type  TEXT NOT NULL,
     created_at    REAL NOT NULL,
-    expires_at    REAL NOT NULL
+    expires_at    REAL NOT NULL,
+    options       TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS tokens_by_instance ON tokens (instance_uuid);
 CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens (expires_at);
 """
 
-_COLUMNS = "token_hash, host, port, instance_uuid, console_type, created_at, expires_at"
+_COLUMNS = (
+    "token_hash, host, port, instance_uuid, console_type, created_at, expires_at,"
+    " options"
+)
 
 
 def _open_connection(connection: sqlite3.Connection) -> None:
@@ -128,6 +133,11 @@ def _open_connection(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA busy_timeout=5000")
     connection.executescript(_SCHEMA)
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(tokens)")}
+    if "options" not in columns:  # a store made before token options existed
+        connection.execute(
+            "ALTER TABLE tokens ADD COLUMN options TEXT NOT NULL DEFAULT '{}'"
+        )
 
 
 def _row_to_record(row: Any) -> TokenRecord:
@@ -139,6 +149,7 @@ def _row_to_record(row: Any) -> TokenRecord:
         console_type=row[4],
         created_at=float(row[5]),
         expires_at=float(row[6]),
+        options=json.loads(row[7]),
     )
 
 
@@ -166,7 +177,7 @@ class SQLiteTokenStore:
 
     def add(self, record: TokenRecord) -> Deferred[None]:
         return self._pool.runOperation(
-            f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.token_hash,
                 record.host,
@@ -175,6 +186,7 @@ class SQLiteTokenStore:
                 record.console_type,
                 record.created_at,
                 record.expires_at,
+                json.dumps(record.options),
             ),
         )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,13 @@ MAX_TTL = 86400
 CONSOLE_TYPES = ("novnc",)
 MAX_HOST_LENGTH = 255
 MAX_INSTANCE_UUID_LENGTH = 255
+#: sun_path holds 108 bytes with the terminating NUL.
+MAX_UNIX_PATH_LENGTH = 107
+#: RFB's VNC Authentication uses 8 bytes; longer passwords are refused rather
+#: than silently cut.
+MAX_VNC_PASSWORD_LENGTH = 8
+SECURITY_MODES = ("none", "vnc", "vencrypt")
+CLIPBOARD_MODES = ("both", "to_vm", "from_vm", "none")
 
 
 class InvalidRequest(ValueError):
@@ -76,6 +83,9 @@ class TokenRecord:
     console_type: str
     created_at: float
     expires_at: float
+    #: The RFB security proxy's options (L{OPTION_FIELDS}), JSON-ready; the
+    #: password only ever sealed (C{vnc_password_sealed}).
+    options: dict[str, Any] = field(default_factory=dict)
 
     def is_live(self, now: float) -> bool:
         return now < self.expires_at
@@ -90,6 +100,9 @@ class TokenRecord:
             "instance_uuid": self.instance_uuid,
             "console_type": self.console_type,
             "expires_at": iso8601(self.expires_at),
+            # Never the sealed password: the token API adds the password
+            # itself, and only for the proxy (see resource.py).
+            **{k: v for k, v in self.options.items() if not k.startswith("vnc_")},
         }
 
 
@@ -104,6 +117,7 @@ class TokenRequest:
     instance_uuid: str | None
     console_type: str
     ttl: int
+    options: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self, token: str, now: float) -> TokenRecord:
         return TokenRecord(
@@ -114,6 +128,7 @@ class TokenRequest:
             console_type=self.console_type,
             created_at=now,
             expires_at=now + self.ttl,
+            options=dict(self.options),
         )
 
 
@@ -130,10 +145,16 @@ def parse_token_request(body: object) -> TokenRequest:
     """
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
-    known = {"host", "port", "instance_uuid", "console_type", "ttl"}
+    known = {"host", "port", "instance_uuid", "console_type", "ttl", *OPTION_FIELDS}
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidRequest(f"unknown field: {unknown[0]}")
+
+    options = parse_console_options(body)
+    if "unix_path" in options:
+        if body.get("host") is not None or body.get("port") is not None:
+            raise InvalidRequest("give either unix_path or host and port, not both")
+        return _finish(body, "", 0, options)
 
     host = body.get("host")
     if host is None:
@@ -148,7 +169,12 @@ def parse_token_request(body: object) -> TokenRequest:
         raise InvalidRequest("missing port")
     if not _is_int(port) or not 1 <= port <= 65535:
         raise InvalidRequest("port must be an integer from 1 to 65535")
+    return _finish(body, host, port, options)
 
+
+def _finish(
+    body: dict[str, Any], host: str, port: int, options: dict[str, Any]
+) -> TokenRequest:
     instance_uuid = body.get("instance_uuid")
     if instance_uuid is not None and (
         not isinstance(instance_uuid, str)
@@ -177,4 +203,77 @@ def parse_token_request(body: object) -> TokenRequest:
         instance_uuid=instance_uuid,
         console_type=console_type,
         ttl=ttl,
+        options=options,
     )
+
+
+#: Token fields for the RFB security proxy (txvnc.rfb) and unix targets.
+OPTION_FIELDS = (
+    "unix_path",
+    "vnc_password",
+    "security",
+    "view_only",
+    "clipboard",
+    "shared",
+)
+
+
+def parse_console_options(body: dict[str, Any]) -> dict[str, Any]:
+    """
+    The RFB options of a token request, checked; absent or null fields are
+    left out, so a token without them is relayed exactly as before.
+
+    @raise InvalidRequest: naming the first option that is wrong (never
+        repeating the password).
+    """
+    options: dict[str, Any] = {}
+    unix_path = body.get("unix_path")
+    if unix_path is not None:
+        if (
+            not isinstance(unix_path, str)
+            or not unix_path.startswith("/")
+            or "\0" in unix_path
+            or len(unix_path.encode("utf-8")) > MAX_UNIX_PATH_LENGTH
+            or "/../" in unix_path + "/"
+            or "/./" in unix_path + "/"
+        ):
+            raise InvalidRequest(
+                "unix_path must be an absolute, normalised path of at most "
+                f"{MAX_UNIX_PATH_LENGTH} bytes"
+            )
+        options["unix_path"] = unix_path
+    password = body.get("vnc_password")
+    if password is not None:
+        if (
+            not isinstance(password, str)
+            or not password
+            or len(password.encode("utf-8")) > MAX_VNC_PASSWORD_LENGTH
+        ):
+            raise InvalidRequest(
+                "vnc_password must be a string of 1 to "
+                f"{MAX_VNC_PASSWORD_LENGTH} bytes"
+            )
+        options["vnc_password"] = password
+    security = body.get("security")
+    if security is not None:
+        if security not in SECURITY_MODES:
+            raise InvalidRequest(
+                "security must be one of: " + ", ".join(SECURITY_MODES)
+            )
+        options["security"] = security
+    if security == "vnc" and password is None:
+        raise InvalidRequest('security "vnc" needs a vnc_password')
+    for flag in ("view_only", "shared"):
+        value = body.get(flag)
+        if value is not None:
+            if not isinstance(value, bool):
+                raise InvalidRequest(f"{flag} must be true or false")
+            options[flag] = value
+    clipboard = body.get("clipboard")
+    if clipboard is not None:
+        if clipboard not in CLIPBOARD_MODES:
+            raise InvalidRequest(
+                "clipboard must be one of: " + ", ".join(CLIPBOARD_MODES)
+            )
+        options["clipboard"] = clipboard
+    return options

@@ -21,8 +21,9 @@ from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol
@@ -36,9 +37,12 @@ from txvnc.client import (
     ConsoleAuthUnavailable,
 )
 from txvnc.consoleauth.tokens import token_ref
+from txvnc.proxy.closecodes import CLOSE_RFB_SECURITY
 from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now, tune
 from txvnc.proxy.origin import origin_allowed
+from txvnc.proxy.security import RFBConfig, RFBError, RFBSession
 from txvnc.proxy.tokens import extract_token
+from txvnc.unixtargets import unix_path_allowed
 
 #: What the browser is told when its token does not open a console; the
 #: same words nova uses, and the same for unknown, expired and revoked.
@@ -99,6 +103,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._connecting: Deferred[Any] | None = None
         self._vnc_transport: ITransport | None = None
         self._frames: BinaryFrameReader | None = None
+        self._rfb: RFBSession | None = None
         self.bytes_to_vnc = 0
         self.bytes_from_vnc = 0
         self.opened_at: float | None = None
@@ -186,14 +191,24 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self.connect_info = info
         self._log.info(
             "[{conn_id}] {client}: token {token_ref} accepted, instance "
-            "{instance_uuid}, target {host}:{port}",
+            "{instance_uuid}, target {target}",
             conn_id=self.conn_id,
             client=self.client,
             token_ref=ref,
             instance_uuid=info.instance_uuid,
-            host=info.host,
-            port=info.port,
+            target=info.target,
         )
+        if info.unix_path is not None and not unix_path_allowed(
+            info.unix_path, factory.allowed_unix_dirs
+        ):
+            self._log.warn(
+                "[{conn_id}] {client}: refused: unix target {target} is not "
+                "under an --allowed-unix-dir",
+                conn_id=self.conn_id,
+                client=self.client,
+                target=info.target,
+            )
+            raise ConnectionDeny(403, INVALID_TOKEN)
         # noVNC asks for "binary"; old clients ask for nothing.
         return "binary" if "binary" in request.protocols else None
 
@@ -214,17 +229,22 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self.opened_at = self.factory.clock.seconds()
         self.factory.opened(self)
         self._log.info(
-            "[{conn_id}] {client}: connecting to: {host}:{port} "
+            "[{conn_id}] {client}: connecting to: {target} "
             "(instance {instance_uuid})",
             conn_id=self.conn_id,
             client=self.client,
-            host=info.host,
-            port=info.port,
+            target=info.target,
             instance_uuid=info.instance_uuid,
         )
+        if self.factory.rfb.applies_to(info):
+            self._rfb = RFBSession(info, self.factory.rfb, self)
         # Nothing from the browser is read until there is somewhere to put it.
         self._stream.pauseProducing()
-        d = self.factory.connect_vnc(info.host, info.port, VNCClientProtocol(self))
+        vnc = VNCClientProtocol(self)
+        if info.unix_path is not None:
+            d = self.factory.connect_vnc_unix(info.unix_path, vnc)
+        else:
+            d = self.factory.connect_vnc(info.host, info.port, vnc)
         self._connecting = d
         d.addCallbacks(self._vnc_connected, self._vnc_failed)
 
@@ -250,12 +270,11 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         why = failure.getErrorMessage() or failure.type.__name__
         self.close_why = f"cannot connect to VNC server: {why}"
         self._log.error(
-            "[{conn_id}] {client}: cannot connect to {host}:{port} "
+            "[{conn_id}] {client}: cannot connect to {target} "
             "(instance {instance_uuid}): {why}",
             conn_id=self.conn_id,
             client=self.client,
-            host=info.host,
-            port=info.port,
+            target=info.target,
             instance_uuid=info.instance_uuid,
             why=why,
         )
@@ -324,11 +343,47 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._relay_to_vnc([payload])
 
     def _relay_to_vnc(self, payloads: list[bytes]) -> None:
-        if self._vnc_transport is not None:
+        if self._rfb is not None:
+            for payload in payloads:
+                self._rfb_step(self._rfb.from_browser, payload)
+        elif self._vnc_transport is not None:
             self.bytes_to_vnc += sum(map(len, payloads))
             send_now(self._vnc_transport, payloads)
 
     def vnc_data(self, data: bytes) -> None:
+        if self._rfb is not None:
+            self._rfb_step(self._rfb.from_vnc, data)
+        else:
+            self.to_browser(data)
+
+    # The RFB security proxy's hooks (txvnc.proxy.security.Endpoints)
+
+    def _rfb_step(self, step: Any, data: bytes) -> None:
+        if self.state != self.STATE_OPEN:
+            return
+        try:
+            step(data)
+        except RFBError as e:
+            self._rfb_failed(str(e))
+
+    def _rfb_failed(self, why: str) -> None:
+        info = self.connect_info
+        assert info is not None
+        self.close_why = f"VNC security negotiation failed: {why}"
+        self._log.warn(
+            "[{conn_id}] {client}: console of {target} (instance "
+            "{instance_uuid}) refused: {why}",
+            conn_id=self.conn_id,
+            client=self.client,
+            target=info.target,
+            instance_uuid=info.instance_uuid,
+            why=why,
+        )
+        if self._vnc_transport is not None:
+            self._vnc_transport.loseConnection()
+        self.close_console(CLOSE_RFB_SECURITY, why)
+
+    def to_browser(self, data: bytes) -> None:
         if self.state == self.STATE_OPEN:
             self.bytes_from_vnc += len(data)
             if self.send_queue:
@@ -336,8 +391,28 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             else:
                 send_now(self.transport, (binary_frame_header(len(data)), data))
 
+    def to_vnc(self, data: bytes) -> None:
+        if self._vnc_transport is not None:
+            self.bytes_to_vnc += len(data)
+            send_now(self._vnc_transport, (data,))
+
+    def start_tls(self, options: Any) -> None:
+        transport: Any = self._vnc_transport
+        transport.startTLS(options)
+
+    def rfb_ready(self, summary: str) -> None:
+        self._log.info(
+            "[{conn_id}] {client}: console ready: {summary}",
+            conn_id=self.conn_id,
+            client=self.client,
+            summary=summary,
+        )
+
     def vnc_lost(self, reason: Failure) -> None:
         self._vnc_transport = None
+        if self._rfb is not None and not self._rfb.relaying and self.close_why is None:
+            self._rfb_failed(handshake_lost_reason(reason))
+            return
         if self.state == self.STATE_OPEN:
             if self.close_why is None:
                 self.close_why = "VNC server closed the connection"
@@ -368,18 +443,41 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 self.close_why = "browser connection lost"
         self._log.info(
             "[{conn_id}] {client}: console closed, instance {instance_uuid}, "
-            "target {host}:{port}: {why}; {bytes_to_vnc} bytes to VNC, "
-            "{bytes_from_vnc} bytes from VNC in {duration:.1f}s",
+            "target {target}: {why}; {bytes_to_vnc} bytes to VNC, "
+            "{bytes_from_vnc} bytes from VNC in {duration:.1f}s{dropped}",
             conn_id=self.conn_id,
             client=self.client,
             instance_uuid=info.instance_uuid,
-            host=info.host,
-            port=info.port,
+            target=info.target,
+            dropped=_dropped(self._rfb),
             why=self.close_why,
             bytes_to_vnc=self.bytes_to_vnc,
             bytes_from_vnc=self.bytes_from_vnc,
             duration=self.factory.clock.seconds() - self.opened_at,
         )
+
+
+def handshake_lost_reason(reason: Failure | None) -> str:
+    """
+    Why a VNC connection ended before its RFB handshake did, in words: TLS
+    errors name what OpenSSL refused (e.g. "certificate verify failed").
+    """
+    if reason is not None and reason.check(SSL.Error):
+        details = [
+            str(part[2] if isinstance(part, tuple) and len(part) == 3 else part)
+            for part in (reason.value.args[0] if reason.value.args else [])
+        ]
+        why = "; ".join(d for d in details if d) or "handshake failed"
+        return f"TLS with the VNC server failed: {why}"
+    why = reason.getErrorMessage() if reason is not None else "closed"
+    return f"the VNC server closed the connection during the handshake ({why})"
+
+
+def _dropped(rfb: RFBSession | None) -> str:
+    if rfb is None or not rfb.dropped:
+        return ""
+    counts = ", ".join(f"{n} {what}" for what, n in sorted(rfb.dropped.items()))
+    return f"; policy dropped {counts}"
 
 
 def _client_address(peer: str) -> str:
@@ -422,6 +520,8 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         allowed_origins: tuple[str, ...] = (),
         connect_timeout: float = 10.0,
         handshake_timeout: float = 30.0,
+        rfb: RFBConfig | None = None,
+        allowed_unix_dirs: tuple[str, ...] = (),
     ) -> None:
         super().__init__(server="txvnc", reactor=reactor)
         self.reactor = reactor
@@ -429,6 +529,8 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         self.auth = auth
         self.allowed_origins = allowed_origins
         self.connect_timeout = connect_timeout
+        self.rfb = rfb if rfb is not None else RFBConfig()
+        self.allowed_unix_dirs = allowed_unix_dirs
         self.consoles: set[ConsoleProxyProtocol] = set()
         self.setProtocolOptions(
             maxFramePayloadSize=MAX_MESSAGE_SIZE,
@@ -454,6 +556,13 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         endpoint = HostnameEndpoint(
             self.reactor, host, port, timeout=self.connect_timeout
         )
+        d: Deferred[Any] = endpoint.connect(_OneConsole(protocol))
+        return d
+
+    def connect_vnc_unix(
+        self, path: str, protocol: VNCClientProtocol
+    ) -> Deferred[VNCClientProtocol]:
+        endpoint = UNIXClientEndpoint(self.reactor, path, timeout=self.connect_timeout)
         d: Deferred[Any] = endpoint.connect(_OneConsole(protocol))
         return d
 

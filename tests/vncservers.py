@@ -1,0 +1,137 @@
+"""
+Real VNC servers for the RFB security proxy's tests: Xtigervnc with
+VncAuth or VeNCrypt (X509Vnc, X509None), and qemu with a password and/or
+tls-creds-x509. Each waits for the server to listen, never sleeps.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    STOP_TIMEOUT,
+    VM,
+    OutputWatcher,
+    _start_vm,
+    clean_env,
+    free_port,
+)
+
+XTIGERVNC = shutil.which("Xtigervnc")
+VNCPASSWD = shutil.which("tigervncpasswd") or shutil.which("vncpasswd")
+QEMU = shutil.which("qemu-system-x86_64")
+
+#: The password every test server asks for.
+PASSWORD = "s3cret!"
+
+
+def require(program: str | None, package: str) -> str:
+    if program is None:
+        pytest.fail(
+            f"these tests need {package}; run `scripts/system-deps test`",
+            pytrace=False,
+        )
+    return program
+
+
+def password_file(directory: Path, password: str = PASSWORD) -> Path:
+    """
+    A TigerVNC password file made by C{vncpasswd -f}, as an operator would.
+    """
+    vncpasswd = require(VNCPASSWD, "tigervnc-tools (vncpasswd)")
+    path = directory / "passwd"
+    result = subprocess.run(
+        [vncpasswd, "-f"], input=password.encode() + b"\n", capture_output=True, check=True
+    )
+    path.write_bytes(result.stdout)
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class TigerVNC:
+    """
+    A running Xtigervnc listening on 127.0.0.1:C{port}.
+    """
+
+    process: subprocess.Popen[str]
+    log: OutputWatcher
+    port: int
+
+
+@contextmanager
+def tigervnc(directory: Path, *security: str) -> Iterator[TigerVNC]:
+    """
+    Run Xtigervnc with the given security options (e.g. C{-SecurityTypes
+    VncAuth -PasswordFile F}) on a free port, on a display it picks itself.
+    """
+    program = require(XTIGERVNC, "tigervnc-standalone-server")
+    for _ in range(5):
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                program,
+                "-displayfd", "1",
+                "-rfbport", str(port),
+                "-interface", "127.0.0.1",
+                "-geometry", "640x480",
+                "-depth", "24",
+                "-desktop", "txvnc-test",
+                *security,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=directory,
+            env=clean_env(),
+        )
+        assert process.stderr is not None
+        log = OutputWatcher(process.stderr, "Xtigervnc")
+        found = log.wait_for_any(
+            [r"created VNC server for screen 0", r"Address already in use|bind"],
+            stop_at_end=False,
+        )
+        if found is not None and found.group(0).startswith("created"):
+            break
+        process.kill()
+        process.wait()
+    else:
+        raise AssertionError(f"Xtigervnc did not start:\n{log.text()}")
+    try:
+        yield TigerVNC(process, log, port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def qemu(directory: Path, vnc_options: str, *extra: str) -> Iterator[VM]:
+    """
+    Run a diskless qemu whose VNC server has C{vnc_options} (for example
+    C{,password=on,tls-creds=tls0}).
+    """
+    require(QEMU, "qemu-system-x86")
+    vm = _start_vm(directory, vnc_options, extra)
+    try:
+        yield vm
+    finally:
+        try:
+            vm.command("quit")
+        except (AssertionError, OSError):
+            pass
+        try:
+            vm.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            vm.process.kill()
+            vm.process.wait()
