@@ -406,7 +406,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _start_txvnc(directory: Path) -> TxvncServer | None:
+def _start_txvnc(directory: Path, *extra: str) -> TxvncServer | None:
     """
     Start twistd on two fresh ports; L{None} when a port was taken before
     twistd could bind it.
@@ -424,6 +424,7 @@ def _start_txvnc(directory: Path) -> TxvncServer | None:
             "--store", f"sqlite:{directory / 'tokens.sqlite'}",
             "--base-url", f"http://127.0.0.1:{proxy_port}",
             "--novnc", str(NOVNC),
+            *extra,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -465,11 +466,21 @@ def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TxvncServer]:
     key file and SQLite store; at the end it must stop cleanly and its log
     must not hold any token it minted.
     """
+    yield from serve_txvnc(tmp_path_factory)
+
+
+def serve_txvnc(
+    tmp_path_factory: pytest.TempPathFactory, *extra: str
+) -> Iterator[TxvncServer]:
+    """
+    The body of the L{txvnc} fixture, for fixtures that add options
+    (C{extra}) to the twistd command line.
+    """
     _require(TWISTD.is_file(), f"twistd in {BIN}")
     _require((NOVNC / "core" / "rfb.js").is_file(), f"noVNC in {NOVNC} (npm ci)")
     server = None
     for attempt in range(5):
-        server = _start_txvnc(tmp_path_factory.mktemp(f"txvnc{attempt}"))
+        server = _start_txvnc(tmp_path_factory.mktemp(f"txvnc{attempt}"), *extra)
         if server is not None:
             break
     assert server is not None, "every port we picked was taken before twistd bound it"
