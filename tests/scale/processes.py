@@ -106,7 +106,9 @@ def start_txvnc(
     try:
         if "--no-api" not in args:
             log.wait_for(rf"Site starting on {api_port}$")
-        if proxies == 1:
+        if proxies == 0:
+            pass
+        elif proxies == 1:
             log.wait_for(rf"ConsoleSite starting on {proxy_port}$")
         for n in range(1, proxies + 1 if proxies > 1 else 1):
             log.wait_for(rf"txvnc-worker-{n}\] ConsoleSite starting on {proxy_port}$")

@@ -18,6 +18,7 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from txvnc.guarded import GuardedSite
+from txvnc.proxy.health import HealthResource
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.redact import access_log_formatter
 
@@ -145,7 +146,9 @@ class ConsoleSite(GuardedSite):
     """
 
     def log(self, request: http.Request) -> None:
-        if request.path.startswith(b"/novnc/") and request.code < 400:
+        if request.code < 400 and (
+            request.path.startswith(b"/novnc/") or request.path == b"/healthz"
+        ):
             return
         super().log(request)
 
@@ -171,6 +174,7 @@ def console_site(
         static = StaticFiles(page_dir())
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
+    static.putChild(b"healthz", HealthResource(factory))
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
     site = ConsoleSite(
         root,
