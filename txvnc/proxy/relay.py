@@ -102,6 +102,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._connecting: Deferred[Any] | None = None
         self._vnc_transport: ITransport | None = None
         self._rfb: RFBSession | None = None
+        self._rfb_deadline: Any = None
         self.bytes_to_vnc = 0
         self.bytes_from_vnc = 0
         self.opened_at: float | None = None
@@ -236,6 +237,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         )
         if self.factory.rfb.applies_to(info):
             self._rfb = RFBSession(info, self.factory.rfb, self)
+            self._rfb_deadline = self.factory.clock.callLater(
+                self.factory.rfb.handshake_timeout, self._rfb_too_slow
+            )
         # Nothing from the browser is read until there is somewhere to put it.
         self._stream.pauseProducing()
         vnc = VNCClientProtocol(self)
@@ -325,6 +329,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self._rfb_failed(str(e))
 
     def _rfb_failed(self, why: str) -> None:
+        self._cancel_rfb_deadline()
+        if self.close_why is not None:
+            return  # already closing for another reason
         info = self.connect_info
         assert info is not None
         self.close_why = f"VNC security negotiation failed: {why}"
@@ -355,7 +362,20 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         transport: Any = self._vnc_transport
         transport.startTLS(options)
 
+    def _rfb_too_slow(self) -> None:
+        self._rfb_deadline = None
+        self._rfb_failed(
+            "the VNC server did not complete the RFB handshake within "
+            f"{self.factory.rfb.handshake_timeout:g}s"
+        )
+
+    def _cancel_rfb_deadline(self) -> None:
+        if self._rfb_deadline is not None and self._rfb_deadline.active():
+            self._rfb_deadline.cancel()
+        self._rfb_deadline = None
+
     def rfb_ready(self, summary: str) -> None:
+        self._cancel_rfb_deadline()
         self._log.info(
             "[{conn_id}] {client}: console ready: {summary}",
             conn_id=self.conn_id,
@@ -374,6 +394,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._cancel_rfb_deadline()
         if self._connecting is not None:
             self._connecting.cancel()
         if self._vnc_transport is not None:
