@@ -41,7 +41,7 @@ class Limits:
     @ivar max_message_size: largest frame or message taken from a browser.
     """
 
-    handshake_timeout: float = 15.0
+    handshake_timeout: float = 30.0
     idle_timeout: float = 0.0
     max_session: float = 0.0
     keepalive_interval: float = 20.0

@@ -39,6 +39,7 @@ from txvnc.client import (
 )
 from txvnc.consoleauth.tokens import token_hash, token_ref
 from txvnc.proxy import closecodes
+from txvnc.proxy.closecodes import CLOSE_RFB_SECURITY
 from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.limits import (
     ConnectionCounter,
@@ -47,7 +48,6 @@ from txvnc.proxy.limits import (
     SessionTimers,
     is_user_input,
 )
-from txvnc.proxy.closecodes import CLOSE_RFB_SECURITY
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.security import RFBConfig, RFBError, RFBSession
 from txvnc.proxy.tokens import extract_token
