@@ -131,3 +131,46 @@ def test_split_roles(in_tmp):
     services = list(proxy_only)
     assert len(services) == 1
     assert not [s for s in services if isinstance(s, TimerService)]
+
+
+def test_limit_options_reach_the_factory():
+    """The limit options end up in the proxy factory's Limits and Autobahn's options."""
+    config = options(
+        "--idle-timeout", "600",
+        "--max-session", "7200",
+        "--max-connections", "100",
+        "--max-connections-per-token", "2",
+        "--keepalive-interval", "15",
+        "--keepalive-timeout", "5",
+        "--handshake-timeout", "8",
+        "--max-message-size", "65536",
+    )
+    top = makeService(config, MemoryReactorClock())
+    factory = next(
+        s.factory.resource._websocket._factory
+        for s in top
+        if isinstance(s, StreamServerEndpointService)
+        and hasattr(s.factory.resource, "_websocket")
+    )
+    limits = factory.limits
+    assert (limits.idle_timeout, limits.max_session) == (600, 7200)
+    assert factory.counter.max_total == 100
+    assert factory.counter.max_per_token == 2
+    assert factory.autoPingInterval == 15 and factory.autoPingTimeout == 5
+    assert factory.openHandshakeTimeout == 8
+    assert factory.maxMessagePayloadSize == 65536
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--idle-timeout", "-1"], "--idle-timeout must not be negative"),
+        (["--max-connections", "-5"], "--max-connections must not be negative"),
+        (["--keepalive-timeout", "0"], "--keepalive-timeout must be positive"),
+        (["--max-message-size", "0"], "--max-message-size must be positive"),
+    ],
+)
+def test_bad_limits(argv, message):
+    """A limit that makes no sense is a usage error."""
+    with pytest.raises(UsageError, match=message):
+        options(*argv)

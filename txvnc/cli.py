@@ -68,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     console = top.add_parser("console", help="console tokens")
     sub = console.add_subparsers(dest="action", required=True)
 
-    create = sub.add_parser("create", help="mint a console token, print its URL")
+    # No abbreviations: "--vnc-password PW" must not pass for --vnc-password-file.
+    create = sub.add_parser(
+        "create", help="mint a console token, print its URL", allow_abbrev=False
+    )
     target = create.add_mutually_exclusive_group(required=True)
     target.add_argument("--host", help="VNC server host (with --port)")
     target.add_argument(

@@ -34,6 +34,7 @@ from txvnc.consoleauth.store import (
 )
 from txvnc.consoleauth.tokens import SECURITY_MODES
 from txvnc.guarded import GuardedSite
+from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
@@ -171,6 +172,7 @@ class Options(usage.Options):
             ),
             int,
         ],
+        *LIMIT_PARAMETERS,
     ]
 
     def __init__(self) -> None:
@@ -210,6 +212,7 @@ class Options(usage.Options):
         for name in ("token-check-timeout", "connect-timeout", "purge-interval"):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
+        check_limits(self)
         try:
             if run_api:
                 kind, path = parse_store_description(self["store"])
@@ -368,6 +371,7 @@ def proxy_site(config: Any, reactor: Any, api_key: str) -> Site:
         connect_timeout=config["connect-timeout"],
         rfb=config.get("rfb") or rfb_config(config),
         allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
+        limits=limits_from(config),
     )
     return console_site(factory, web_dir=config["web"], novnc_dir=config["novnc"])
 
@@ -410,7 +414,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
         )
         api_site = GuardedSite(
-            api, timeout=60, logFormatter=access_log_formatter, max_body=MAX_BODY
+            api,
+            timeout=60,
+            logFormatter=access_log_formatter,
+            max_body=MAX_BODY,
+            header_timeout=config["handshake-timeout"],
+            reactor=reactor,
         )
         api_site.displayTracebacks = False
         _listener(reactor, config["api-listen"], api_site).setServiceParent(top)

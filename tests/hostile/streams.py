@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from tests.hostile.backend import stream_chunks
 from tests.hostile.conftest import Twistd
-from tests.hostile.wsclient import OP_BINARY, OP_CLOSE, WSClient
+from tests.hostile.wsclient import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, WSClient
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -46,6 +46,11 @@ async def read_stream(client: WSClient, size: int) -> str:
     got = 0
     while got < size:
         frame = await client.read_frame()
+        if frame.opcode == OP_PING:
+            # The proxy's keepalive (--keepalive-interval): answer as a
+            # browser does; a ping carries no console data.
+            client.send_frame(frame.payload, OP_PONG)
+            continue
         if frame.opcode == OP_CLOSE:
             raise AssertionError(
                 f"closed ({frame.close_code} {frame.close_reason}) after "

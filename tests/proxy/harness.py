@@ -189,6 +189,8 @@ class Stack:
         auth_timeout: float = 5.0,
         rfb: RFBConfig | None = None,
         allowed_unix_dirs: tuple[str, ...] = (),
+        limits=None,
+        events=None,
     ):
         self.store = MemoryTokenStore()
         api = ConsoleAuthResource(
@@ -211,6 +213,8 @@ class Stack:
             connect_timeout=connect_timeout,
             rfb=rfb,
             allowed_unix_dirs=allowed_unix_dirs,
+            limits=limits,
+            events=events,
         )
         self.proxy_port = reactor.listenTCP(
             0, console_site(self.factory, novnc_dir=find_novnc()), interface="127.0.0.1"

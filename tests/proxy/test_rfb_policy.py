@@ -20,7 +20,7 @@ from txvnc.proxy.security import RFBConfig
 from txvnc.rfb.client_messages import Limits
 
 from .harness import KEY as API_KEY
-from .harness import Stack
+from .harness import FakeVNCServer, Stack
 
 KEY = struct.pack("!BBxxI", 4, 1, 0x61)
 POINTER = struct.pack("!BBHH", 5, 1, 10, 20)
@@ -207,3 +207,26 @@ async def test_unix_path_outside_allowed_dirs_is_refused_at_mint(stack) -> None:
     )
     assert response.code == 403
     assert (await response.json()) == {"error": "unix_path is not under an allowed directory"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_silent_server_times_out_with_a_reason() -> None:
+    """A VNC server that accepts but never speaks RFB closes the console with 4005 after the handshake timeout."""
+    silent = FakeVNCServer()
+    stack = Stack(rfb=RFBConfig(handshake_timeout=0.5))
+    try:
+        token = await stack.mint(silent.address.port, security="none")
+        browser = await stack.open_browser(f"token={token}", protocol=RFBBrowser)
+        _, code, reason = await browser.closed
+        assert (code, reason) == (4005, "the VNC server did not complete the RFB handshake within 0.5s")
+    finally:
+        await stack.stop()
+        await silent.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wrong_security_from_a_plain_relay_server(stack, server) -> None:
+    """A token asking for VNC authentication against a None-only server says what the server offers."""
+    browser = await open_console(stack, server, security="vnc", vnc_password="pw")
+    _, code, reason = await browser.closed
+    assert (code, reason) == (4005, "VNC server requires security type None, allowed: VNC Authentication")

@@ -1,6 +1,7 @@
 """
-Hypothesis against the browser-message parser: whatever arrives, it either
-forwards well-formed messages or stops with an RFB error, never anything
+Hypothesis against the message parsers (the browser's, and the server's
+used when the clipboard may not leave the VM): whatever arrives, they either
+forward well-formed messages or stop with an RFB error, never anything
 else; and how the bytes are split never changes the result.
 """
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from txvnc.rfb.client_messages import ClientMessageFilter, Limits, StreamState
 from txvnc.rfb.errors import RFBError
 from txvnc.rfb.policy import CLIPBOARD_MODES, ConsolePolicy
+from txvnc.rfb.server_messages import ServerMessageFilter
 
 policies = st.builds(
     ConsolePolicy,
@@ -69,3 +71,48 @@ def test_valid_streams_keep_message_boundaries(policy: ConsolePolicy, stream: li
             state = StreamState()
             ClientMessageFilter(ConsolePolicy(view_only=True), state).receive(forwarded)
             assert state.dropped == {}
+
+
+def _raw_update(rects: list[tuple[int, int]]) -> bytes:
+    out = struct.pack("!BxH", 0, len(rects))
+    for w, h in rects:
+        out += struct.pack("!HHHHi", 0, 0, w, h, 0) + bytes(w * h * 4)
+    return out
+
+
+server_messages = st.one_of(
+    st.builds(_raw_update, st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), max_size=4)),
+    st.just(b"\x02"),
+    st.builds(lambda n: struct.pack("!BxHH", 1, 0, n) + bytes(6 * n), st.integers(0, 16)),
+    st.builds(lambda t: struct.pack("!BxxxI", 3, len(t)) + t, st.binary(max_size=200)),
+)
+
+
+def run_server(data: bytes, step: int, policy: ConsolePolicy) -> tuple[bytes, str | None]:
+    f = ServerMessageFilter(policy, StreamState(bytes_per_pixel=4))
+    out = []
+    try:
+        for i in range(0, len(data), step):
+            out.append(f.receive(data[i : i + step]))
+    except RFBError as e:
+        return b"".join(out), type(e).__name__
+    return b"".join(out), None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.integers(1, 64))
+def test_server_parser_survives_random_bytes(data: bytes, step: int) -> None:
+    """Arbitrary server bytes give the same verdict however they are split, and never grow."""
+    policy = ConsolePolicy(clipboard="none")
+    whole = run_server(data, len(data) or 1, policy)
+    assert run_server(data, step, policy) == whole
+    assert len(whole[0]) <= len(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(server_messages, max_size=20), st.integers(1, 80))
+def test_server_parser_drops_exactly_the_cut_text(stream: list[bytes], step: int) -> None:
+    """Valid server streams pass whole, minus their ServerCutText messages."""
+    data = b"".join(stream)
+    expected = b"".join(m for m in stream if m[0] != 3)
+    assert run_server(data, step, ConsolePolicy(clipboard="to_vm")) == (expected, None)

@@ -97,14 +97,6 @@ def redis(tmp_path):
     log.wait_for("Ready to accept connections")
     yield f"redis://127.0.0.1:{port}/0"
 
-
-@pytest.fixture
-def shared_store(tmp_path):
-    """
-    The token store both API nodes use: one SQLite file until the Redis
-    store lands (then the redis fixture above).
-    """
-    return f"sqlite:{tmp_path}/shared.sqlite"
     stop(process)
 
 

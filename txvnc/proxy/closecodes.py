@@ -1,14 +1,77 @@
 """
-WebSocket close codes txvnc sends (RFC 6455 section 7.4; 4000-4999 are
-ours). One module, so every part of the proxy and the console page agree.
+Every WebSocket close code txvnc sends, in one place, with the reason the
+console page shows for it.
+
+RFC 6455 section 7.4 defines 1000-1015; 4000-4999 are ours. The console
+page (C{txvnc/web/console.js}) keeps the same table: a code added here gets
+a sentence there.
 """
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INTERNAL_ERROR = 1011
+from __future__ import annotations
 
+#: The console ended normally (for example, the VNC server closed it).
+NORMAL = 1000
+#: The service is shutting down or restarting.
+GOING_AWAY = 1001
+#: The browser sent a text message on a binary console.
+UNSUPPORTED_DATA = 1003
+#: A message from the browser was larger than the limit.
+MESSAGE_TOO_BIG = 1009
+#: Something went wrong on our side, or the VNC server is unreachable.
+INTERNAL_ERROR = 1011
+#: The proxy is at --max-connections: try again later.
+TRY_AGAIN_LATER = 1013
+
+#: The console's token was revoked while it was open.
+REVOKED = 4001
+#: No keyboard or mouse input for --idle-timeout seconds.
+IDLE_TIMEOUT = 4002
+#: The console reached --max-session seconds.
+MAX_SESSION = 4003
+#: Too many consoles are open with this token (--max-connections-per-token).
+TOO_MANY_FOR_TOKEN = 4004
+#: The VNC security negotiation failed, or a policy refused the console.
+VNC_SECURITY = 4005
+#: An administrator closed the console.
+KILLED = 4006
+
+#: What the proxy says with each code (the close frame's reason).
+REASONS: dict[int, str] = {
+    NORMAL: "The console was closed",
+    GOING_AWAY: "Service restarting",
+    UNSUPPORTED_DATA: "This console accepts binary messages only",
+    MESSAGE_TOO_BIG: "A message from the browser was too large",
+    INTERNAL_ERROR: "The console is unavailable",
+    TRY_AGAIN_LATER: "The console service is busy: try again later",
+    REVOKED: "The console's token was revoked",
+    IDLE_TIMEOUT: "The console was closed after a period without input",
+    MAX_SESSION: "The console reached its maximum session time",
+    TOO_MANY_FOR_TOKEN: "Too many consoles are open with this link",
+    VNC_SECURITY: "The console's VNC security negotiation failed",
+    KILLED: "An administrator closed the console",
+}
+
+#: How a console that ends with each code is counted in the metrics.
+OUTCOMES: dict[int, str] = {
+    GOING_AWAY: "shutdown",
+    UNSUPPORTED_DATA: "bad_data",
+    MESSAGE_TOO_BIG: "message_too_big",
+    INTERNAL_ERROR: "error",
+    TRY_AGAIN_LATER: "too_many_connections",
+    REVOKED: "revoked",
+    IDLE_TIMEOUT: "idle_timeout",
+    MAX_SESSION: "max_session",
+    TOO_MANY_FOR_TOKEN: "too_many_for_token",
+    VNC_SECURITY: "vnc_security",
+    KILLED: "killed",
+}
+
+# The names the RFB security proxy uses.
+CLOSE_NORMAL = NORMAL
+CLOSE_GOING_AWAY = GOING_AWAY
+CLOSE_UNSUPPORTED_DATA = UNSUPPORTED_DATA
+CLOSE_INTERNAL_ERROR = INTERNAL_ERROR
 #: The VNC server's security could not be negotiated (no common type, wrong
 #: password, TLS failure), or the browser broke the console's RFB policy or
 #: limits. The close reason says which.
-CLOSE_RFB_SECURITY = 4005
+CLOSE_RFB_SECURITY = VNC_SECURITY

@@ -16,6 +16,7 @@ never holds more than about a socket buffer per direction.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -36,9 +37,18 @@ from txvnc.client import (
     ConsoleAuthError,
     ConsoleAuthUnavailable,
 )
-from txvnc.consoleauth.tokens import token_ref
+from txvnc.consoleauth.tokens import token_hash, token_ref
+from txvnc.proxy import closecodes
 from txvnc.proxy.closecodes import CLOSE_RFB_SECURITY
+from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now, tune
+from txvnc.proxy.limits import (
+    ConnectionCounter,
+    Limits,
+    Refusal,
+    SessionTimers,
+    is_user_input,
+)
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.security import RFBConfig, RFBError, RFBSession
 from txvnc.proxy.tokens import extract_token
@@ -48,14 +58,19 @@ from txvnc.unixtargets import unix_path_allowed
 #: same words nova uses, and the same for unknown, expired and revoked.
 INVALID_TOKEN = "The token is invalid or has expired"
 
-#: Close codes (RFC 6455 section 7.4). 4000-4999 are ours to define.
-CLOSE_NORMAL = 1000
-CLOSE_UNSUPPORTED_DATA = 1003
-CLOSE_INTERNAL_ERROR = 1011
+#: Close codes (RFC 6455 section 7.4); all of them are in closecodes.
+CLOSE_NORMAL = closecodes.NORMAL
+CLOSE_UNSUPPORTED_DATA = closecodes.UNSUPPORTED_DATA
+CLOSE_INTERNAL_ERROR = closecodes.INTERNAL_ERROR
 
-#: Largest message accepted from the browser. noVNC's biggest message is a
-#: clipboard paste; this bounds what one message can make the proxy hold.
-MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+#: Largest message accepted from the browser by default. noVNC's biggest
+#: message is a clipboard paste; this bounds what one message can make the
+#: proxy hold.
+MAX_MESSAGE_SIZE = Limits.max_message_size
+
+#: The query parameter with which a page asks for text notices (warnings
+#: before an idle timeout or the session cap) beside the RFB stream.
+NOTICES_PARAM = "notices"
 
 
 def close_reason(text: str) -> str:
@@ -104,23 +119,35 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._vnc_transport: ITransport | None = None
         self._frames: BinaryFrameReader | None = None
         self._rfb: RFBSession | None = None
+        self._rfb_deadline: Any = None
         self.bytes_to_vnc = 0
         self.bytes_from_vnc = 0
         self.opened_at: float | None = None
         self.close_why: str | None = None
+        #: How the console ended, for metrics (see L{ConsoleEvents}).
+        self.outcome: str | None = None
+        self._refusal: Refusal | None = None
+        self._counted = False
+        self._token_key: str | None = None
+        self._notices = False
+        self._timers: SessionTimers | None = None
 
     # Opening handshake
 
     # Autobahn accepts a Deferred from onConnect (it wraps the result with
     # txaio.as_future) though its annotation says otherwise.
     def onConnect(self, request: ConnectionRequest) -> Deferred[Any]:  # type: ignore[override]
-        self.client = _client_address(request.peer)
+        self.client = self.factory.client_address(request)
+        self._notices = request.params.get(NOTICES_PARAM) == ["1"]
         return Deferred.fromCoroutine(self._authorize(request))
 
     async def _authorize(self, request: ConnectionRequest) -> str | None:
         try:
             return await self._decide(request)
-        except ConnectionDeny:
+        except ConnectionDeny as e:
+            if self.outcome is None:
+                self.outcome = "refused"
+            self.factory.events.handshake_refused(e.code)
             raise
         except Exception:
             self._log.failure(
@@ -141,7 +168,17 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 client=self.client,
                 origin=origin,
             )
+            self.outcome = "bad_origin"
             raise ConnectionDeny(403, "Origin not allowed")
+
+        # Over a limit, or shutting down: the upgrade is accepted so that
+        # the page gets a close code and a reason it can show, and onOpen
+        # closes at once (no token check, no VNC connection).
+        subprotocol = "binary" if "binary" in request.protocols else None
+        refusal = factory.admit()
+        if refusal is not None:
+            return self._refuse(refusal, subprotocol)
+        self._counted = True
 
         token = extract_token(request.params, headers.get("cookie"))
         if token is None:
@@ -150,11 +187,14 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 conn_id=self.conn_id,
                 client=self.client,
             )
+            self.outcome = "no_token"
             raise ConnectionDeny(403, INVALID_TOKEN)
 
         ref = token_ref(token)
         try:
-            info = await factory.auth.check_token(token)
+            with factory.events.token_check() as check:
+                info = await factory.auth.check_token(token)
+                check.result = "invalid" if info is None else "valid"
         except ConsoleAuthUnavailable as e:
             self._log.error(
                 "[{conn_id}] {client}: cannot check token {token_ref}: {why}",
@@ -163,6 +203,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 token_ref=ref,
                 why=str(e),
             )
+            self.outcome = "auth_unavailable"
             raise ConnectionDeny(503, "Console authentication is unavailable") from None
         except ConsoleAuthError as e:
             # The API refused the proxy itself: a configuration error (wrong
@@ -175,6 +216,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 status=e.status,
                 why=e.message,
             )
+            self.outcome = "auth_refused"
             raise ConnectionDeny(503, "Console authentication is unavailable") from None
         if info is None:
             # The seed's "handler exception: The token '...' is invalid or
@@ -186,7 +228,22 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 client=self.client,
                 token_ref=ref,
             )
+            self.outcome = "bad_token"
             raise ConnectionDeny(403, INVALID_TOKEN)
+
+        key = token_hash(token)
+        refusal = factory.counter.enter_token(key)
+        if refusal is not None:
+            self._log.warn(
+                "[{conn_id}] {client}: refused: token {token_ref} already has "
+                "{count} console(s) open (--max-connections-per-token)",
+                conn_id=self.conn_id,
+                client=self.client,
+                token_ref=ref,
+                count=factory.counter.for_token(key),
+            )
+            return self._refuse(refusal, subprotocol)
+        self._token_key = key
 
         self.connect_info = info
         self._log.info(
@@ -210,7 +267,20 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             )
             raise ConnectionDeny(403, INVALID_TOKEN)
         # noVNC asks for "binary"; old clients ask for nothing.
-        return "binary" if "binary" in request.protocols else None
+        return subprotocol
+
+    def _refuse(self, refusal: Refusal, subprotocol: str | None) -> str | None:
+        if refusal.code == closecodes.TRY_AGAIN_LATER:
+            self._log.warn(
+                "[{conn_id}] {client}: refused: {open} consoles open or opening "
+                "(--max-connections)",
+                conn_id=self.conn_id,
+                client=self.client,
+                open=self.factory.counter.total,
+            )
+        self._refusal = refusal
+        self.outcome = refusal.outcome
+        return subprotocol
 
     @property
     def _stream(self) -> Any:
@@ -224,10 +294,23 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
     # Open: connect to the VNC server
 
     def onOpen(self) -> None:
+        if self._refusal is not None:
+            self.close_console(self._refusal.code, self._refusal.reason)
+            return
         info = self.connect_info
         assert info is not None
         self.opened_at = self.factory.clock.seconds()
         self.factory.opened(self)
+        limits = self.factory.limits
+        if limits.idle_timeout > 0 or limits.max_session > 0:
+            self._timers = SessionTimers(
+                self.factory.clock,
+                limits.idle_timeout,
+                limits.max_session,
+                self._warn,
+                self._expire,
+            )
+            self._timers.start()
         self._log.info(
             "[{conn_id}] {client}: connecting to: {target} "
             "(instance {instance_uuid})",
@@ -238,6 +321,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         )
         if self.factory.rfb.applies_to(info):
             self._rfb = RFBSession(info, self.factory.rfb, self)
+            self._rfb_deadline = self.factory.clock.callLater(
+                self.factory.rfb.handshake_timeout, self._rfb_too_slow
+            )
         # Nothing from the browser is read until there is somewhere to put it.
         self._stream.pauseProducing()
         vnc = VNCClientProtocol(self)
@@ -254,7 +340,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._vnc_transport = vnc_transport
         tune(vnc_transport)
         tune(self.transport)
-        self._frames = BinaryFrameReader(self._relay_to_vnc, MAX_MESSAGE_SIZE)
+        self._frames = BinaryFrameReader(
+            self._relay_to_vnc, self.factory.limits.max_message_size
+        )
         # Backpressure both ways: a full browser socket pauses VNC reads,
         # a full VNC socket pauses browser reads.
         self._stream.registerProducer(vnc_transport, True)
@@ -280,10 +368,38 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         )
         if self.state == self.STATE_OPEN:
             self._stream.resumeProducing()
+            self.outcome = "target_down"
             self.close_console(
                 CLOSE_INTERNAL_ERROR,
                 "The console is unavailable: cannot reach its VNC server",
             )
+
+    def _warn(self, kind: str, seconds: float) -> None:
+        what = "idle timeout" if kind == "idle" else "session time limit"
+        self._log.info(
+            "[{conn_id}] {client}: warning the page: {what} in {seconds:.0f}s",
+            conn_id=self.conn_id,
+            client=self.client,
+            what=what,
+            seconds=seconds,
+        )
+        self.send_notice({"type": f"{kind}-warning", "seconds": round(seconds)})
+
+    def _expire(self, code: int) -> None:
+        limits = self.factory.limits
+        if code == closecodes.IDLE_TIMEOUT:
+            self.close_why = f"no input for {limits.idle_timeout:g}s (--idle-timeout)"
+        else:
+            self.close_why = f"open for {limits.max_session:g}s (--max-session)"
+        self.close_console(code, closecodes.REASONS[code])
+
+    def send_notice(self, notice: dict[str, Any]) -> None:
+        """
+        Tell a page that asked for notices (C{?notices=1}) something beside
+        the RFB stream, as a JSON text message; noVNC ignores text messages.
+        """
+        if self._notices and self.state == self.STATE_OPEN:
+            self.sendMessage(json.dumps(notice).encode("utf-8"), isBinary=False)
 
     def close_console(self, code: int, reason: str) -> None:
         """
@@ -293,6 +409,8 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         path Autobahn itself takes to fail a connection with such codes.
         """
         if self.state == self.STATE_OPEN:
+            if self.outcome is None:
+                self.outcome = closecodes.OUTCOMES.get(code)
             self.sendCloseFrame(
                 code=code, reasonUtf8=close_reason(reason).encode("utf-8")
             )
@@ -343,6 +461,8 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._relay_to_vnc([payload])
 
     def _relay_to_vnc(self, payloads: list[bytes]) -> None:
+        if self._timers is not None and any(map(is_user_input, payloads)):
+            self._timers.input()
         if self._rfb is not None:
             for payload in payloads:
                 self._rfb_step(self._rfb.from_browser, payload)
@@ -367,6 +487,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self._rfb_failed(str(e))
 
     def _rfb_failed(self, why: str) -> None:
+        self._cancel_rfb_deadline()
+        if self.close_why is not None:
+            return  # already closing for another reason
         info = self.connect_info
         assert info is not None
         self.close_why = f"VNC security negotiation failed: {why}"
@@ -400,7 +523,20 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         transport: Any = self._vnc_transport
         transport.startTLS(options)
 
+    def _rfb_too_slow(self) -> None:
+        self._rfb_deadline = None
+        self._rfb_failed(
+            "the VNC server did not complete the RFB handshake within "
+            f"{self.factory.rfb.handshake_timeout:g}s"
+        )
+
+    def _cancel_rfb_deadline(self) -> None:
+        if self._rfb_deadline is not None and self._rfb_deadline.active():
+            self._rfb_deadline.cancel()
+        self._rfb_deadline = None
+
     def rfb_ready(self, summary: str) -> None:
+        self._cancel_rfb_deadline()
         self._log.info(
             "[{conn_id}] {client}: console ready: {summary}",
             conn_id=self.conn_id,
@@ -419,14 +555,30 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._cancel_rfb_deadline()
         if self._connecting is not None:
             self._connecting.cancel()
         if self._vnc_transport is not None:
             self._vnc_transport.loseConnection()
             self._vnc_transport = None
+        if self._timers is not None:
+            self._timers.stop()
+        self._release()
         if self.opened_at is None:
+            if self.outcome is None:
+                self.outcome = self._unclean_outcome() or "abandoned"
+            self.factory.events.console_ended(self.outcome, opened=False)
             return  # never opened: the refusal was already logged
+        if self.outcome is None:
+            self.outcome = (
+                closecodes.OUTCOMES.get(self.localCloseCode or 0)
+                or self._unclean_outcome()
+                or "ok"
+            )
+        if self.close_why is None and self.outcome == "keepalive_timeout":
+            self.close_why = "no answer to a keepalive ping"
         self.factory.closed(self)
+        self.factory.events.console_ended(self.outcome, opened=True)
         info = self.connect_info
         assert info is not None
         if self.close_why is None:
@@ -455,6 +607,22 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             bytes_from_vnc=self.bytes_from_vnc,
             duration=self.factory.clock.seconds() - self.opened_at,
         )
+
+    def _unclean_outcome(self) -> str | None:
+        why = self.wasNotCleanReason or ""
+        if "opening handshake timeout" in why:
+            return "handshake_timeout"
+        if "ping timeout" in why:
+            return "keepalive_timeout"
+        return None
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.factory.counter.leave()
+        if self._token_key is not None:
+            self.factory.counter.leave_token(self._token_key)
+            self._token_key = None
 
 
 def handshake_lost_reason(reason: Failure | None) -> str:
@@ -519,9 +687,10 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         auth: ConsoleAuthClient,
         allowed_origins: tuple[str, ...] = (),
         connect_timeout: float = 10.0,
-        handshake_timeout: float = 30.0,
         rfb: RFBConfig | None = None,
         allowed_unix_dirs: tuple[str, ...] = (),
+        limits: Limits | None = None,
+        events: ConsoleEvents | None = None,
     ) -> None:
         super().__init__(server="txvnc", reactor=reactor)
         self.reactor = reactor
@@ -531,11 +700,20 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         self.connect_timeout = connect_timeout
         self.rfb = rfb if rfb is not None else RFBConfig()
         self.allowed_unix_dirs = allowed_unix_dirs
+        self.limits = limits = limits or Limits()
+        self.events = events or ConsoleEvents()
+        self.counter = ConnectionCounter(
+            limits.max_connections, limits.max_connections_per_token
+        )
+        #: Set when the service is shutting down: new consoles are told so.
+        self.draining = False
         self.consoles: set[ConsoleProxyProtocol] = set()
         self.setProtocolOptions(
-            maxFramePayloadSize=MAX_MESSAGE_SIZE,
-            maxMessagePayloadSize=MAX_MESSAGE_SIZE,
-            openHandshakeTimeout=handshake_timeout,
+            maxFramePayloadSize=limits.max_message_size,
+            maxMessagePayloadSize=limits.max_message_size,
+            openHandshakeTimeout=limits.handshake_timeout,
+            autoPingInterval=limits.keepalive_interval,
+            autoPingTimeout=limits.keepalive_timeout,
             closeHandshakeTimeout=5,
             # A browser that breaks the protocol is told why (1002, 1007,
             # 1009) in a close frame before the connection drops, instead of
@@ -565,6 +743,23 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         endpoint = UNIXClientEndpoint(self.reactor, path, timeout=self.connect_timeout)
         d: Deferred[Any] = endpoint.connect(_OneConsole(protocol))
         return d
+    def client_address(self, request: ConnectionRequest) -> str:
+        """
+        The browser's address as logs, limits and audit should name it.
+        """
+        return _client_address(request.peer)
+
+    def admit(self) -> Refusal | None:
+        """
+        Take a console slot, or say why there is none.
+        """
+        if self.draining:
+            return Refusal(
+                closecodes.GOING_AWAY,
+                closecodes.REASONS[closecodes.GOING_AWAY],
+                "shutdown",
+            )
+        return self.counter.enter()
 
     def opened(self, console: ConsoleProxyProtocol) -> None:
         self.consoles.add(console)

@@ -30,6 +30,9 @@ from txvnc.rfb.server_messages import ServerMessageFilter
 #: What a browser may send before its handshake is done: noVNC sends
 #: nothing until it has the server's version, then a few bytes at a time.
 MAX_EARLY_BROWSER_BYTES = 4096
+#: What a VNC server may send between its ServerInit and the browser's
+#: handshake; it has not been asked for anything yet.
+MAX_SERVER_BACKLOG = 1024 * 1024
 
 
 class VNCTLSConfig:
@@ -90,6 +93,8 @@ class RFBConfig:
     default_security: str | None = None
     tls: VNCTLSConfig | None = None
     limits: Limits = field(default_factory=Limits)
+    #: Seconds from the VNC connection to both handshakes done.
+    handshake_timeout: float = 30.0
 
     def applies_to(self, info: ConnectInfo) -> bool:
         """
@@ -176,6 +181,10 @@ class RFBSession:
         else:
             # The server spoke before the browser finished its handshake.
             self._server_backlog += data
+            if len(self._server_backlog) > MAX_SERVER_BACKLOG:
+                raise ProtocolViolation(
+                    "the VNC server sent data before the browser was ready"
+                )
 
     def _server_action(self, action: object) -> None:
         if isinstance(action, Send):

@@ -180,7 +180,8 @@ def console_site(
         root,
         timeout=timeout,
         logFormatter=access_log_formatter,
-        header_timeout=factory.openHandshakeTimeout,
+        header_timeout=factory.limits.handshake_timeout,
+        reactor=factory.reactor,
     )
     site.displayTracebacks = False
     return site
