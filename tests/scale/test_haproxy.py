@@ -100,6 +100,15 @@ def redis(tmp_path):
     stop(process)
 
 
+@pytest.fixture
+def shared_store(tmp_path):
+    """
+    The token store both API nodes use: one SQLite file until the Redis
+    store lands (then the redis fixture above).
+    """
+    return f"sqlite:{tmp_path}/shared.sqlite"
+
+
 def haproxy_status(sock_path: Path, backend: str) -> dict[str, str]:
     """Server name -> status (UP, DOWN, ...) of one backend, from the stats socket."""
     with socket.socket(socket.AF_UNIX) as s:
@@ -118,7 +127,7 @@ def haproxy_status(sock_path: Path, backend: str) -> dict[str, str]:
 
 @pytest.fixture
 def cluster(tmp_path, shared_store):
-    """Two API nodes on one Redis, two proxy nodes, HAProxy in front of each pair."""
+    """Two API nodes on one store, two proxy nodes, HAProxy in front of each pair."""
     if not os.path.exists(HAPROXY):
         pytest.fail("haproxy is missing: run scripts/system-deps test", pytrace=False)
     started = []
