@@ -129,3 +129,16 @@ def test_wrong_password_shows_why(page: Any, secure_txvnc: TxvncServer, tmp_path
         assert page.evaluate("() => document.body.dataset.closeCode") == "4005"
         text = page.locator("#status").inner_text()
         assert text.startswith("Disconnected: VNC authentication failed"), text
+
+
+def test_tigervnc_x509none_in_the_browser(page: Any, secure_txvnc: TxvncServer, pki: PKI, tmp_path: Path) -> None:
+    """noVNC connects to Xtigervnc with VeNCrypt X509None: TLS to the server, nothing asked of the user."""
+    with tigervnc(
+        tmp_path,
+        "-SecurityTypes", "X509None",
+        "-X509Cert", str(pki.server_cert),
+        "-X509Key", str(pki.server_key),
+    ) as server:
+        url = mint(secure_txvnc, tmp_path, server.port, "--security", "vencrypt")
+        assert_connected_without_password(page, url)
+        secure_txvnc.log.wait_for(r"console ready: .*VeNCrypt X509None")

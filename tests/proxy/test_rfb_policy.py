@@ -230,3 +230,20 @@ async def test_wrong_security_from_a_plain_relay_server(stack, server) -> None:
     browser = await open_console(stack, server, security="vnc", vnc_password="pw")
     _, code, reason = await browser.closed
     assert (code, reason) == (4005, "VNC server requires security type None, allowed: VNC Authentication")
+
+
+@pytest_twisted.ensureDeferred
+async def test_browser_bytes_before_the_handshake_are_bounded() -> None:
+    """A browser that floods before it has been greeted is closed with 4005, not buffered."""
+    silent = FakeVNCServer()
+    stack = Stack()
+    try:
+        token = await stack.mint(silent.address.port, security="none")
+        browser = await stack.open_browser(f"token={token}", protocol=RFBBrowser)
+        await browser.opened
+        browser.send(b"x" * 5000)
+        _, code, reason = await browser.closed
+        assert (code, reason) == (4005, "the browser sent data before the console was ready")
+    finally:
+        await stack.stop()
+        await silent.stop()
