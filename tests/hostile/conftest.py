@@ -276,6 +276,9 @@ def start_twistd(
             raise
         if not taken:
             SECRETS.add(server.api_key)
+            secret_key = directory / "txvnc-secret.key"
+            if secret_key.exists():
+                SECRETS.add(secret_key.read_text().strip())
             return server
     raise AssertionError("every port we picked was taken before twistd bound it")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import secrets
+import struct
 from urllib.parse import quote
 
 from tests.hostile.conftest import SECRETS, Backend, Twistd, open_console, run
@@ -89,3 +90,60 @@ def test_no_secret_reaches_the_log(txvnc: Twistd, backend: Backend):
     assert log.count("GET /v1/tokens/~") >= 3
     leaked = [s for s in [*valid, *unknown, wrong_key, txvnc.api_key] if s in log]
     assert leaked == []
+
+
+async def fake_vnc_server(answered: asyncio.Future[bytes]) -> asyncio.Server:
+    """
+    Just enough of an RFB 3.8 server asking for VNC Authentication: it
+    resolves C{answered} with the 16-byte DES response the proxy sends.
+    """
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(b"RFB 003.008\n")
+            await reader.readexactly(12)
+            writer.write(bytes([1, 2]))  # one security type: VNC Authentication
+            await reader.readexactly(1)
+            writer.write(secrets.token_bytes(16))
+            response = await reader.readexactly(16)
+            writer.write(struct.pack("!I", 0))  # SecurityResult: OK
+            await reader.readexactly(1)  # ClientInit
+            pixel_format = bytes([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0])
+            writer.write(struct.pack("!HH", 640, 480) + pixel_format + struct.pack("!I", 4) + b"fake")
+            if not answered.done():
+                answered.set_result(response)
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+def test_vnc_password_stays_out_of_the_log(txvnc: Twistd):
+    """A token's VNC password, used by the proxy to answer a VNC Authentication challenge, appears in no log line."""
+    since = txvnc.log.mark()
+    password = "pw" + secrets.token_hex(3)  # VNC passwords are at most 8 bytes
+    SECRETS.add(password)
+
+    async def scenario() -> bytes:
+        answered: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        server = await fake_vnc_server(answered)
+        port = server.sockets[0].getsockname()[1]
+        token = await asyncio.to_thread(
+            txvnc.mint, "127.0.0.1", port, security="vnc", vnc_password=password
+        )
+        client, response = await WSClient.connect(
+            "127.0.0.1", txvnc.proxy_port, f"/websockify?token={token}"
+        )
+        assert response.status == 101
+        try:
+            return await asyncio.wait_for(answered, 30)
+        finally:
+            client.close()
+            server.close()
+
+    assert len(run(scenario())) == 16
+    txvnc.log.wait_for(r"console closed", since)
+    assert password not in txvnc.log.text()
