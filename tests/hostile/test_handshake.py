@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile.conftest import Backend, Twistd, echo_check, run
+from tests.hostile.conftest import Backend, Twistd, echo_check, run, start_twistd
 from tests.hostile.wsclient import WSClient, upgrade_request
 
-#: The proxy's default handshake timeout (ConsoleProxyFactory), which also
-#: bounds the time a client has to send its request headers.
-HANDSHAKE_TIMEOUT = 30.0
+#: --handshake-timeout for this module's proxy: the time a client has to
+#: send its request headers, and again to finish the upgrade.
+HANDSHAKE_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
+    """
+    The module's C{twistd txvnc}, with a short handshake timeout.
+    """
+    server = start_twistd(
+        tmp_path_factory.mktemp("txvnc"), "--handshake-timeout", str(HANDSHAKE_TIMEOUT)
+    )
+    yield server
+    server.stop()
 
 
 async def exchange(port: int, data: bytes, timeout: float = 30.0) -> bytes:
@@ -138,7 +151,6 @@ def test_bad_handshake_is_refused_quietly(txvnc: Twistd, backend: Backend, name:
     assert txvnc.loud_lines(since) == []
 
 
-@pytest.mark.slow
 def test_slowloris_is_dropped_while_a_console_works(txvnc: Twistd, backend: Backend):
     """An upgrade sent one byte a second is cut off with 408 at the handshake timeout, while a console opened meanwhile relays normally."""
     since = txvnc.log.mark()
@@ -173,7 +185,6 @@ def test_slowloris_is_dropped_while_a_console_works(txvnc: Twistd, backend: Back
     assert txvnc.loud_lines(since) == []
 
 
-@pytest.mark.slow
 def test_many_half_open_upgrades_are_dropped_while_consoles_work(
     txvnc: Twistd, backend: Backend
 ):
