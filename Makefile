@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := $(shell find txvnc twisted -type f \( -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.css' \)) setup.cfg pyproject.toml
 
-.PHONY: install run demo test lint clean bench bench-quick
+.PHONY: install run demo test lint fuzz clean bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,9 +63,21 @@ bench: $(BENCH_DEPS)
 bench-quick: $(BENCH_DEPS)
 	benchmarks/.venv/bin/python benchmarks/run.py --quick $(BENCH_ARGS)
 
+# Coverage-guided fuzzing (atheris) of the parsers strangers reach, for a
+# fixed time; findings land in .fuzz/ as crash-* files.
+FUZZ_SECONDS ?= 120
+$(VENV)/.fuzz-deps: $(VENV)/.installed setup.cfg
+	$(BIN)/pip install -q '.[fuzz]'
+	@touch $@
+
+fuzz: $(VENV)/.fuzz-deps
+	@mkdir -p .fuzz/corpus
+	cd .fuzz && ../$(BIN)/python ../fuzz/parsers.py -max_total_time=$(FUZZ_SECONDS) \
+		-rss_limit_mb=2048 corpus ../fuzz/seeds
+
 lint: install $(VENV)/.test-deps
-	$(BIN)/ruff check txvnc tests
+	$(BIN)/ruff check txvnc tests fuzz
 	$(BIN)/mypy txvnc
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts benchmarks/.venv benchmarks/node_modules
+	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts .fuzz benchmarks/.venv benchmarks/node_modules

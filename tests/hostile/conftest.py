@@ -18,6 +18,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,7 @@ class Twistd:
     api_port: int
     key_file: Path
     _http: http.client.HTTPConnection | None = field(default=None, repr=False)
+    _http_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def pid(self) -> int:
@@ -143,8 +145,13 @@ class Twistd:
 
     def mint(self, host: str, port: int, **fields: Any) -> str:
         """
-        A fresh token for C{host:port} from this process's token API.
+        A fresh token for C{host:port} from this process's token API (safe
+        to call from several threads).
         """
+        with self._http_lock:
+            return self._mint(host, port, **fields)
+
+    def _mint(self, host: str, port: int, **fields: Any) -> str:
         body = json.dumps({"host": host, "port": port, **fields})
         headers = {
             "Authorization": f"Bearer {self.api_key}",
@@ -276,6 +283,9 @@ def start_twistd(
             raise
         if not taken:
             SECRETS.add(server.api_key)
+            secret_key = directory / "txvnc-secret.key"
+            if secret_key.exists():
+                SECRETS.add(secret_key.read_text().strip())
             return server
     raise AssertionError("every port we picked was taken before twistd bound it")
 

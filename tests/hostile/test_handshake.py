@@ -8,15 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile.conftest import Backend, Twistd, echo_check, run
+from tests.hostile.conftest import Backend, Twistd, echo_check, run, start_twistd
 from tests.hostile.wsclient import WSClient, upgrade_request
 
-#: The proxy's default handshake timeout (ConsoleProxyFactory), which also
-#: bounds the time a client has to send its request headers.
-HANDSHAKE_TIMEOUT = 30.0
+#: --handshake-timeout for this module's proxy: the time a client has to
+#: send its request headers, and again to finish the upgrade.
+HANDSHAKE_TIMEOUT = 5.0
+
+
+@pytest.fixture(scope="module")
+def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
+    """
+    The module's C{twistd txvnc}, with a short handshake timeout.
+    """
+    server = start_twistd(
+        tmp_path_factory.mktemp("txvnc"), "--handshake-timeout", str(HANDSHAKE_TIMEOUT)
+    )
+    yield server
+    server.stop()
 
 
 async def exchange(port: int, data: bytes, timeout: float = 30.0) -> bytes:
@@ -138,7 +151,6 @@ def test_bad_handshake_is_refused_quietly(txvnc: Twistd, backend: Backend, name:
     assert txvnc.loud_lines(since) == []
 
 
-@pytest.mark.slow
 def test_slowloris_is_dropped_while_a_console_works(txvnc: Twistd, backend: Backend):
     """An upgrade sent one byte a second is cut off with 408 at the handshake timeout, while a console opened meanwhile relays normally."""
     since = txvnc.log.mark()
@@ -173,7 +185,6 @@ def test_slowloris_is_dropped_while_a_console_works(txvnc: Twistd, backend: Back
     assert txvnc.loud_lines(since) == []
 
 
-@pytest.mark.slow
 def test_many_half_open_upgrades_are_dropped_while_consoles_work(
     txvnc: Twistd, backend: Backend
 ):
@@ -226,3 +237,64 @@ def test_upgrade_that_never_completes_the_token_check_is_cut(txvnc: Twistd):
 
     run(scenario())
     assert txvnc.loud_lines(since) == []
+
+
+API_CASES = {
+    "a body over 64 KiB": (
+        lambda key: b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + key + b"\r\n"
+        b"Content-Length: 65537\r\n\r\n",
+        "HTTP/1.1 413 Content Too Large",
+    ),
+    "a body of 10 GB without a key": (
+        lambda key: b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Length: 10000000000\r\n\r\n",
+        "HTTP/1.1 413 Content Too Large",
+    ),
+    "a chunked body": (
+        lambda key: b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + key + b"\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 411 Length Required",
+    ),
+    "a wrong key": (
+        lambda key: b"POST /v1/tokens HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: Bearer " + key[::-1] + b"\r\n"
+        b"Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+        "HTTP/1.1 401 Unauthorized",
+    ),
+    "garbage": (lambda key: b"GARBAGE\r\n\r\n", "HTTP/1.1 400 Bad Request"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(API_CASES))
+def test_token_api_refuses_abuse_before_reading_it(txvnc: Twistd, name: str):
+    """The token API refuses oversized, chunked, unauthenticated or garbled requests with their status and stays quiet."""
+    make, expected = API_CASES[name]
+    since = txvnc.log.mark()
+    answer = run(exchange(txvnc.api_port, make(txvnc.api_key.encode())))
+    assert status_line(answer) == expected
+    assert txvnc.loud_lines(since) == []
+
+
+def test_frames_sent_before_the_101_are_dropped_whole(txvnc: Twistd, backend: Backend):
+    """Frames sent in the same packet as the upgrade request, before the 101 (RFC 6455 4.1 says to wait), are dropped whole: none reaches the VNC server, and the console then relays normally."""
+    from tests.hostile.wsclient import encode_frame
+
+    token = txvnc.mint("127.0.0.1", backend.port)
+
+    async def scenario() -> bytes:
+        client = await WSClient.open_tcp("127.0.0.1", txvnc.proxy_port)
+        early = encode_frame(b"ECHO early-data\n") + encode_frame(b"early")
+        client.send(upgrade(txvnc, f"/websockify?token={token}") + early)
+        response = await client.read_response()
+        assert response.status == 101
+        client.send_frame(b"ECHO after-early-data\n")
+        client.send_frame(b"after")
+        got = (await client.read_frame()).payload
+        client.close()
+        return got
+
+    assert run(scenario()) == b"after"
+    backend.wait("open", "after-early-data")
+    assert not any("early-data" in line and "after" not in line for line in backend.log.lines())

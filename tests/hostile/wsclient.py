@@ -198,6 +198,10 @@ class WSClient:
         self.transport = stream.transport
         self.mask_key = os.urandom(4)
         self.bytes_written = 0
+        #: Answer the proxy's keepalive pings as a browser does (and never
+        #: return them from read_frame); off to play a vanished browser.
+        self.auto_pong = True
+        self.pings = 0
         #: Set when a send has waited a second for the buffer to drain.
         self.stalled = asyncio.Event()
 
@@ -282,6 +286,16 @@ class WSClient:
         return await asyncio.wait_for(self._read_frame(), timeout)
 
     async def _read_frame(self) -> Frame:
+        while True:
+            frame = await self._read_one_frame()
+            if frame.opcode == OP_PING and self.auto_pong:
+                self.pings += 1
+                if not self.stream.ended:
+                    self.send_frame(frame.payload, OP_PONG)
+                continue
+            return frame
+
+    async def _read_one_frame(self) -> Frame:
         b0, b1 = await self.stream.read_exactly(2)
         n = b1 & 0x7F
         if n == 126:

@@ -25,7 +25,7 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from OpenSSL import SSL
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.interfaces import IReactorTime, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -551,7 +551,11 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             return
         if self.state == self.STATE_OPEN:
             if self.close_why is None:
-                self.close_why = "VNC server closed the connection"
+                self.close_why = (
+                    "VNC server closed the connection"
+                    if reason.check(ConnectionDone)
+                    else "VNC server reset the connection"
+                )
             self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
