@@ -119,14 +119,22 @@ class ConsoleRoot(Resource):
     other request to the static tree.
     """
 
-    def __init__(self, websocket: IResource, static: IResource) -> None:
+    def __init__(
+        self,
+        websocket: IResource,
+        static: IResource,
+        extra: dict[bytes, IResource] | None = None,
+    ) -> None:
         super().__init__()
         self._websocket = websocket
         self._static = static
+        self._extra = extra or {}
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if _is_upgrade(request):
             return self._websocket
+        if path in self._extra:
+            return self._extra[path]
         return self._static.getChildWithDefault(path, request)
 
     def render(self, request: Request) -> bytes | int:
@@ -155,6 +163,7 @@ def console_site(
     web_dir: str | None = None,
     novnc_dir: str | None = None,
     timeout: float = 60.0,
+    extra: dict[bytes, IResource] | None = None,
 ) -> Site:
     """
     The proxy's L{Site}.
@@ -164,6 +173,8 @@ def console_site(
     @param novnc_dir: noVNC's package, mounted at C{/novnc/} under txvnc's
         own page; ignored with C{web_dir}.
     @param timeout: idle timeout of plain HTTP connections.
+    @param extra: resources served at the top level beside the page (the
+        health checks).
     """
     if web_dir is not None:
         static = StaticFiles(web_dir)
@@ -171,7 +182,7 @@ def console_site(
         static = StaticFiles(page_dir())
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
-    root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
+    root = ConsoleRoot(ConsoleWebSocketResource(factory), static, extra)
     site = ConsoleSite(
         root,
         timeout=timeout,
