@@ -14,11 +14,13 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txvnc import __version__
@@ -34,14 +36,21 @@ from txvnc.consoleauth.store import (
 )
 from txvnc.consoleauth.tokens import SECURITY_MODES
 from txvnc.guarded import GuardedSite
+from txvnc.health import Readiness, WithOps, http_ok, ops_children
+from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
+from txvnc.reload import ReloadHooks
+from txvnc.shutdown import DrainService, SignalService
 from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
 
 _log = Logger()
+
+#: A token hash no token has: what the readiness check looks up.
+NO_SUCH_TOKEN = "0" * 64
 
 DEFAULT_LISTEN = "tcp:6080"
 DEFAULT_API_LISTEN = "tcp:6081:interface=127.0.0.1"
@@ -173,6 +182,21 @@ class Options(usage.Options):
             int,
         ],
         *LIMIT_PARAMETERS,
+        [
+            "drain-timeout",
+            None,
+            10.0,
+            ("On SIGTERM, seconds open consoles get to close after being told "
+            "(close code 1001) before they are dropped."),
+            float,
+        ],
+        [
+            "metrics-listen",
+            None,
+            None,
+            ("Also serve /metrics, /healthz and /readyz on this endpoint (for a "
+            "proxy run with --no-api; the API listener always serves them)."),
+        ],
     ]
 
     def __init__(self) -> None:
@@ -209,7 +233,12 @@ class Options(usage.Options):
             if not run_proxy:
                 raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
             parse_tcp_listener(self["listen"])
-        for name in ("token-check-timeout", "connect-timeout", "purge-interval"):
+        for name in (
+            "token-check-timeout",
+            "connect-timeout",
+            "purge-interval",
+            "drain-timeout",
+        ):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         check_limits(self)
@@ -352,14 +381,24 @@ def _listener(reactor: Any, description: str, site: Site) -> Service:
     return service
 
 
-def proxy_site(config: Any, reactor: Any, api_key: str) -> Site:
+def proxy_site(
+    config: Any,
+    reactor: Any,
+    api_key: str,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+) -> tuple[Site, ConsoleProxyFactory]:
     """
-    The console proxy's site (page, noVNC, WebSockets) for C{config}: what
-    one process serves, the twistd process itself or each of its workers.
+    The console proxy's site (page, noVNC, WebSockets, health) and its
+    factory for C{config}: what one process serves, the twistd process
+    itself or each of its workers.
     """
+    auth_url = config["consoleauth-url"]
+    http = pooled_http_client(reactor)
+    readiness.add("token_api", lambda: http_ok(http, auth_url + "/healthz"))
     auth = ConsoleAuthClient(
-        pooled_http_client(reactor),
-        config["consoleauth-url"],
+        http,
+        auth_url,
         api_key,
         reactor,
         timeout=config["token-check-timeout"],
@@ -372,8 +411,16 @@ def proxy_site(config: Any, reactor: Any, api_key: str) -> Site:
         rfb=config.get("rfb") or rfb_config(config),
         allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
         limits=limits_from(config),
+        events=PrometheusConsoleEvents(registry, reactor),
     )
-    return console_site(factory, web_dir=config["web"], novnc_dir=config["novnc"])
+    registry.register(ProxyCollector(factory))
+    site = console_site(
+        factory,
+        web_dir=config["web"],
+        novnc_dir=config["novnc"],
+        extra=ops_children(readiness),
+    )
+    return site, factory
 
 
 def worker_config(config: Options) -> dict[str, Any]:
@@ -392,6 +439,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
 
         reactor = global_reactor
     top = MultiService()
+    registry = CollectorRegistry()
+    readiness = Readiness(reactor)
+    hooks = ReloadHooks()
+    factory: ConsoleProxyFactory | None = None
 
     api_key_file = config["api-key-file"]
     api_key = (
@@ -413,8 +464,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             secrets=secrets,
             allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
         )
+        readiness.add("store", lambda: store.get(NO_SUCH_TOKEN, reactor.seconds()))
         api_site = GuardedSite(
-            api,
+            WithOps(api, ops_children(readiness, MetricsResource(registry))),
             timeout=60,
             logFormatter=access_log_formatter,
             max_body=MAX_BODY,
@@ -443,7 +495,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             pool = WorkerPool(reactor, socks, worker_config(config))
             pool.setServiceParent(top)
         else:
-            site = proxy_site(config, reactor, api_key)
+            site, factory = proxy_site(config, reactor, api_key, registry, readiness)
             _listener(reactor, config["listen"], site).setServiceParent(top)
         _log.info(
             "console proxy on {listen} ({workers} process(es)), checking tokens "
@@ -453,4 +505,16 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             auth_url=config["consoleauth-url"],
             web=config["web"] or f"txvnc's page with noVNC from {config['novnc']}",
         )
+    if config["metrics-listen"]:
+        metrics_root = Resource()
+        for name, child in ops_children(readiness, MetricsResource(registry)).items():
+            metrics_root.putChild(name, child)
+        metrics_site = GuardedSite(
+            metrics_root, timeout=60, header_timeout=config["handshake-timeout"]
+        )
+        _listener(reactor, config["metrics-listen"], metrics_site).setServiceParent(top)
+    DrainService(reactor, factory, readiness, config["drain-timeout"]).setServiceParent(
+        top
+    )
+    SignalService(reactor, hooks).setServiceParent(top)
     return top

@@ -4,8 +4,8 @@ C{python -m txvnc.worker}: one proxy process of C{twistd txvnc --workers N}.
 Started by L{txvnc.workers.WorkerPool}, never by hand: it reads its
 configuration (the twistd options) as one JSON line on stdin, serves the
 console page and WebSockets on the listening socket it inherits as file
-descriptor 3, logs JSON lines to stdout, and stops when told to (SIGTERM)
-or when its supervisor is gone.
+descriptor 3, logs JSON lines to stdout, and stops when told to (SIGTERM,
+after draining its consoles) or when its supervisor is gone.
 """
 
 from __future__ import annotations
@@ -29,9 +29,25 @@ def run(config: dict[str, Any], reactor: Any) -> None:
     """
     Serve the proxy on the inherited socket until the reactor stops.
     """
+    from prometheus_client import CollectorRegistry
+
+    from txvnc.health import Readiness
+    from txvnc.shutdown import DrainService
     from txvnc.tap import proxy_site
 
-    site = proxy_site(config, reactor, read_key_file(config["api-key-file"]))
+    readiness = Readiness(reactor)
+    site, factory = proxy_site(
+        config,
+        reactor,
+        read_key_file(config["api-key-file"]),
+        CollectorRegistry(),
+        readiness,
+    )
+    # SIGTERM from the supervisor drains this worker's consoles (close
+    # 1001, then --drain-timeout) before the reactor stops.
+    drain = DrainService(reactor, factory, readiness, config["drain-timeout"])
+    drain.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", drain.stopService)
     family = socket.AF_INET6 if config["listen"].startswith("tcp6") else socket.AF_INET
     port = reactor.adoptStreamPort(LISTEN_FD, family, site)
     os.close(LISTEN_FD)  # the port holds its own duplicate

@@ -44,8 +44,9 @@ RESTART_DELAY = 1.0
 #: A worker that lived longer than this is restarted at once.
 HEALTHY_AFTER = 10.0
 
-#: Seconds a stopping worker gets to finish before it is killed.
-STOP_TIMEOUT = 10.0
+#: Seconds a stopping worker gets beyond its --drain-timeout before it is
+#: killed.
+STOP_GRACE = 5.0
 
 
 def parse_tcp_listener(description: str) -> tuple[int, str, int, int]:
@@ -185,6 +186,7 @@ class WorkerPool(Service):
         self.socks = socks
         self.count = len(socks)
         self.config = json.dumps(config).encode("utf-8")
+        self.stop_timeout = float(config.get("drain-timeout", 10.0)) + STOP_GRACE
         self.executable = executable
         self.workers: dict[int, WorkerProtocol] = {}
         self.started_at: dict[int, float] = {}
@@ -269,7 +271,7 @@ class WorkerPool(Service):
             ended.append(worker.ended)
             self._signal(worker, signal.SIGTERM)
             killer = self.reactor.callLater(
-                STOP_TIMEOUT, self._signal, worker, signal.SIGKILL
+                self.stop_timeout, self._signal, worker, signal.SIGKILL
             )
             worker.ended.addCallback(_cancel, killer)
         d = DeferredList(ended)

@@ -712,6 +712,9 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         #: Set when the service is shutting down: new consoles are told so.
         self.draining = False
         self.consoles: set[ConsoleProxyProtocol] = set()
+        #: Bytes relayed by consoles already closed (for metrics).
+        self.closed_bytes_to_vnc = 0
+        self.closed_bytes_from_vnc = 0
         self.setProtocolOptions(
             maxFramePayloadSize=limits.max_message_size,
             maxMessagePayloadSize=limits.max_message_size,
@@ -770,3 +773,5 @@ class ConsoleProxyFactory(WebSocketServerFactory):
 
     def closed(self, console: ConsoleProxyProtocol) -> None:
         self.consoles.discard(console)
+        self.closed_bytes_to_vnc += console.bytes_to_vnc
+        self.closed_bytes_from_vnc += console.bytes_from_vnc

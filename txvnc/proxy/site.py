@@ -18,7 +18,6 @@ from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from txvnc.guarded import GuardedSite
-from txvnc.proxy.health import HealthResource
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.redact import access_log_formatter
 
@@ -120,14 +119,22 @@ class ConsoleRoot(Resource):
     other request to the static tree.
     """
 
-    def __init__(self, websocket: IResource, static: IResource) -> None:
+    def __init__(
+        self,
+        websocket: IResource,
+        static: IResource,
+        extra: dict[bytes, IResource] | None = None,
+    ) -> None:
         super().__init__()
         self._websocket = websocket
         self._static = static
+        self._extra = extra or {}
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         if _is_upgrade(request):
             return self._websocket
+        if path in self._extra:
+            return self._extra[path]
         return self._static.getChildWithDefault(path, request)
 
     def render(self, request: Request) -> bytes | int:
@@ -146,9 +153,7 @@ class ConsoleSite(GuardedSite):
     """
 
     def log(self, request: http.Request) -> None:
-        if request.code < 400 and (
-            request.path.startswith(b"/novnc/") or request.path == b"/healthz"
-        ):
+        if request.path.startswith(b"/novnc/") and request.code < 400:
             return
         super().log(request)
 
@@ -158,6 +163,7 @@ def console_site(
     web_dir: str | None = None,
     novnc_dir: str | None = None,
     timeout: float = 60.0,
+    extra: dict[bytes, IResource] | None = None,
 ) -> Site:
     """
     The proxy's L{Site}.
@@ -167,6 +173,8 @@ def console_site(
     @param novnc_dir: noVNC's package, mounted at C{/novnc/} under txvnc's
         own page; ignored with C{web_dir}.
     @param timeout: idle timeout of plain HTTP connections.
+    @param extra: resources served at the top level beside the page (the
+        health checks).
     """
     if web_dir is not None:
         static = StaticFiles(web_dir)
@@ -174,8 +182,7 @@ def console_site(
         static = StaticFiles(page_dir())
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
-    static.putChild(b"healthz", HealthResource(factory))
-    root = ConsoleRoot(ConsoleWebSocketResource(factory), static)
+    root = ConsoleRoot(ConsoleWebSocketResource(factory), static, extra)
     site = ConsoleSite(
         root,
         timeout=timeout,

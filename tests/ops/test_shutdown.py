@@ -1,0 +1,156 @@
+"""
+Graceful shutdown: SIGTERM against a real twistd with open consoles, and
+the drain's time limit with a Clock.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import pytest_twisted
+import treq
+from autobahn.twisted.websocket import WebSocketClientFactory
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import Clock
+
+from tests.proxy.harness import Browser, FakeVNCServer, Stack
+from txvnc.health import Readiness
+from txvnc.proxy import closecodes
+from txvnc.shutdown import DrainService
+
+from .twistd import start_twistd
+
+DRAIN = 8.0
+
+
+async def mint(api_port: int, key: str, vnc_port: int) -> str:
+    response = await treq.post(
+        f"http://127.0.0.1:{api_port}/v1/tokens",
+        json={"host": "127.0.0.1", "port": vnc_port, "instance_uuid": "inst-1"},
+        headers={"Authorization": "Bearer " + key},
+        persistent=False,
+    )
+    assert response.code == 201, await response.text()
+    return (await response.json())["token"]
+
+
+async def browse(proxy_port: int, token: str) -> Browser:
+    host = f"127.0.0.1:{proxy_port}"
+    factory = WebSocketClientFactory(
+        f"ws://{host}/websockify?token={token}",
+        origin=f"http://{host}",
+        protocols=["binary"],
+    )
+    factory.protocol = Browser
+    factory.noisy = False
+    browser = await TCP4ClientEndpoint(reactor, "127.0.0.1", proxy_port).connect(
+        factory
+    )
+    await browser.opened
+    return browser
+
+
+@pytest.fixture
+def vnc():
+    server = FakeVNCServer()
+    yield server
+    pytest_twisted.blockon(server.stop())
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_sigterm_closes_consoles_with_1001_and_exits_0(tmp_path, vnc):
+    """On SIGTERM every open console gets 1001 "Service restarting" and twistd exits 0 within the drain time."""
+    process, proxy_port, api_port = await start_twistd(
+        tmp_path, "--drain-timeout", str(DRAIN)
+    )
+    try:
+        key = (tmp_path / "api.key").read_text().strip()
+        browsers = []
+        for _ in range(3):
+            connected = vnc.next_connection()
+            browsers.append(await browse(proxy_port, await mint(api_port, key, vnc.address.port)))
+            await connected
+        since = process.mark()
+        started = time.monotonic()
+        os.kill(process.transport.pid, signal.SIGTERM)
+        for browser in browsers:
+            _, code, reason = await browser.closed
+            assert code == closecodes.GOING_AWAY
+            assert reason == "Service restarting"
+        code = await process.ended
+        elapsed = time.monotonic() - started
+        assert code == 0, process.text()
+        assert elapsed < DRAIN, f"exit took {elapsed:.1f}s"
+        log = process.text()
+        assert "closing 3 console(s)" in log
+        assert "every console closed" in "\n".join(process.lines[since:])
+        assert "Server Shut Down." in log
+        assert "Traceback" not in log
+        for conn in vnc.connections:
+            await conn.lost
+    finally:
+        if process.exit_code is None:
+            process.transport.signalProcess("KILL")
+            await process.ended
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_sigterm_without_consoles_exits_0_at_once(tmp_path):
+    """An idle twistd exits 0 on SIGTERM without waiting for the drain time."""
+    process, _, _ = await start_twistd(tmp_path, "--drain-timeout", "60")
+    started = time.monotonic()
+    process.transport.signalProcess("TERM")
+    assert await process.ended == 0, process.text()
+    assert time.monotonic() - started < 30
+
+
+@pytest_twisted.ensureDeferred
+async def test_drain_gives_up_after_the_drain_timeout(vnc):
+    """A console that never answers the close is dropped when --drain-timeout passes; readiness turns 503 at once."""
+    stack = Stack()
+    try:
+        token = await stack.mint(vnc.address.port)
+        connected = vnc.next_connection()
+        browser = await stack.open_browser(f"token={token}")
+        await browser.opened
+        server_side = await connected
+        browser.transport.pauseProducing()  # never reads the close frame
+        clock = Clock()
+        readiness = Readiness(clock)
+        drain = DrainService(clock, stack.factory, readiness, drain_timeout=30)
+        drain.startService()
+        done = drain.stopService()
+        assert readiness.draining and stack.factory.draining
+        assert not done.called
+        clock.advance(29)
+        assert not done.called
+        clock.advance(1)
+        assert done.called
+        await server_side.lost
+        assert not stack.factory.consoles
+        browser.transport.abortConnection()
+    finally:
+        await stack.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_consoles_while_draining_get_1001(vnc):
+    """A console that arrives during the drain is told 1001 instead of being opened."""
+    stack = Stack()
+    try:
+        stack.factory.draining = True
+        token = await stack.mint(vnc.address.port)
+        browser = await stack.open_browser(f"token={token}")
+        await browser.opened
+        _, code, reason = await browser.closed
+        assert code == closecodes.GOING_AWAY
+        assert reason == "Service restarting"
+        assert vnc.connections == []
+    finally:
+        await stack.stop()
