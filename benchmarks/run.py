@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +221,7 @@ class Bench:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(20)
+        self.procs = []
 
 
 # Figures: (key, label, unit, better, target ratio to websockify or None)
@@ -237,6 +239,56 @@ FIGURES = [
 ]
 
 
+def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) -> None:
+    """
+    One round of the throughput, latency and connect figures: every system
+    measured back to back against this round's backend.
+    """
+    be = bench.backend
+    direct = {
+        "baseline (TCP)": lambda script: f"tcp://127.0.0.1:{be[script]}",
+        "ws client ceiling": lambda script: f"ws://127.0.0.1:{be['ws']}/{script}",
+    }
+    proxies = [bench.start_websockify(), bench.start_txvnc()]
+    two = bench.start_txvnc(workers=2) if want("many") else None
+    targets = dict(direct)
+    for p in proxies:
+        targets[p.name] = lambda script, p=p: p.url(be[script])
+    try:
+        for system, target in targets.items():
+            if want("download"):
+                res = bench.load("download", target("stream"), secs)
+                add(system, "download", res["bytes_per_s"] / MiB)
+            if want("upload"):
+                res = bench.load("upload", target("sink"), secs)
+                add(system, "upload", res["bytes_per_s"] / MiB)
+            if want("rtt_p50", "rtt_p99", "rtt"):
+                res = bench.load("rtt", target("echo"), rtt_n)
+                add(system, "rtt_p50", res["p50_us"])
+                add(system, "rtt_p99", res["p99_us"])
+            if want("connect"):
+                res = bench.load("connect", target("hold"), secs, 32)
+                if res["failed"]:
+                    print(f"  {system} connect: {res['failed']} failed "
+                          f"({res['first_error']})", file=sys.stderr)
+                add(system, "connect", res["per_s"])
+                add(system, "connect_p50", res["p50_us"])
+                add(system, "connect_p99", res["p99_us"])
+        many_targets = dict(targets)
+        if two is not None:
+            many_targets[two.name] = lambda script: two.url(be[script])
+        for system, target in many_targets.items():
+            if want("many"):
+                res = bench.load("many", target("stream"), 100, secs)
+                add(system, "many", res["bytes_per_s"] / MiB)
+                add(system, "fairness", res["fairness"])
+    finally:
+        for p in proxies:
+            p.stop()
+        if two is not None:
+            two.stop()
+
+
 def run(bench: Bench, rounds: int, only: set[str]) -> dict:
     quick = bench.quick
     secs = 1.5 if quick else 3
@@ -251,52 +303,19 @@ def run(bench: Bench, rounds: int, only: set[str]) -> dict:
     def add(system: str, key: str, value: float) -> None:
         samples.setdefault(key, {}).setdefault(system, []).append(value)
 
-    direct = {
-        "baseline (TCP)": lambda script: f"tcp://127.0.0.1:{be[script]}",
-        "ws client ceiling": lambda script: f"ws://127.0.0.1:{be['ws']}/{script}",
-    }
-    proxies = [bench.start_websockify(), bench.start_txvnc()]
-    two = bench.start_txvnc(workers=2) if want("many") else None
-    targets = dict(direct)
-    for p in proxies:
-        targets[p.name] = lambda script, p=p: p.url(be[script])
-    try:
-        for r in range(rounds):
-            print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-            for system, target in targets.items():
-                if want("download"):
-                    res = bench.load("download", target("stream"), secs)
-                    add(system, "download", res["bytes_per_s"] / MiB)
-                if want("upload"):
-                    res = bench.load("upload", target("sink"), secs)
-                    add(system, "upload", res["bytes_per_s"] / MiB)
-                if want("rtt_p50", "rtt_p99", "rtt"):
-                    res = bench.load("rtt", target("echo"), rtt_n)
-                    add(system, "rtt_p50", res["p50_us"])
-                    add(system, "rtt_p99", res["p99_us"])
-                if want("connect"):
-                    res = bench.load("connect", target("hold"), secs, 32)
-                    if res["failed"]:
-                        print(f"  {system} connect: {res['failed']} failed "
-                              f"({res['first_error']})", file=sys.stderr)
-                    add(system, "connect", res["per_s"])
-                    add(system, "connect_p50", res["p50_us"])
-                    add(system, "connect_p99", res["p99_us"])
-            many_targets = dict(targets)
-            if two is not None:
-                many_targets[two.name] = lambda script: two.url(be[script])
-            for system, target in many_targets.items():
-                if want("many"):
-                    res = bench.load("many", target("stream"), 100, secs)
-                    add(system, "many", res["bytes_per_s"] / MiB)
-                    add(system, "fairness", res["fairness"])
-    finally:
-        for p in proxies:
-            p.stop()
-        if two is not None:
-            two.stop()
+    for r in range(rounds):
+        print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
+        # Fresh processes every round: nothing one round leaves behind
+        # (buffers, fragmentation, a slow leak) weighs on the next.
+        bench.start_backend()
+        try:
+            measure_round(bench, want, add, secs, rtt_n)
+        finally:
+            bench.stop()
 
     if want("memory"):
+        bench.start_backend()
+        be = bench.backend
         plan = [
             ("websockify", bench.start_websockify, 200 if quick else 500),
             ("txvnc", bench.start_txvnc, 3000 if quick else 9000),
@@ -321,6 +340,7 @@ def run(bench: Bench, rounds: int, only: set[str]) -> dict:
                     add(system, "memory_processes", nproc)
                 finally:
                     proxy.stop()
+        bench.stop()
     return {
         k: {s: statistics.median(v) for s, v in per.items()} for k, per in samples.items()
     } | {"_samples": samples}
@@ -433,7 +453,6 @@ def main() -> None:
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="txvnc-bench-") as tmp:
         bench = Bench(Path(tmp), args.quick)
-        bench.start_backend()
         try:
             medians = run(bench, rounds, set(filter(None, args.only.split(","))))
         finally:
