@@ -109,9 +109,11 @@ wss.on("connection", (ws, req) => {
   if (name === "stream") {
     stream(
       (b) => {
-        if (ws.readyState !== ws.OPEN) return false;
+        // A socket the client dropped stays OPEN for ws until its close
+        // event runs, which this loop would never let happen.
+        if (ws.readyState !== ws.OPEN || sock.destroyed) return false;
         ws.send(b);
-        return sock.writableLength < 1 << 20;
+        return !sock.destroyed && sock.writableLength < 1 << 20;
       },
       (f) => sock.on("drain", f),
     );
