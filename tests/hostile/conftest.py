@@ -16,6 +16,7 @@ import json
 import re
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -130,6 +131,8 @@ class Twistd:
     proxy_port: int
     api_port: int
     key_file: Path
+    #: The client TLS context for a proxy listening with ssl:.
+    tls: ssl.SSLContext | None = None
     _http: http.client.HTTPConnection | None = field(default=None, repr=False)
     _http_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -213,11 +216,17 @@ class Twistd:
         assert "Traceback" not in text, f"twistd logged a traceback:\n{text}"
 
 def start_twistd(
-    directory: Path, *args: str, proxy: bool = True, api: bool = True
+    directory: Path,
+    *args: str,
+    proxy: bool = True,
+    api: bool = True,
+    listen: str = "tcp:{port}:interface=127.0.0.1",
 ) -> Twistd:
     """
     Start C{twistd -n txvnc ARGS} on fresh ports and wait until it listens;
     tries new ports when one was taken under it.
+
+    @param listen: the proxy's endpoint, C{{port}} standing for its port.
     """
     _require(TWISTD.is_file(), f"twistd in {Path(sys.executable).parent}")
     _require((NOVNC / "core" / "rfb.js").is_file(), f"noVNC in {NOVNC} (npm ci)")
@@ -231,7 +240,7 @@ def start_twistd(
         argv = [str(TWISTD), "-n", "--pidfile=", "txvnc", "--api-key-file", str(key_file)]
         if proxy:
             argv += [
-                "--listen", f"tcp:{proxy_port}:interface=127.0.0.1",
+                "--listen", listen.format(port=proxy_port),
                 "--novnc", str(NOVNC),
             ]
         else:
@@ -261,7 +270,7 @@ def start_twistd(
             taken = False
             for port in (p for p in (api_port, proxy_port) if p):
                 found = log.wait_for_any(
-                    [rf"Site starting on {port}$", r"CannotListenError"],
+                    [rf"Site (\(TLS\) )?starting on {port}$", r"CannotListenError"],
                     stop_at_end=False,
                 )
                 if found is None or found.group(0) == "CannotListenError":
@@ -314,10 +323,12 @@ async def open_console(
         "127.0.0.1",
         server.proxy_port,
         path or f"/websockify?token={token}",
+        tls=server.tls,
     )
     assert response.status == 101, f"upgrade refused: {response}"
     client.send_frame(command.encode() + b"\n")
     return client, response
+
 
 async def echo_check(server: Twistd, backend: Backend, tag: str) -> None:
     """
