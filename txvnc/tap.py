@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import IService, MultiService, Service
+from twisted.application.service import IService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
@@ -25,6 +27,7 @@ from twisted.web.server import Site
 
 from txvnc import __version__
 from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
+from txvnc.config import apply_config, config_path, load_config
 from txvnc.consoleauth.keys import KeyFileError, load_or_create_key_file, read_key_file
 from txvnc.consoleauth.resource import MAX_BODY, ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
@@ -37,6 +40,7 @@ from txvnc.consoleauth.store import (
 from txvnc.consoleauth.tokens import SECURITY_MODES
 from txvnc.guarded import GuardedSite
 from txvnc.health import Readiness, WithOps, http_ok, ops_children
+from txvnc.logs import JSONLineObserver, LoggedService
 from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
@@ -191,6 +195,20 @@ class Options(usage.Options):
             float,
         ],
         [
+            "config",
+            None,
+            None,
+            ("Read options from this TOML file first; the command line wins "
+            "(see docs/txvnc.toml.example)."),
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            ("text: twistd's log lines; json: one JSON object per line on "
+            "standard output."),
+        ],
+        [
             "metrics-listen",
             None,
             None,
@@ -211,6 +229,16 @@ class Options(usage.Options):
     def opt_allowed_origin(self, origin: str) -> None:
         """Also accept WebSockets from this origin or host name (repeatable)."""
         self["allowed-origin"].append(origin)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Read C{--config FILE} first, so that the command line wins.
+        """
+        argv = list(sys.argv[1:] if options is None else options)
+        path = config_path(argv)
+        if path is not None:
+            apply_config(self, load_config(path), path)
+        super().parseOptions(argv)
 
     def opt_version(self) -> None:
         """Print txvnc's version and exit."""
@@ -242,6 +270,8 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         check_limits(self)
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError("--log-format must be text or json")
         try:
             if run_api:
                 kind, path = parse_store_description(self["store"])
@@ -438,7 +468,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    top = MultiService()
+    top = LoggedService()
+    if config["log-format"] == "json":
+        top.log_observer = JSONLineObserver()
     registry = CollectorRegistry()
     readiness = Readiness(reactor)
     hooks = ReloadHooks()

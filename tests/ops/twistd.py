@@ -103,10 +103,10 @@ async def start_twistd(
             env=env or clean_env(),
             path=str(directory),
         )
-        ready = process.wait_for(rf"Site starting on {proxy_port}$")
+        ready = process.wait_for(rf"Site starting on {proxy_port}\b")
         try:
             await ready
-            await process.wait_for(rf"Site starting on {api_port}$")
+            await process.wait_for(rf"Site starting on {api_port}\b")
             await process.wait_for(r"signals: SIGTERM shuts down gracefully")
         except AssertionError:
             if "Address already in use" in process.text():
