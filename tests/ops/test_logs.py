@@ -49,7 +49,7 @@ def test_failures_carry_their_traceback():
     out = io.StringIO()
     log = Logger(namespace="t", observer=LogPublisher(JSONLineObserver(out)))
     try:
-        1 / 0
+        raise ZeroDivisionError("division by zero")
     except ZeroDivisionError:
         log.failure("it broke", Failure(), level=LogLevel.error)
     (line,) = out.getvalue().splitlines()
