@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, Service
-from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
@@ -49,6 +48,13 @@ from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
 from txvnc.reload import ReloadHooks
 from txvnc.shutdown import DrainService, SignalService
+from txvnc.tls import (
+    TLSConfigError,
+    TLSServerEndpoint,
+    load_options,
+    parse_ssl_description,
+    server_endpoint,
+)
 from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
 
 _log = Logger()
@@ -270,6 +276,18 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         check_limits(self)
+        for name in ("listen", "api-listen", "metrics-listen"):
+            description = self[name]
+            if description and description.startswith("ssl:"):
+                try:
+                    parts = parse_ssl_description(description)
+                    load_options(
+                        parts["privateKey"],
+                        parts["certKey"],
+                        parts.get("extraCertChain"),
+                    )
+                except TLSConfigError as e:
+                    raise usage.UsageError(f"--{name}: {e}") from None
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format must be text or json")
         try:
@@ -403,8 +421,17 @@ class StoreService(Service):
         return self.store.close()
 
 
-def _listener(reactor: Any, description: str, site: Site) -> Service:
-    service = StreamServerEndpointService(serverFromString(reactor, description), site)
+def _listener(
+    reactor: Any,
+    description: str,
+    site: Site,
+    hooks: ReloadHooks | None = None,
+    what: str = "",
+) -> Service:
+    endpoint = server_endpoint(reactor, description)
+    if hooks is not None and isinstance(endpoint, TLSServerEndpoint):
+        hooks.add(f"TLS certificate of {what}", endpoint.tls.reload)
+    service = StreamServerEndpointService(endpoint, site)
     # A port that cannot be bound stops start-up with the error, as
     # twistd's own strports services do, instead of running half a service.
     service._raiseSynchronously = True
@@ -506,7 +533,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             reactor=reactor,
         )
         api_site.displayTracebacks = False
-        _listener(reactor, config["api-listen"], api_site).setServiceParent(top)
+        _listener(
+            reactor, config["api-listen"], api_site, hooks, "--api-listen"
+        ).setServiceParent(top)
         purge = TimerService(
             config["purge-interval"], lambda: store.purge(reactor.seconds())
         )
@@ -528,7 +557,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             pool.setServiceParent(top)
         else:
             site, factory = proxy_site(config, reactor, api_key, registry, readiness)
-            _listener(reactor, config["listen"], site).setServiceParent(top)
+            _listener(
+                reactor, config["listen"], site, hooks, "--listen"
+            ).setServiceParent(top)
         _log.info(
             "console proxy on {listen} ({workers} process(es)), checking tokens "
             "at {auth_url}, serving {web}",
@@ -544,7 +575,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         metrics_site = GuardedSite(
             metrics_root, timeout=60, header_timeout=config["handshake-timeout"]
         )
-        _listener(reactor, config["metrics-listen"], metrics_site).setServiceParent(top)
+        _listener(
+            reactor, config["metrics-listen"], metrics_site, hooks, "--metrics-listen"
+        ).setServiceParent(top)
     DrainService(reactor, factory, readiness, config["drain-timeout"]).setServiceParent(
         top
     )
