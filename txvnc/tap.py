@@ -41,6 +41,7 @@ from txvnc.guarded import GuardedSite
 from txvnc.health import Readiness, WithOps, http_ok, ops_children
 from txvnc.logs import JSONLineObserver, LoggedService
 from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
+from txvnc.proxy.forwarded import parse_networks
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
@@ -226,11 +227,25 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["allowed-origin"] = []
+        self["trusted-proxy"] = []
         self["allowed-unix-dir"] = []
 
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
         self["allowed-unix-dir"].append(directory)
+
+    def opt_trusted_proxy(self, network: str) -> None:
+        """
+        Believe X-Forwarded-For from this address or CIDR network, e.g. a
+        load balancer (repeatable).
+        """
+        try:
+            parse_networks([network])
+        except ValueError:
+            raise usage.UsageError(
+                f"--trusted-proxy {network!r}: not an address or CIDR network"
+            ) from None
+        self["trusted-proxy"].append(network)
 
     def opt_allowed_origin(self, origin: str) -> None:
         """Also accept WebSockets from this origin or host name (repeatable)."""
@@ -276,6 +291,10 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         check_limits(self)
+        try:
+            parse_networks(self["trusted-proxy"])
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}") from None
         for name in ("listen", "api-listen", "metrics-listen"):
             description = self[name]
             if description and description.startswith("ssl:"):
@@ -470,6 +489,7 @@ def proxy_site(
         limits=limits_from(config),
         events=PrometheusConsoleEvents(registry, reactor),
     )
+    factory.trusted_proxies = parse_networks(config.get("trusted-proxy", []))
     registry.register(ProxyCollector(factory))
     site = console_site(
         factory,
