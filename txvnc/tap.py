@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, Service
+from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
@@ -209,6 +210,13 @@ class Options(usage.Options):
             "(see docs/txvnc.toml.example)."),
         ],
         [
+            "consoleauth-ca",
+            None,
+            None,
+            ("PEM CA certificate the token API's https certificate must chain "
+            "to. [default: the system's trusted CAs]"),
+        ],
+        [
             "log-format",
             None,
             "text",
@@ -291,6 +299,17 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         check_limits(self)
+        ca = self["consoleauth-ca"]
+        if ca is not None:
+            try:
+                with open(ca, "rb") as f:
+                    Certificate.loadPEM(f.read())
+            except OSError as e:
+                raise usage.UsageError(f"--consoleauth-ca {ca}: {e.strerror}") from None
+            except Exception:
+                raise usage.UsageError(
+                    f"--consoleauth-ca {ca}: not a PEM certificate"
+                ) from None
         try:
             parse_networks(self["trusted-proxy"])
         except ValueError as e:
@@ -470,7 +489,7 @@ def proxy_site(
     itself or each of its workers.
     """
     auth_url = config["consoleauth-url"]
-    http = pooled_http_client(reactor)
+    http = pooled_http_client(reactor, ca_file=config.get("consoleauth-ca"))
     readiness.add("token_api", lambda: http_ok(http, auth_url + "/healthz"))
     auth = ConsoleAuthClient(
         http,

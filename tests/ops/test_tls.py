@@ -169,3 +169,45 @@ async def test_sighup_reloads_a_real_twistd_certificate(tmp_path, pki):
     finally:
         process.transport.signalProcess("TERM")
         assert await process.ended == 0
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_token_api_over_tls(tmp_path, pki):
+    """With the API on an ssl: listener, the proxy checks tokens over https trusting --consoleauth-ca."""
+    from tests.ops.test_shutdown import browse
+    from tests.proxy.harness import FakeVNCServer
+    from txvnc.client import pooled_http_client
+
+    vnc = FakeVNCServer()
+    process, proxy_port, api_port = await start_twistd(
+        tmp_path,
+        "--consoleauth-ca",
+        str(pki.ca_cert),
+        api_listen=(
+            f"ssl:{{port}}:interface=127.0.0.1:privateKey={pki.server_key}"
+            f":certKey={pki.server_cert}"
+        ),
+    )
+    http = pooled_http_client(reactor, ca_file=str(pki.ca_cert))
+    try:
+        key = (tmp_path / "api.key").read_text().strip()
+        response = await http.post(
+            f"https://127.0.0.1:{api_port}/v1/tokens",
+            json={"host": "127.0.0.1", "port": vnc.address.port},
+            headers={"Authorization": "Bearer " + key},
+        )
+        assert response.code == 201
+        token = (await response.json())["token"]
+        response = await http.get(f"http://127.0.0.1:{proxy_port}/readyz")
+        assert (await response.json())["checks"]["token_api"] == "ok"
+        connected = vnc.next_connection()
+        browser = await browse(proxy_port, token)
+        await connected
+        browser.sendClose(1000)
+        await browser.closed
+    finally:
+        await http._agent._pool.closeCachedConnections()
+        process.transport.signalProcess("TERM")
+        assert await process.ended == 0
+        await vnc.stop()

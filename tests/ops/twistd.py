@@ -78,6 +78,7 @@ async def start_twistd(
     *args: str,
     env: dict[str, str] | None = None,
     listen: str = "tcp:{port}:interface=127.0.0.1",
+    api_listen: str = "tcp:{port}:interface=127.0.0.1",
     scheme: str = "http",
 ) -> tuple[TwistdProcess, int, int]:
     """
@@ -96,7 +97,7 @@ async def start_twistd(
             [
                 str(TWISTD), "-n", "--pidfile=", "txvnc",
                 "--listen", listen.format(port=proxy_port),
-                "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
+                "--api-listen", api_listen.format(port=api_port),
                 "--api-key-file", str(directory / "api.key"),
                 "--secret-key-file", str(directory / "secret.key"),
                 "--store", "memory:",
