@@ -2,7 +2,12 @@
 Shared test set-up.
 """
 
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.logscan import SECRETS, leaks
 
 # CI machines are small and busy (a browser and a VM may run beside the
 # property tests): judge properties, not the speed of one draw.
@@ -10,3 +15,16 @@ settings.register_profile(
     "txvnc", deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("txvnc")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """
+    After the whole suite: no token, API key, secret key or VNC password in
+    any twistd log a test kept (see tests/logscan.py).
+    """
+    yield
+    from tests.vncservers import PASSWORD
+
+    found = leaks(tmp_path_factory.getbasetemp(), [*SECRETS, PASSWORD])
+    assert not found, "secrets in twistd logs:\n" + "\n".join(found[:50])

@@ -101,3 +101,13 @@ def test_chunked_body_is_refused():
     )
     assert transport.value().startswith(b"HTTP/1.1 411 Length Required\r\n")
     assert transport.disconnecting
+
+
+def test_silent_connection_is_aborted_at_the_deadline():
+    """A connection that sends nothing (or never finishes its TLS handshake) is aborted at the deadline, without a 408 nobody would read."""
+    reactor, _channel, transport = connect(timeout=10)
+    reactor.advance(9.9)
+    assert not transport.disconnecting
+    reactor.advance(0.1)
+    assert transport.value() == b""
+    assert transport.disconnected

@@ -25,6 +25,7 @@ from tests.e2e.conftest import (
 )
 
 XTIGERVNC = shutil.which("Xtigervnc")
+X11VNC = shutil.which("x11vnc")
 VNCPASSWD = shutil.which("tigervncpasswd") or shutil.which("vncpasswd")
 QEMU = shutil.which("qemu-system-x86_64")
 
@@ -64,6 +65,7 @@ class TigerVNC:
     process: subprocess.Popen[str]
     log: OutputWatcher
     port: int
+    display: str
 
 
 @contextmanager
@@ -86,14 +88,15 @@ def tigervnc(directory: Path, *security: str) -> Iterator[TigerVNC]:
                 "-desktop", "txvnc-test",
                 *security,
             ],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             cwd=directory,
             env=clean_env(),
         )
-        assert process.stderr is not None
+        assert process.stderr is not None and process.stdout is not None
         log = OutputWatcher(process.stderr, "Xtigervnc")
+        displayfd = OutputWatcher(process.stdout, "Xtigervnc -displayfd")
         found = log.wait_for_any(
             [r"created VNC server for screen 0", r"Address already in use|bind"],
             stop_at_end=False,
@@ -104,8 +107,55 @@ def tigervnc(directory: Path, *security: str) -> Iterator[TigerVNC]:
         process.wait()
     else:
         raise AssertionError(f"Xtigervnc did not start:\n{log.text()}")
+    display = ":" + displayfd.wait_for(r"^\d+$").group(0)
     try:
-        yield TigerVNC(process, log, port)
+        yield TigerVNC(process, log, port, display)
+    finally:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def x11vnc(directory: Path, display: str, *options: str) -> Iterator[int]:
+    """
+    Run x11vnc on an X display (an Xtigervnc's) with C{options}, such as
+    C{-rfbversion 3.3}; yields its port.
+    """
+    program = require(X11VNC, "x11vnc")
+    for _ in range(5):
+        port = free_port()
+        process = subprocess.Popen(
+            [
+                program,
+                "-display", display,
+                "-rfbport", str(port),
+                "-listen", "127.0.0.1",
+                "-forever",
+                "-shared",
+                "-nolookup",
+                *options,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=directory,
+            env=clean_env(),
+        )
+        assert process.stdout is not None
+        log = OutputWatcher(process.stdout, "x11vnc")
+        found = log.wait_for_any([r"^PORT=(\d+)$", r"Address already in use"], stop_at_end=False)
+        if found is not None and found.group(0).startswith("PORT="):
+            break
+        process.kill()
+        process.wait()
+    else:
+        raise AssertionError(f"x11vnc did not start:\n{log.text()}")
+    try:
+        yield port
     finally:
         process.terminate()
         try:

@@ -20,7 +20,13 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.internet.ssl import Certificate
+from twisted.web.client import (
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseFailed,
+)
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -93,14 +99,24 @@ def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-def pooled_http_client(reactor: Any, max_per_host: int = 16) -> HTTPClient:
+def pooled_http_client(
+    reactor: Any, max_per_host: int = 16, ca_file: str | None = None
+) -> HTTPClient:
     """
     A treq client whose connections stay open between requests.
+
+    @param ca_file: PEM CA certificate that https servers must chain to,
+        instead of the system's trusted CAs.
     """
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = max_per_host
     pool.cachedConnectionTimeout = 120
-    return HTTPClient(Agent(reactor, pool=pool))
+    if ca_file is None:
+        return HTTPClient(Agent(reactor, pool=pool))
+    with open(ca_file, "rb") as f:
+        trust = Certificate.loadPEM(f.read())
+    policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
+    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
 class ConsoleAuthClient:

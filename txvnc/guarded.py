@@ -104,6 +104,21 @@ class GuardedChannel(HTTPChannel):
             self.setTimeout(None)
             self.loseConnection()
             return
+        if not self._heard:
+            # Not one byte of a request: a silent socket, or a TLS handshake
+            # that never finished. Nobody would read a 408 (and under TLS it
+            # could not even be sent), so waiting for it to flush would only
+            # hold the connection another abortTimeout.
+            self._log.info(
+                "dropped {peer}: no request within {timeout:g}s",
+                peer=_peer(self),
+                timeout=self.header_timeout,
+            )
+            self.setTimeout(None)
+            transport: ITransport | None = self.transport
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
+            return
         self._log.info(
             "dropped {peer}: no complete request headers within {timeout:g}s",
             peer=_peer(self),

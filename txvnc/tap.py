@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService, TimerService
-from twisted.application.service import IService, MultiService, Service
-from twisted.internet.endpoints import serverFromString
+from twisted.application.service import IService, Service
+from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
@@ -25,6 +27,7 @@ from twisted.web.server import Site
 
 from txvnc import __version__
 from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
+from txvnc.config import apply_config, config_path, load_config
 from txvnc.consoleauth.keys import KeyFileError, load_or_create_key_file, read_key_file
 from txvnc.consoleauth.resource import MAX_BODY, ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
@@ -37,7 +40,9 @@ from txvnc.consoleauth.store import (
 from txvnc.consoleauth.tokens import SECURITY_MODES
 from txvnc.guarded import GuardedSite
 from txvnc.health import Readiness, WithOps, http_ok, ops_children
+from txvnc.logs import JSONLineObserver, LoggedService
 from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
+from txvnc.proxy.forwarded import parse_networks
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
@@ -45,6 +50,13 @@ from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
 from txvnc.reload import ReloadHooks
 from txvnc.shutdown import DrainService, SignalService
+from txvnc.tls import (
+    TLSConfigError,
+    TLSServerEndpoint,
+    load_options,
+    parse_ssl_description,
+    server_endpoint,
+)
 from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
 
 _log = Logger()
@@ -191,6 +203,27 @@ class Options(usage.Options):
             float,
         ],
         [
+            "config",
+            None,
+            None,
+            ("Read options from this TOML file first; the command line wins "
+            "(see docs/txvnc.toml.example)."),
+        ],
+        [
+            "consoleauth-ca",
+            None,
+            None,
+            ("PEM CA certificate the token API's https certificate must chain "
+            "to. [default: the system's trusted CAs]"),
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            ("text: twistd's log lines; json: one JSON object per line on "
+            "standard output."),
+        ],
+        [
             "metrics-listen",
             None,
             None,
@@ -202,15 +235,39 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["allowed-origin"] = []
+        self["trusted-proxy"] = []
         self["allowed-unix-dir"] = []
 
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
         self["allowed-unix-dir"].append(directory)
 
+    def opt_trusted_proxy(self, network: str) -> None:
+        """
+        Believe X-Forwarded-For from this address or CIDR network, e.g. a
+        load balancer (repeatable).
+        """
+        try:
+            parse_networks([network])
+        except ValueError:
+            raise usage.UsageError(
+                f"--trusted-proxy {network!r}: not an address or CIDR network"
+            ) from None
+        self["trusted-proxy"].append(network)
+
     def opt_allowed_origin(self, origin: str) -> None:
         """Also accept WebSockets from this origin or host name (repeatable)."""
         self["allowed-origin"].append(origin)
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Read C{--config FILE} first, so that the command line wins.
+        """
+        argv = list(sys.argv[1:] if options is None else options)
+        path = config_path(argv)
+        if path is not None:
+            apply_config(self, load_config(path), path)
+        super().parseOptions(argv)
 
     def opt_version(self) -> None:
         """Print txvnc's version and exit."""
@@ -242,6 +299,35 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         check_limits(self)
+        ca = self["consoleauth-ca"]
+        if ca is not None:
+            try:
+                with open(ca, "rb") as f:
+                    Certificate.loadPEM(f.read())
+            except OSError as e:
+                raise usage.UsageError(f"--consoleauth-ca {ca}: {e.strerror}") from None
+            except Exception:
+                raise usage.UsageError(
+                    f"--consoleauth-ca {ca}: not a PEM certificate"
+                ) from None
+        try:
+            parse_networks(self["trusted-proxy"])
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxy: {e}") from None
+        for name in ("listen", "api-listen", "metrics-listen"):
+            description = self[name]
+            if description and description.startswith("ssl:"):
+                try:
+                    parts = parse_ssl_description(description)
+                    load_options(
+                        parts["privateKey"],
+                        parts["certKey"],
+                        parts.get("extraCertChain"),
+                    )
+                except TLSConfigError as e:
+                    raise usage.UsageError(f"--{name}: {e}") from None
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError("--log-format must be text or json")
         try:
             if run_api:
                 kind, path = parse_store_description(self["store"])
@@ -373,8 +459,17 @@ class StoreService(Service):
         return self.store.close()
 
 
-def _listener(reactor: Any, description: str, site: Site) -> Service:
-    service = StreamServerEndpointService(serverFromString(reactor, description), site)
+def _listener(
+    reactor: Any,
+    description: str,
+    site: Site,
+    hooks: ReloadHooks | None = None,
+    what: str = "",
+) -> Service:
+    endpoint = server_endpoint(reactor, description)
+    if hooks is not None and isinstance(endpoint, TLSServerEndpoint):
+        hooks.add(f"TLS certificate of {what}", endpoint.tls.reload)
+    service = StreamServerEndpointService(endpoint, site)
     # A port that cannot be bound stops start-up with the error, as
     # twistd's own strports services do, instead of running half a service.
     service._raiseSynchronously = True
@@ -394,7 +489,7 @@ def proxy_site(
     itself or each of its workers.
     """
     auth_url = config["consoleauth-url"]
-    http = pooled_http_client(reactor)
+    http = pooled_http_client(reactor, ca_file=config.get("consoleauth-ca"))
     readiness.add("token_api", lambda: http_ok(http, auth_url + "/healthz"))
     auth = ConsoleAuthClient(
         http,
@@ -413,6 +508,7 @@ def proxy_site(
         limits=limits_from(config),
         events=PrometheusConsoleEvents(registry, reactor),
     )
+    factory.trusted_proxies = parse_networks(config.get("trusted-proxy", []))
     registry.register(ProxyCollector(factory))
     site = console_site(
         factory,
@@ -438,7 +534,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    top = MultiService()
+    top = LoggedService()
+    if config["log-format"] == "json":
+        top.log_observer = JSONLineObserver()
     registry = CollectorRegistry()
     readiness = Readiness(reactor)
     hooks = ReloadHooks()
@@ -474,7 +572,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             reactor=reactor,
         )
         api_site.displayTracebacks = False
-        _listener(reactor, config["api-listen"], api_site).setServiceParent(top)
+        _listener(
+            reactor, config["api-listen"], api_site, hooks, "--api-listen"
+        ).setServiceParent(top)
         purge = TimerService(
             config["purge-interval"], lambda: store.purge(reactor.seconds())
         )
@@ -496,7 +596,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             pool.setServiceParent(top)
         else:
             site, factory = proxy_site(config, reactor, api_key, registry, readiness)
-            _listener(reactor, config["listen"], site).setServiceParent(top)
+            _listener(
+                reactor, config["listen"], site, hooks, "--listen"
+            ).setServiceParent(top)
         _log.info(
             "console proxy on {listen} ({workers} process(es)), checking tokens "
             "at {auth_url}, serving {web}",
@@ -512,7 +614,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         metrics_site = GuardedSite(
             metrics_root, timeout=60, header_timeout=config["handshake-timeout"]
         )
-        _listener(reactor, config["metrics-listen"], metrics_site).setServiceParent(top)
+        _listener(
+            reactor, config["metrics-listen"], metrics_site, hooks, "--metrics-listen"
+        ).setServiceParent(top)
     DrainService(reactor, factory, readiness, config["drain-timeout"]).setServiceParent(
         top
     )

@@ -142,3 +142,19 @@ def test_tigervnc_x509none_in_the_browser(page: Any, secure_txvnc: TxvncServer, 
         url = mint(secure_txvnc, tmp_path, server.port, "--security", "vencrypt")
         assert_connected_without_password(page, url)
         secure_txvnc.log.wait_for(r"console ready: .*VeNCrypt X509None")
+
+
+def test_view_only_in_the_browser(page: Any, secure_txvnc: TxvncServer, tmp_path: Path) -> None:
+    """A view-only console shows the screen; keys and clicks typed in noVNC are dropped by the proxy."""
+    with tigervnc(tmp_path, "-SecurityTypes", "VncAuth", "-PasswordFile", str(password_file(tmp_path))) as server:
+        url = mint(secure_txvnc, tmp_path, server.port, "--security", "vnc", "--view-only", password=PASSWORD)
+        since = secure_txvnc.log.mark()
+        assert_connected_without_password(page, url)
+        canvas = page.locator("#screen canvas")
+        canvas.click()
+        page.keyboard.type("hello")
+        # Closing the page closes the console; its summary counts what was dropped.
+        page.goto("about:blank")
+        found = secure_txvnc.log.wait_for(r"policy dropped (.*)$", since=since)
+        assert re.search(r"\d+ key", found.group(1)), found.group(0)
+        assert re.search(r"\d+ pointer", found.group(1)), found.group(0)

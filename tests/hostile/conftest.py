@@ -3,9 +3,9 @@ Real processes for the hostile suite: C{twistd txvnc} on loopback, a
 stand-in VNC server (L{tests.hostile.backend}), and helpers to mint tokens,
 open consoles, read the proxy's memory and check its log.
 
-Every twistd log of the suite is kept; when the session ends, none of them
-may hold a token, an API key or a VNC password the suite used
-(L{SECRETS}).
+Every twistd log is kept under pytest's temporary directory; when the
+session ends, none may hold a token, an API key or a VNC password
+(C{tests/logscan.py}, checked by the root conftest).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import json
 import re
 import resource
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -37,12 +38,10 @@ from tests.e2e.conftest import (
     free_port,
 )
 from tests.hostile.wsclient import Response, WSClient
+from tests.logscan import SECRETS
 
 HERE = Path(__file__).resolve().parent
 
-#: Every secret the suite handed to a txvnc process, and every log it wrote.
-SECRETS: set[str] = set()
-LOGS: list[Path] = []
 
 #: Lines a twistd log must not have after ordinary garbage.
 LOUD = re.compile(r"#(error|critical)\]|Traceback|Unhandled")
@@ -132,6 +131,8 @@ class Twistd:
     proxy_port: int
     api_port: int
     key_file: Path
+    #: The client TLS context for a proxy listening with ssl:.
+    tls: ssl.SSLContext | None = None
     _http: http.client.HTTPConnection | None = field(default=None, repr=False)
     _http_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -215,11 +216,17 @@ class Twistd:
         assert "Traceback" not in text, f"twistd logged a traceback:\n{text}"
 
 def start_twistd(
-    directory: Path, *args: str, proxy: bool = True, api: bool = True
+    directory: Path,
+    *args: str,
+    proxy: bool = True,
+    api: bool = True,
+    listen: str = "tcp:{port}:interface=127.0.0.1",
 ) -> Twistd:
     """
     Start C{twistd -n txvnc ARGS} on fresh ports and wait until it listens;
     tries new ports when one was taken under it.
+
+    @param listen: the proxy's endpoint, C{{port}} standing for its port.
     """
     _require(TWISTD.is_file(), f"twistd in {Path(sys.executable).parent}")
     _require((NOVNC / "core" / "rfb.js").is_file(), f"noVNC in {NOVNC} (npm ci)")
@@ -233,7 +240,7 @@ def start_twistd(
         argv = [str(TWISTD), "-n", "--pidfile=", "txvnc", "--api-key-file", str(key_file)]
         if proxy:
             argv += [
-                "--listen", f"tcp:{proxy_port}:interface=127.0.0.1",
+                "--listen", listen.format(port=proxy_port),
                 "--novnc", str(NOVNC),
             ]
         else:
@@ -257,14 +264,13 @@ def start_twistd(
         )
         assert process.stdout is not None
         log_path = directory / f"twistd-{attempt}.log"
-        LOGS.append(log_path)
         log = OutputWatcher(process.stdout, "twistd txvnc", log_path)
         server = Twistd(process, log, directory, proxy_port, api_port, key_file)
         try:
             taken = False
             for port in (p for p in (api_port, proxy_port) if p):
                 found = log.wait_for_any(
-                    [rf"Site starting on {port}$", r"CannotListenError"],
+                    [rf"Site (\(TLS\) )?starting on {port}$", r"CannotListenError"],
                     stop_at_end=False,
                 )
                 if found is None or found.group(0) == "CannotListenError":
@@ -298,23 +304,6 @@ def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     yield server
     server.stop()
 
-@pytest.fixture(scope="session", autouse=True)
-def no_secrets_in_logs() -> Iterator[None]:
-    """
-    After the whole suite: no token, API key or VNC password it used is in
-    any twistd log it collected.
-    """
-    yield
-    leaks = []
-    for path in LOGS:
-        if not path.exists():
-            continue
-        text = path.read_text(encoding="utf-8", errors="replace")
-        for secret in SECRETS:
-            if secret and secret in text:
-                leaks.append(f"{path}: a secret of {len(secret)} characters")
-    assert not leaks, "secrets in twistd logs:\n" + "\n".join(leaks)
-
 # Consoles
 
 async def open_console(
@@ -334,10 +323,12 @@ async def open_console(
         "127.0.0.1",
         server.proxy_port,
         path or f"/websockify?token={token}",
+        tls=server.tls,
     )
     assert response.status == 101, f"upgrade refused: {response}"
     client.send_frame(command.encode() + b"\n")
     return client, response
+
 
 async def echo_check(server: Twistd, backend: Backend, tag: str) -> None:
     """

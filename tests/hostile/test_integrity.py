@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests.hostile.conftest import Backend, Twistd, open_console, run
-from tests.hostile.streams import GiB, MiB, read_stream, send_stream
+from tests.hostile.streams import GiB, MemoryWatch, MiB, read_stream, send_stream
 
 
 def done_line(backend: Backend, tag: str, since: int) -> dict[str, str]:
@@ -74,15 +74,21 @@ def test_thousand_consoles_one_mib_each_way(txvnc: Twistd, backend: Backend):
 
     opened: list[int] = []
 
+    watch = MemoryWatch(txvnc)
+
     async def scenario() -> list[tuple[str, str]]:
+        watch.start()
         # All open first, then all move their data at once. At most 100
         # upgrades are in flight: a burst of 1,000 token checks outlasts the
         # 5 s token-check timeout on a busy 2-core machine (503 for the rest).
         go = asyncio.Event()
         opening = asyncio.Semaphore(100)
-        return await asyncio.gather(
-            *(one(i, t, go, opening) for i, t in enumerate(tokens))
-        )
+        try:
+            return await asyncio.gather(
+                *(one(i, t, go, opening) for i, t in enumerate(tokens))
+            )
+        finally:
+            watch.stop()
 
     results = run(scenario(), timeout=600)
     for i, (up, down) in enumerate(results):
@@ -93,3 +99,7 @@ def test_thousand_consoles_one_mib_each_way(txvnc: Twistd, backend: Backend):
     ]
     assert len(connects) == count
     assert txvnc.loud_lines(log_since) == []
+    print(
+        f"\n1,000 consoles: proxy RSS {watch.baseline / 1024:.1f} MiB, "
+        f"peak +{watch.growth_mib:.1f} MiB"
+    )

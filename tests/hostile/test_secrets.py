@@ -13,8 +13,9 @@ import secrets
 import struct
 from urllib.parse import quote
 
-from tests.hostile.conftest import SECRETS, Backend, Twistd, open_console, run
+from tests.hostile.conftest import Backend, Twistd, open_console, run
 from tests.hostile.wsclient import WSClient
+from tests.logscan import SECRETS
 
 
 def fresh(prefix: str = "") -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import ssl
 import struct
 from dataclasses import dataclass
 
@@ -206,9 +207,13 @@ class WSClient:
         self.stalled = asyncio.Event()
 
     @classmethod
-    async def open_tcp(cls, host: str, port: int) -> WSClient:
+    async def open_tcp(
+        cls, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> WSClient:
         loop = asyncio.get_running_loop()
-        _, stream = await loop.create_connection(_Stream, host, port)
+        _, stream = await loop.create_connection(
+            _Stream, host, port, ssl=tls, server_hostname="localhost" if tls else None
+        )
         return cls(stream)
 
     @classmethod
@@ -219,12 +224,13 @@ class WSClient:
         path: str,
         headers: dict[str, str] | None = None,
         protocol: str | None = "binary",
+        tls: ssl.SSLContext | None = None,
     ) -> tuple[WSClient, Response]:
         """
-        Connect and send an upgrade request; the response says whether it
-        was accepted (101).
+        Connect (over TLS with C{tls}) and send an upgrade request; the
+        response says whether it was accepted (101).
         """
-        client = await cls.open_tcp(host, port)
+        client = await cls.open_tcp(host, port, tls)
         client.send(upgrade_request(f"{host}:{port}", path, headers, protocol))
         return client, await client.read_response()
 

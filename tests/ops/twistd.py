@@ -74,7 +74,12 @@ class TwistdProcess(ProcessProtocol):
 
 
 async def start_twistd(
-    directory: Path, *args: str, env: dict[str, str] | None = None
+    directory: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    listen: str = "tcp:{port}:interface=127.0.0.1",
+    api_listen: str = "tcp:{port}:interface=127.0.0.1",
+    scheme: str = "http",
 ) -> tuple[TwistdProcess, int, int]:
     """
     Start twistd txvnc (proxy and API, memory store) on fresh loopback
@@ -91,22 +96,22 @@ async def start_twistd(
             str(TWISTD),
             [
                 str(TWISTD), "-n", "--pidfile=", "txvnc",
-                "--listen", f"tcp:{proxy_port}:interface=127.0.0.1",
-                "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
+                "--listen", listen.format(port=proxy_port),
+                "--api-listen", api_listen.format(port=api_port),
                 "--api-key-file", str(directory / "api.key"),
                 "--secret-key-file", str(directory / "secret.key"),
                 "--store", "memory:",
-                "--base-url", f"http://127.0.0.1:{proxy_port}",
+                "--base-url", f"{scheme}://127.0.0.1:{proxy_port}",
                 "--novnc", str(NOVNC),
                 *args,
             ],
             env=env or clean_env(),
             path=str(directory),
         )
-        ready = process.wait_for(rf"Site starting on {proxy_port}$")
+        ready = process.wait_for(rf"starting on {proxy_port}\b")
         try:
             await ready
-            await process.wait_for(rf"Site starting on {api_port}$")
+            await process.wait_for(rf"starting on {api_port}\b")
             await process.wait_for(r"signals: SIGTERM shuts down gracefully")
         except AssertionError:
             if "Address already in use" in process.text():

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.proxy.harness import Stack
-from tests.vncservers import PASSWORD, password_file, qemu, tigervnc
+from tests.vncservers import PASSWORD, password_file, qemu, tigervnc, x11vnc
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 
 from .pki import PKI, make_pki
@@ -247,3 +247,28 @@ async def test_qemu_tls_without_password(tmp_path: Path, make_stack, pki: PKI, p
         browser = await connect(stack, vm.port, security="vencrypt")
         await console_works(browser)
         assert "with VeNCrypt X509None to the VNC server" in negotiated(proxy_log)
+
+
+# x11vnc, for the older RFB versions
+
+
+@pytest.mark.parametrize("version", ["3.3", "3.7"])
+@pytest_twisted.ensureDeferred
+async def test_x11vnc_old_rfb_versions(tmp_path: Path, make_stack, proxy_log, version: str) -> None:
+    """x11vnc speaking RFB 3.3 or 3.7 with a password: the proxy answers in that version, the browser gets 3.8."""
+    with tigervnc(tmp_path, "-SecurityTypes", "None") as xserver:
+        with x11vnc(tmp_path, xserver.display, "-rfbversion", version, "-rfbauth", str(password_file(tmp_path))) as port:
+            stack = make_stack()
+            browser = await connect(stack, port, security="vnc", vnc_password=PASSWORD)
+            await console_works(browser)
+            assert negotiated(proxy_log).startswith(f"RFB {version} with VNC Authentication to the VNC server")
+
+
+@pytest_twisted.ensureDeferred
+async def test_x11vnc_3_3_wrong_password(tmp_path: Path, make_stack) -> None:
+    """A 3.3 server gives no reason for a wrong password; the console still closes clearly."""
+    with tigervnc(tmp_path, "-SecurityTypes", "None") as xserver:
+        with x11vnc(tmp_path, xserver.display, "-rfbversion", "3.3", "-rfbauth", str(password_file(tmp_path))) as port:
+            stack = make_stack()
+            browser = await connect(stack, port, security="vnc", vnc_password="wrong")
+            assert await refused(browser) == "VNC authentication failed"

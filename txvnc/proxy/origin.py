@@ -54,7 +54,8 @@ def origin_allowed(
     header, or when it matches an entry of C{allowed}: a full origin
     (C{https://cloud.example.com}) matches that origin exactly, a bare host
     name (C{cloud.example.com}) matches it on any scheme and port, and C{*}
-    matches everything.
+    matches every http, https, ws or wss origin. C{null} and other opaque
+    origins are refused whatever C{allowed} holds.
     """
     if origin is None:
         return True

@@ -42,6 +42,7 @@ from txvnc.proxy import closecodes
 from txvnc.proxy.closecodes import CLOSE_RFB_SECURITY
 from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now, tune
+from txvnc.proxy.forwarded import Network, client_address
 from txvnc.proxy.limits import (
     ConnectionCounter,
     Limits,
@@ -709,6 +710,8 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         self.counter = ConnectionCounter(
             limits.max_connections, limits.max_connections_per_token
         )
+        #: Networks whose X-Forwarded-For is believed (--trusted-proxy).
+        self.trusted_proxies: tuple[Network, ...] = ()
         #: Set when the service is shutting down: new consoles are told so.
         self.draining = False
         self.consoles: set[ConsoleProxyProtocol] = set()
@@ -752,9 +755,14 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         return d
     def client_address(self, request: ConnectionRequest) -> str:
         """
-        The browser's address as logs, limits and audit should name it.
+        The browser's address as logs, limits and audit should name it: the
+        peer, or the client a trusted proxy names in X-Forwarded-For.
         """
-        return _client_address(request.peer)
+        return client_address(
+            _client_address(request.peer),
+            request.headers.get("x-forwarded-for"),
+            self.trusted_proxies,
+        )
 
     def admit(self) -> Refusal | None:
         """

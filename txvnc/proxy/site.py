@@ -86,6 +86,11 @@ class StaticFiles(File):
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         # The page URL carries the token: never send it on as a Referer.
         request.setHeader(b"Referrer-Policy", b"no-referrer")
+        if request.isSecure():
+            # Served over TLS: browsers must never come back over plain HTTP.
+            request.setHeader(
+                b"Strict-Transport-Security", b"max-age=31536000; includeSubDomains"
+            )
         if request.path.endswith(b".html") or request.path.endswith(b"/"):
             request.setHeader(b"Cache-Control", b"no-store")
         return super().render_GET(request)
