@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from tests.hostile.backend import stream_chunks
 from tests.hostile.conftest import Twistd
-from tests.hostile.wsclient import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, WSClient
+from tests.hostile.wsclient import ANSWER_TIMEOUT, OP_BINARY, OP_CLOSE, WSClient
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -38,19 +38,18 @@ async def send_stream(client: WSClient, tag: str, size: int) -> str:
     return digest.hexdigest()
 
 
-async def read_stream(client: WSClient, size: int) -> str:
+async def read_stream(
+    client: WSClient, size: int, first_timeout: float = ANSWER_TIMEOUT
+) -> str:
     """
-    Read binary messages until C{size} bytes came; their SHA-256.
+    Read binary messages until C{size} bytes came; their SHA-256. The
+    client answers the proxy's keepalive pings meanwhile (as a browser
+    does), also while waiting up to C{first_timeout} for the first byte.
     """
     digest = hashlib.sha256()
     got = 0
     while got < size:
-        frame = await client.read_frame()
-        if frame.opcode == OP_PING:
-            # The proxy's keepalive (--keepalive-interval): answer as a
-            # browser does; a ping carries no console data.
-            client.send_frame(frame.payload, OP_PONG)
-            continue
+        frame = await client.read_frame(first_timeout if got == 0 else ANSWER_TIMEOUT)
         if frame.opcode == OP_CLOSE:
             raise AssertionError(
                 f"closed ({frame.close_code} {frame.close_reason}) after "

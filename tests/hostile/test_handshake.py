@@ -181,7 +181,7 @@ def test_slowloris_is_dropped_while_a_console_works(txvnc: Twistd, backend: Back
 
     answer, took = run(scenario(), timeout=HANDSHAKE_TIMEOUT + 60)
     assert status_line(answer) == "HTTP/1.1 408 Request Timeout"
-    assert HANDSHAKE_TIMEOUT - 1 <= took <= HANDSHAKE_TIMEOUT + 10
+    assert HANDSHAKE_TIMEOUT - 1 <= took <= HANDSHAKE_TIMEOUT + 15
     assert txvnc.loud_lines(since) == []
 
 
@@ -214,7 +214,8 @@ def test_many_half_open_upgrades_are_dropped_while_consoles_work(
     took = time.monotonic() - started
     statuses = {status_line(a) for a in answers}
     assert statuses == {"HTTP/1.1 408 Request Timeout"}
-    assert took <= HANDSHAKE_TIMEOUT + 15
+    # Generous: 500 connections and five consoles on a busy 2-core machine.
+    assert took <= HANDSHAKE_TIMEOUT + 30
     dropped = [
         line
         for line in txvnc.log.lines(since)
