@@ -28,3 +28,33 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
     found = leaks(tmp_path_factory.getbasetemp(), [*SECRETS, PASSWORD])
     assert not found, "secrets in twistd logs:\n" + "\n".join(found[:50])
+import itertools  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.redis_server import RedisServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """
+    One real redis-server for the whole run; tests keep apart by database
+    number or key prefix.
+    """
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """
+    A database of the shared Redis that no other test in this run uses.
+    """
+    db = next(_databases) % 64
+    redis_server.flush(db)
+    return redis_server.url(db)

@@ -32,6 +32,12 @@ OPTIONS = {
     "--allowed-origin": None,
     "--no-api": None,
     "--no-proxy": None,
+    "--allowed-target": None,
+    "--max-token-ttl": "86400",
+    "--max-auth-failures": "20",
+    "--audit-log": None,
+    "--node-name": "<hostname>:<proxy port>",
+    "--revocation-poll-interval": "1.0",
 }
 
 pytestmark = pytest.mark.timeout(120)

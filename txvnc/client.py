@@ -11,6 +11,7 @@ real resource instead.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -67,6 +68,9 @@ class ConnectInfo:
     view_only: bool | None = None
     clipboard: str | None = None
     shared: bool | None = None
+    single_use: bool = False
+    #: The revocation feed's number when the token was taken (use only).
+    revocation_cursor: int = 0
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ConnectInfo:
@@ -82,6 +86,8 @@ class ConnectInfo:
             view_only=_optional(body, "view_only", bool),
             clipboard=_optional(body, "clipboard", str),
             shared=_optional(body, "shared", bool),
+            single_use=bool(body.get("single_use", False)),
+            revocation_cursor=int(body.get("revocation_cursor", 0)),
         )
 
     @property
@@ -123,6 +129,8 @@ class ConsoleAuthClient:
     """
     Calls the token API at C{base_url} with C{api_key}.
 
+    @param api_key: the key, or a callable answering the current key (a
+        proxy's key file is re-read on SIGHUP).
     @param http: a treq-like client: an L{HTTPClient}, or a
         L{treq.testing.StubTreq} in tests (they share no type, hence L{Any}).
     @param clock: where timeouts are scheduled.
@@ -132,16 +140,13 @@ class ConsoleAuthClient:
         self,
         http: Any,
         base_url: str,
-        api_key: str,
+        api_key: str | Callable[[], str],
         clock: IReactorTime,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self._http = http
         self.base_url = base_url.rstrip("/")
-        self._headers = {
-            b"Authorization": [b"Bearer " + api_key.encode("utf-8")],
-            b"Accept": [b"application/json"],
-        }
+        self._api_key = api_key
         self._clock = clock
         self.timeout = timeout
 
@@ -150,7 +155,12 @@ class ConsoleAuthClient:
     ) -> tuple[int, Any]:
         # Never follow redirects: a token API that redirects is misconfigured
         # and the proxy's key must not be sent anywhere else.
-        kwargs: dict[str, Any] = {"headers": self._headers, "allow_redirects": False}
+        key = self._api_key if isinstance(self._api_key, str) else self._api_key()
+        headers = {
+            b"Authorization": [b"Bearer " + key.encode("utf-8")],
+            b"Accept": [b"application/json"],
+        }
+        kwargs: dict[str, Any] = {"headers": headers, "allow_redirects": False}
         if json_body is not None:
             kwargs["json"] = json_body
         # One deadline for connecting, sending and reading the whole answer,
@@ -203,12 +213,24 @@ class ConsoleAuthClient:
     async def check_token(self, token: str) -> ConnectInfo | None:
         """
         The connect info for C{token}, or L{None} when it is invalid or
-        expired.
+        expired. Never uses up a single-use token.
 
         @raise ConsoleAuthUnavailable: the API could not give an answer.
-        @raise ConsoleAuthError: the API refused the proxy itself (bad key).
+        @raise ConsoleAuthError: the API refused the caller itself (bad key).
         """
-        status, body = await self._call("GET", "/v1/tokens/" + quote(token, safe=""))
+        return await self._connect_info("GET", "/v1/tokens/" + quote(token, safe=""))
+
+    async def use_token(self, token: str) -> ConnectInfo | None:
+        """
+        Like L{check_token}, for a console about to open: a single-use token
+        is used up, and of racing callers only one gets its connect info.
+        Needs the proxy role.
+        """
+        path = "/v1/tokens/" + quote(token, safe="") + "/use"
+        return await self._connect_info("POST", path)
+
+    async def _connect_info(self, method: str, path: str) -> ConnectInfo | None:
+        status, body = await self._call(method, path)
         if status == 200 and isinstance(body, dict):
             try:
                 return ConnectInfo.from_json(body)
@@ -228,6 +250,7 @@ class ConsoleAuthClient:
         instance_uuid: str | None = None,
         ttl: int | None = None,
         console_type: str = "novnc",
+        single_use: bool = False,
         **options: Any,
     ) -> dict[str, Any]:
         """
@@ -250,6 +273,8 @@ class ConsoleAuthClient:
             request["instance_uuid"] = instance_uuid
         if ttl is not None:
             request["ttl"] = ttl
+        if single_use:
+            request["single_use"] = True
         status, body = await self._call("POST", "/v1/tokens", request)
         if status == 201 and isinstance(body, dict):
             return body
@@ -266,6 +291,70 @@ class ConsoleAuthClient:
         )
         if status != 204:
             raise self._fail(status, body)
+
+    async def list_tokens(
+        self, instance_uuid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """
+        The live tokens' metadata (never the tokens), of one instance or all.
+        """
+        path = "/v1/tokens" + _instance_query(instance_uuid)
+        status, body = await self._call("GET", path)
+        if status == 200 and isinstance(body, dict):
+            return list(body.get("tokens", []))
+        raise self._fail(status, body)
+
+    async def list_sessions(
+        self, instance_uuid: str | None = None
+    ) -> list[dict[str, Any]]:
+        """
+        The open consoles every proxy reports, of one instance or all.
+        """
+        path = "/v1/sessions" + _instance_query(instance_uuid)
+        status, body = await self._call("GET", path)
+        if status == 200 and isinstance(body, dict):
+            return list(body.get("sessions", []))
+        raise self._fail(status, body)
+
+    async def kill_session(self, session_id: str) -> None:
+        """
+        Close one open console, wherever it is.
+        """
+        path = "/v1/sessions/" + quote(session_id, safe="")
+        status, body = await self._call("DELETE", path)
+        if status != 204:
+            raise self._fail(status, body)
+
+    async def revocations(self, after: int) -> tuple[int, list[dict[str, Any]]]:
+        """
+        The revocation feed after C{after}: the new cursor and the entries.
+        """
+        status, body = await self._call("GET", f"/v1/revocations?after={int(after)}")
+        if status == 200 and isinstance(body, dict):
+            try:
+                return int(body["cursor"]), list(body["revocations"])
+            except (KeyError, TypeError, ValueError):
+                pass
+        if status in (401, 403):
+            raise self._fail(status, body)
+        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
+
+    async def report_sessions(
+        self, node: str, sessions: list[dict[str, Any]], ttl: int
+    ) -> None:
+        """
+        Tell the API which consoles this proxy (C{node}) has open.
+        """
+        path = "/v1/proxies/" + quote(node, safe="") + "/sessions"
+        status, body = await self._call("PUT", path, {"ttl": ttl, "sessions": sessions})
+        if status != 204:
+            raise self._fail(status, body)
+
+
+def _instance_query(instance_uuid: str | None) -> str:
+    if not instance_uuid:
+        return ""
+    return "?instance_uuid=" + quote(instance_uuid, safe="")
 
 
 def _why(error: Exception) -> str:

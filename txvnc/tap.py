@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,25 +26,37 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txvnc import __version__
+from txvnc.audit import AuditLog
 from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
 from txvnc.config import apply_config, config_path, load_config
-from txvnc.consoleauth.keys import KeyFileError, load_or_create_key_file, read_key_file
-from txvnc.consoleauth.resource import MAX_BODY, ConsoleAuthResource
+from txvnc.consoleauth.keys import (
+    PROXY,
+    KeyFileError,
+    KeyRing,
+    load_or_create_key_file,
+    read_key_file,
+)
+from txvnc.consoleauth.resource import MAX_REPORT_BODY, ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import (
+    STORE_FORMS,
     ITokenStore,
     UnknownStore,
     parse_store_description,
+    redact_store_description,
     store_from_string,
 )
-from txvnc.consoleauth.tokens import SECURITY_MODES
+from txvnc.consoleauth.tokens import MAX_TTL, SECURITY_MODES
 from txvnc.guarded import GuardedSite
 from txvnc.health import Readiness, WithOps, http_ok, ops_children
 from txvnc.logs import JSONLineObserver, LoggedService
 from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
 from txvnc.proxy.forwarded import parse_networks
+from txvnc.policy import DEFAULT_RULES, PolicyError, TargetPolicy
+from txvnc.proxy.guard import DEFAULT_MAX_FAILURES, AuthFailureGuard
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.revocation import DEFAULT_INTERVAL, RevocationFollower
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
@@ -78,7 +90,13 @@ class Options(usage.Options):
         "turns each browser WebSocket carrying a valid token into a TCP "
         "connection to the token's VNC server. --no-api runs the proxy alone "
         "against a remote --consoleauth-url; --no-proxy runs the API alone. "
-        "Listeners are Twisted endpoint strings (tcp:, ssl:, unix:, systemd:)."
+        "Listeners are Twisted endpoint strings (tcp:, ssl:, unix:, systemd:). "
+        "The API key file holds one key a line, 'ROLE KEY' with ROLE admin, "
+        "proxy or admin,proxy (a bare KEY has both roles); it is re-read on "
+        "SIGHUP. Tokens may only name targets allowed by --allowed-target "
+        "(default: " + ", ".join(DEFAULT_RULES) + "); the proxy checks again "
+        "before connecting. Revoking a token or an instance closes its open "
+        "consoles on every proxy (close code 4001)."
     )
 
     optFlags = [
@@ -93,9 +111,12 @@ class Options(usage.Options):
             "api-key-file",
             None,
             "txvnc-api.key",
-            "File holding the API key; created (mode 0600) when missing.",
+            (
+                "API keys file (ROLE KEY a line; see docs/api.md); created with "
+                "one admin+proxy key (mode 0600) when missing."
+            ),
         ],
-        ["store", None, "sqlite:txvnc.sqlite", "Token store: sqlite:PATH or memory:."],
+        ["store", None, "sqlite:txvnc.sqlite", f"Token store: {STORE_FORMS}."],
         [
             "consoleauth-url",
             None,
@@ -230,6 +251,48 @@ class Options(usage.Options):
             ("Also serve /metrics, /healthz and /readyz on this endpoint (for a "
             "proxy run with --no-api; the API listener always serves them)."),
         ],
+        [
+            "max-token-ttl",
+            None,
+            MAX_TTL,
+            "Longest token lifetime a mint may ask for, in seconds.",
+            int,
+        ],
+        [
+            "max-auth-failures",
+            None,
+            DEFAULT_MAX_FAILURES,
+            (
+                "Failed console requests per minute per client address before "
+                "it gets 429 for a minute (0: no limit)."
+            ),
+            int,
+        ],
+        [
+            "audit-log",
+            None,
+            None,
+            (
+                "Append an audit event per mint, failed check, revocation and "
+                "console open/close to this file (JSON lines)."
+            ),
+        ],
+        [
+            "node-name",
+            None,
+            None,
+            (
+                "This proxy's name in the API's console list. "
+                "[default: <hostname>:<proxy port>]"
+            ),
+        ],
+        [
+            "revocation-poll-interval",
+            None,
+            DEFAULT_INTERVAL,
+            "Seconds between the proxy's reads of the revocation feed.",
+            float,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -241,6 +304,14 @@ class Options(usage.Options):
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
         self["allowed-unix-dir"].append(directory)
+        self["allowed-target"] = []
+
+    def opt_allowed_target(self, rule: str) -> None:
+        """
+        Allow tokens for this CIDR or host with a port range, e.g.
+        10.0.0.0/8:5900-6999 (repeatable; replaces the default).
+        """
+        self["allowed-target"].append(rule)
 
     def opt_trusted_proxy(self, network: str) -> None:
         """
@@ -295,6 +366,8 @@ class Options(usage.Options):
             "connect-timeout",
             "purge-interval",
             "drain-timeout",
+            "max-token-ttl",
+            "revocation-poll-interval",
         ):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
@@ -310,6 +383,8 @@ class Options(usage.Options):
                 raise usage.UsageError(
                     f"--consoleauth-ca {ca}: not a PEM certificate"
                 ) from None
+        if self["max-auth-failures"] < 0:
+            raise usage.UsageError("--max-auth-failures must be 0 or more")
         try:
             parse_networks(self["trusted-proxy"])
         except ValueError as e:
@@ -329,6 +404,7 @@ class Options(usage.Options):
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format must be text or json")
         try:
+            self["target-policy"] = TargetPolicy.parse(self["allowed-target"])
             if run_api:
                 kind, path = parse_store_description(self["store"])
                 if kind == "sqlite":
@@ -342,8 +418,10 @@ class Options(usage.Options):
                     else:
                         _check_writable_dir(self[name], what)
             else:
-                read_key_file(self["api-key-file"])
-        except (UnknownStore, KeyFileError) as e:
+                read_key_file(self["api-key-file"], PROXY)
+            if self["audit-log"] is not None:
+                _check_writable_dir(self["audit-log"], "the audit log")
+        except (UnknownStore, KeyFileError, PolicyError) as e:
             raise usage.UsageError(str(e)) from None
         if run_proxy:
             self["rfb"] = rfb_config(self)
@@ -438,12 +516,36 @@ def listener_url(description: str, option: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def node_name(listen: str) -> str:
+    """
+    C{<hostname>:<port>} of the proxy's listener, its default node name.
+    """
+    try:
+        port = urlsplit(listener_url(listen, "--node-name")).port
+    except usage.UsageError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}:{port}"
+
+
 def default_base_url(listen: str, option: str) -> str:
     """
     C{http://<hostname>:<port>} for the proxy's listener.
     """
     url = urlsplit(listener_url(listen, option))
     return f"{url.scheme}://{socket.gethostname()}:{url.port}"
+
+
+class AuditService(Service):
+    """
+    Closes the audit log file when the service stops.
+    """
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self.audit.close()
 
 
 class StoreService(Service):
@@ -479,14 +581,18 @@ def _listener(
 def proxy_site(
     config: Any,
     reactor: Any,
-    api_key: str,
+    api_key: str | Callable[[], str],
     registry: CollectorRegistry,
     readiness: Readiness,
+    audit: AuditLog | None = None,
 ) -> tuple[Site, ConsoleProxyFactory]:
     """
     The console proxy's site (page, noVNC, WebSockets, health) and its
     factory for C{config}: what one process serves, the twistd process
-    itself or each of its workers.
+    itself or each of its workers. The factory's C{follower} (the
+    revocation feed, L{RevocationFollower}) is for the caller to start.
+
+    @param api_key: the proxy's key, or a callable answering the current one.
     """
     auth_url = config["consoleauth-url"]
     http = pooled_http_client(reactor, ca_file=config.get("consoleauth-ca"))
@@ -498,6 +604,7 @@ def proxy_site(
         reactor,
         timeout=config["token-check-timeout"],
     )
+    node = config["node-name"] or node_name(config["listen"])
     factory = ConsoleProxyFactory(
         reactor,
         auth,
@@ -507,6 +614,17 @@ def proxy_site(
         allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
         limits=limits_from(config),
         events=PrometheusConsoleEvents(registry, reactor),
+        target_policy=TargetPolicy.parse(config["allowed-target"]),
+        guard=AuthFailureGuard(reactor, config["max-auth-failures"]),
+        audit=audit if audit is not None else AuditLog(reactor, config["audit-log"]),
+        node=node,
+    )
+    factory.follower = RevocationFollower(
+        reactor,
+        auth,
+        factory.consoles,
+        node,
+        interval=config["revocation-poll-interval"],
     )
     factory.trusted_proxies = parse_networks(config.get("trusted-proxy", []))
     registry.register(ProxyCollector(factory))
@@ -543,11 +661,15 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     factory: ConsoleProxyFactory | None = None
 
     api_key_file = config["api-key-file"]
-    api_key = (
-        read_key_file(api_key_file)
-        if config["no-api"]
-        else load_or_create_key_file(api_key_file)
+    if not config["no-api"]:
+        load_or_create_key_file(api_key_file)
+    keys = KeyRing.from_file(api_key_file)
+    hooks.add("API keys", keys.reload)
+    policy = config.get("target-policy") or TargetPolicy.parse(
+        config.get("allowed-target", [])
     )
+    audit = AuditLog(reactor, config["audit-log"])
+    AuditService(audit).setServiceParent(top)
 
     if not config["no-api"]:
         store = store_from_string(config["store"])
@@ -556,18 +678,23 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         secrets = SecretBox(load_or_create_key_file(config["secret-key-file"]))
         api = ConsoleAuthResource(
             store,
-            api_key,
+            keys,
             reactor,
             base_url,
             secrets=secrets,
             allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
+            policy=policy,
+            max_ttl=config["max-token-ttl"],
+            audit=audit,
         )
         readiness.add("store", lambda: store.get(NO_SUCH_TOKEN, reactor.seconds()))
+        # The largest body is a proxy's console report; each route caps its
+        # own (a mint takes 64 KiB at most).
         api_site = GuardedSite(
             WithOps(api, ops_children(readiness, MetricsResource(registry))),
             timeout=60,
             logFormatter=access_log_formatter,
-            max_body=MAX_BODY,
+            max_body=MAX_REPORT_BODY,
             header_timeout=config["handshake-timeout"],
             reactor=reactor,
         )
@@ -582,11 +709,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         purge.setServiceParent(top)
         _log.info(
             "token API on {listen}, store {store}, key file {key_file}, "
-            "access URLs under {base_url}",
+            "access URLs under {base_url}, targets allowed: {policy}",
             listen=config["api-listen"],
-            store=config["store"],
+            store=redact_store_description(config["store"]),
             key_file=api_key_file,
             base_url=base_url,
+            policy=str(policy),
         )
 
     if not config["no-proxy"]:
@@ -595,7 +723,16 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             pool = WorkerPool(reactor, socks, worker_config(config))
             pool.setServiceParent(top)
         else:
-            site, factory = proxy_site(config, reactor, api_key, registry, readiness)
+            site, factory = proxy_site(
+                config,
+                reactor,
+                lambda: keys.key_for(PROXY),
+                registry,
+                readiness,
+                audit,
+            )
+            assert factory.follower is not None
+            factory.follower.setServiceParent(top)
             _listener(
                 reactor, config["listen"], site, hooks, "--listen"
             ).setServiceParent(top)

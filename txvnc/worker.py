@@ -19,7 +19,7 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
-from txvnc.consoleauth.keys import read_key_file
+from txvnc.consoleauth.keys import PROXY, read_key_file
 from txvnc.workers import LISTEN_FD
 
 _log = Logger()
@@ -36,13 +36,24 @@ def run(config: dict[str, Any], reactor: Any) -> None:
     from txvnc.tap import proxy_site
 
     readiness = Readiness(reactor)
+    from txvnc.tap import node_name
+
+    # Each worker reports its own consoles to the token API, so each needs
+    # its own name there.
+    node = config.get("node-name") or node_name(config["listen"])
+    config = {**config, "node-name": f"{node}/{os.getpid()}"}
     site, factory = proxy_site(
         config,
         reactor,
-        read_key_file(config["api-key-file"]),
+        read_key_file(config["api-key-file"], PROXY),
         CollectorRegistry(),
         readiness,
     )
+    if factory.follower is not None:
+        factory.follower.startService()
+        reactor.addSystemEventTrigger(
+            "before", "shutdown", factory.follower.stopService
+        )
     # SIGTERM from the supervisor drains this worker's consoles (close
     # 1001, then --drain-timeout) before the reactor stops.
     drain = DrainService(reactor, factory, readiness, config["drain-timeout"])

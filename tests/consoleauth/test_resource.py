@@ -13,7 +13,8 @@ from twisted.internet.task import Clock
 from twisted.web.server import Site
 
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore, SQLiteTokenStore
+from txvnc.consoleauth.sqlite import SQLiteTokenStore
+from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.consoleauth.tokens import token_hash
 
 KEY = "test-api-key"
@@ -87,6 +88,7 @@ async def test_check_answers_connect_info(api):
         "instance_uuid": "u-1",
         "console_type": "novnc",
         "expires_at": "1970-01-12T13:56:40Z",
+        "single_use": False,
     }
 
 
@@ -207,8 +209,10 @@ async def test_unknown_path_is_404(api, path):
 @pytest.mark.parametrize(
     "method, path, allow",
     [
-        ("GET", "/v1/tokens", b"POST"),
+        ("PUT", "/v1/tokens", b"GET, POST"),
         ("PUT", "/v1/tokens/x", b"DELETE, GET"),
+        ("GET", "/v1/tokens/x/use", b"POST"),
+        ("POST", "/v1/sessions", b"GET"),
         ("POST", "/v1/tokens/x", b"DELETE, GET"),
         ("GET", "/v1/instances/u/tokens", b"DELETE"),
     ],
@@ -251,7 +255,7 @@ async def test_sqlite_tokens_survive_a_restart(tmp_path):
     store = SQLiteTokenStore(path)
     port, url = await serve(store)
     response = await treq.post(
-        url + "/v1/tokens", json={"host": "h", "port": 5900, "ttl": 60}, headers=AUTH
+        url + "/v1/tokens", json={"host": "10.0.0.6", "port": 5900, "ttl": 60}, headers=AUTH
     )
     token = (await response.json())["token"]
     await port.stopListening()

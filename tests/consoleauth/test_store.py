@@ -1,24 +1,30 @@
 """
-The token store contract, run against every store.
+The token store contract, run against every store: memory, SQLite and a real
+Redis.
 """
 
 import sqlite3
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import gatherResults
 from zope.interface.verify import verifyObject
 
+from txvnc.consoleauth.redis import RedisTokenStore
+from txvnc.consoleauth.sessions import SessionRecord
+from txvnc.consoleauth.sqlite import SQLiteTokenStore
 from txvnc.consoleauth.store import (
     ITokenStore,
     MemoryTokenStore,
-    SQLiteTokenStore,
     UnknownStore,
+    parse_redis_url,
+    redact_store_description,
     store_from_string,
 )
 from txvnc.consoleauth.tokens import TokenRecord, token_hash
 
 
-def record(name, instance="i-1", created=100.0, ttl=600.0):
+def record(name, instance="i-1", created=100.0, ttl=600.0, single_use=False):
     return TokenRecord(
         token_hash=token_hash(name),
         host="10.0.0.6",
@@ -27,17 +33,54 @@ def record(name, instance="i-1", created=100.0, ttl=600.0):
         console_type="novnc",
         created_at=created,
         expires_at=created + ttl,
+        single_use=single_use,
     )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def store(request, tmp_path):
-    if request.param == "memory":
-        s = MemoryTokenStore()
-    else:
-        s = SQLiteTokenStore(str(tmp_path / "tokens.sqlite"))
+def session(sid, node="proxy-a", instance="i-1", name="t1"):
+    return SessionRecord(
+        id=sid,
+        node=node,
+        instance_uuid=instance,
+        token_hash=token_hash(name),
+        client="192.0.2.1:5555",
+        host="10.0.0.6",
+        port=5900,
+        opened_at=100.0,
+        bytes_to_vnc=10,
+        bytes_from_vnc=20,
+    )
+
+
+def make_store(kind, tmp_path, redis_url):
+    if kind == "memory":
+        return MemoryTokenStore()
+    if kind == "sqlite":
+        return SQLiteTokenStore(str(tmp_path / "tokens.sqlite"))
+    return RedisTokenStore.from_url(redis_url)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def kind(request):
+    return request.param
+
+
+@pytest.fixture
+def store(kind, tmp_path, redis_url):
+    s = make_store(kind, tmp_path, redis_url)
     yield s
-    s.close()
+    pytest_twisted.blockon(s.close())
+
+
+@pytest.fixture
+def twin(kind, store, tmp_path, redis_url):
+    """A second handle on the same data (a second node), where there can be one."""
+    if kind == "memory":
+        yield store
+        return
+    s = make_store(kind, tmp_path, redis_url)
+    yield s
+    pytest_twisted.blockon(s.close())
 
 
 def test_provides_interface(store):
@@ -61,6 +104,7 @@ async def test_unknown_and_expired_look_the_same(store):
     assert await store.get(r.token_hash, now=109.9) == r
     assert await store.get(r.token_hash, now=110.0) is None
     assert await store.get(token_hash("never"), now=100.0) is None
+    assert await store.use(r.token_hash, now=110.0) is None
 
 
 @pytest_twisted.ensureDeferred
@@ -71,6 +115,7 @@ async def test_remove(store):
     assert await store.remove(r.token_hash) is True
     assert await store.remove(r.token_hash) is False
     assert await store.get(r.token_hash, now=101.0) is None
+    assert await store.list_tokens(None, now=101.0) == []
 
 
 @pytest_twisted.ensureDeferred
@@ -85,6 +130,7 @@ async def test_remove_instance(store):
         assert await store.get(r.token_hash, now=101.0) is None
     assert await store.get(theirs.token_hash, now=101.0) == theirs
     assert await store.remove_instance("i-1") == 0
+    assert await store.list_tokens(None, now=101.0) == [theirs]
 
 
 @pytest_twisted.ensureDeferred
@@ -97,6 +143,115 @@ async def test_purge_drops_only_expired(store):
     assert await store.purge(now=500.0) == 1
     assert await store.get(new.token_hash, now=500.0) == new
     assert await store.purge(now=500.0) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_use_keeps_a_reusable_token(store):
+    """Using an ordinary token leaves it in place for the next console."""
+    r = record("t1")
+    await store.add(r)
+    assert await store.use(r.token_hash, now=101.0) == r
+    assert await store.use(r.token_hash, now=102.0) == r
+
+
+@pytest_twisted.ensureDeferred
+async def test_use_consumes_a_single_use_token(store):
+    """A single-use token is handed out once; checking it first does not use it."""
+    r = record("once", single_use=True)
+    await store.add(r)
+    assert await store.get(r.token_hash, now=101.0) == r
+    assert await store.use(r.token_hash, now=101.0) == r
+    assert await store.use(r.token_hash, now=101.0) is None
+    assert await store.get(r.token_hash, now=101.0) is None
+    assert await store.list_tokens("i-1", now=101.0) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_single_use_race_has_one_winner(store, twin):
+    """Twenty concurrent uses of one single-use token, from two handles, yield one record."""
+    r = record("raced", single_use=True)
+    await store.add(r)
+    results = await gatherResults(
+        [(store if i % 2 else twin).use(r.token_hash, now=101.0) for i in range(20)]
+    )
+    assert [x for x in results if x is not None] == [r]
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_by_instance(store):
+    """Listing shows live tokens of one instance, or of all, oldest first."""
+    a = record("a", "i-1", created=100.0)
+    b = record("b", "i-1", created=101.0)
+    c = record("c", "i-2", created=102.0)
+    dead = record("d", "i-1", created=0.0, ttl=5)
+    for r in [c, b, a, dead]:
+        await store.add(r)
+    assert await store.list_tokens("i-1", now=103.0) == [a, b]
+    assert await store.list_tokens(None, now=103.0) == [a, b, c]
+    assert await store.list_tokens("i-9", now=103.0) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_revocation_feed(store, twin):
+    """Revocations are numbered in order and read back after a cursor, from any node."""
+    assert await store.revocations(0) == (0, [])
+    assert await store.revocation_cursor() == 0
+    first = await store.add_revocation("token", "h1", now=100.0)
+    second = await twin.add_revocation("instance", "i-1", now=101.0)
+    assert second > first > 0
+    latest, entries = await twin.revocations(0)
+    assert latest == second
+    assert [(e.seq, e.kind, e.value) for e in entries] == [
+        (first, "token", "h1"),
+        (second, "instance", "i-1"),
+    ]
+    latest, entries = await store.revocations(first)
+    assert [e.value for e in entries] == ["i-1"]
+    assert await store.revocations(second) == (second, [])
+    assert await store.revocation_cursor() == second
+
+
+@pytest_twisted.ensureDeferred
+async def test_sessions_replace_and_expire(store, twin):
+    """A proxy's report replaces its last one, joins other proxies', and lapses after its ttl."""
+    await store.put_sessions("proxy-a", [session("s1"), session("s2")], 100.0, 30.0)
+    await twin.put_sessions("proxy-b", [session("s3", node="proxy-b")], 100.0, 60.0)
+    assert {s.id for s in await twin.sessions(now=110.0)} == {"s1", "s2", "s3"}
+    await store.put_sessions("proxy-a", [session("s2")], 110.0, 30.0)
+    found = await store.sessions(now=120.0)
+    assert sorted(s.id for s in found) == ["s2", "s3"]
+    assert session("s2") in found
+    assert [s.id for s in await store.sessions(now=145.0)] == ["s3"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_tokens_between_nodes(kind, store, twin):
+    """A token minted through one handle is seen and revoked through another."""
+    if kind == "memory":
+        pytest.skip("a memory store has no second node")
+    r = record("shared")
+    await store.add(r)
+    assert await twin.get(r.token_hash, now=101.0) == r
+    assert await twin.remove(r.token_hash) is True
+    assert await store.get(r.token_hash, now=101.0) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_expires_tokens_itself(redis_url):
+    """A Redis token key carries the token's lifetime as Redis's own expiry."""
+    store = RedisTokenStore.from_url(redis_url)
+    try:
+        r = record("ttl", ttl=120.0)
+        await store.add(r)
+        key = store.prefix + "tok:" + r.token_hash
+        pttl = await store._redis.execute_command("PTTL", key)
+        assert 110_000 < int(pttl) <= 120_000
+        instance_pttl = await store._redis.execute_command(
+            "PTTL", store.prefix + "inst:i-1"
+        )
+        assert 110_000 < int(instance_pttl) <= 120_000
+    finally:
+        await store.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -122,11 +277,28 @@ async def test_sqlite_survives_reopen_and_holds_no_token(tmp_path):
 
 
 def test_store_from_string(tmp_path):
-    """--store accepts memory: and sqlite:PATH and names the forms otherwise."""
+    """--store accepts memory:, sqlite:PATH and redis:// and names the forms otherwise."""
     assert isinstance(store_from_string("memory:"), MemoryTokenStore)
     s = store_from_string(f"sqlite:{tmp_path}/x.sqlite")
     assert isinstance(s, SQLiteTokenStore)
     s.close()
-    for bad in ["", "memory", "sqlite:", "redis://localhost", "mysql:x"]:
-        with pytest.raises(UnknownStore, match="memory: or sqlite:PATH"):
+    for bad in ["", "memory", "sqlite:", "redis:x", "mysql:x"]:
+        with pytest.raises(UnknownStore, match="memory:, sqlite:PATH or redis://"):
             store_from_string(bad)
+
+
+def test_redis_urls():
+    """Redis URLs give host, port, database and password; bad ones say what is wrong."""
+    a = parse_redis_url("redis://:s3cret@10.1.2.3:6380/4")
+    assert (a.host, a.port, a.db, a.password) == ("10.1.2.3", 6380, 4, "s3cret")
+    b = parse_redis_url("redis://cache")
+    assert (b.host, b.port, b.db, b.password) == ("cache", 6379, 0, None)
+    for bad, why in [
+        ("redis://h:x/0", "port"),
+        ("redis://h/zero", "database"),
+        ("redis://h/0?x=1", "query"),
+    ]:
+        with pytest.raises(UnknownStore, match=why):
+            parse_redis_url(bad)
+    redacted = redact_store_description("redis://:s3cret@h:6380/1")
+    assert "s3cret" not in redacted and "h:6380/1" in redacted

@@ -425,6 +425,8 @@ def _start_txvnc(directory: Path, *extra: str) -> TxvncServer | None:
             "--base-url", f"http://127.0.0.1:{proxy_port}",
             "--novnc", str(NOVNC),
             *extra,
+            # qemu's VNC display is wherever a free port was found.
+            "--allowed-target", "127.0.0.1:1024-65535",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -162,7 +162,7 @@ def test_console_shows_the_vm_screen(page: Any, txvnc: TxvncServer, vm: VM) -> N
     log = txvnc.log.text(since)
     ref = token_ref(console.token)
     assert f'"GET /vnc_auto.html?token=~{ref} HTTP/1.1" 200 ' in log
-    assert f'"GET /v1/tokens/~{ref} HTTP/1.1" 200 ' in log
+    assert f'"POST /v1/tokens/~{ref}/use HTTP/1.1" 200 ' in log
     assert console.token not in txvnc.log.text()
 
 

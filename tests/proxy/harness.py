@@ -22,6 +22,7 @@ from txvnc.client import ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import MemoryTokenStore
+from txvnc.policy import TargetPolicy
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.site import console_site, find_novnc
@@ -193,6 +194,7 @@ class Stack:
         events=None,
     ):
         self.store = MemoryTokenStore()
+        # The fake VNC servers listen on any free port.
         api = ConsoleAuthResource(
             self.store,
             KEY,
@@ -200,6 +202,7 @@ class Stack:
             "http://proxy.test",
             secrets=SecretBox("harness secret key"),
             allowed_unix_dirs=allowed_unix_dirs,
+            policy=TargetPolicy.allow_all(),
         )
         self.api_port = reactor.listenTCP(0, Site(api), interface="127.0.0.1")
         self.api_url = f"http://127.0.0.1:{self.api_port.getHost().port}"
@@ -215,6 +218,7 @@ class Stack:
             allowed_unix_dirs=allowed_unix_dirs,
             limits=limits,
             events=events,
+            target_policy=TargetPolicy.allow_all(),
         )
         self.proxy_port = reactor.listenTCP(
             0, console_site(self.factory, novnc_dir=find_novnc()), interface="127.0.0.1"

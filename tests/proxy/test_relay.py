@@ -214,7 +214,7 @@ async def test_token_api_down_is_503(stack, vnc):
 async def test_proxy_with_wrong_key_is_503(stack, vnc):
     """A proxy whose API key the token API refuses answers 503, not 500."""
     token = await stack.mint(vnc.address.port)
-    stack.auth._headers[b"Authorization"] = [b"Bearer not-the-key"]
+    stack.auth._api_key = "not-the-key"
     await refused(
         stack, vnc, f"token={token}", 503, "Console authentication is unavailable"
     )

@@ -1,55 +1,130 @@
 """
-The API key: one shared secret that both the control plane and the proxy
-present as C{Authorization: Bearer KEY}.
+API keys and their roles.
+
+Callers present a key as C{Authorization: Bearer KEY}. Each key has roles:
+C{admin} (mint, list, revoke, see and kill consoles) and C{proxy} (check and
+use tokens, follow the revocation feed, report consoles). The keys file
+holds one key a line::
+
+    # comments and blank lines are ignored
+    admin  K8x...          # the control plane's key
+    admin  Qz1...          # its next key, during a rotation
+    proxy  Wd4...          # what the console proxies present
+    admin,proxy  Lm9...    # one key with both roles
+    Pa7...                 # a bare key (the old single-key file): both roles
+
+Several keys may hold a role at once, so a key is rotated by adding the new
+one, reloading (C{SIGHUP}), moving the callers over, removing the old one and
+reloading again; open consoles are never touched by a reload.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
+from dataclasses import dataclass
 
 from twisted.logger import Logger
 
 _log = Logger()
 
 KEY_BYTES = 32
+ADMIN = "admin"
+PROXY = "proxy"
+ROLES = (ADMIN, PROXY)
+_COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 class KeyFileError(Exception):
     """
-    The key file exists but cannot be used; the message says why.
+    The key file exists but cannot be used; the message says why (and never
+    quotes a key).
     """
 
 
-def read_key_file(path: str) -> str:
-    """
-    The key in C{path}, stripped of surrounding white space.
+@dataclass(frozen=True)
+class ApiKey:
+    key: str
+    roles: frozenset[str]
 
-    @raise KeyFileError: when the file is missing, unreadable or empty.
+
+def parse_keys(text: str, path: str) -> tuple[ApiKey, ...]:
+    """
+    The keys of a keys file's text.
+
+    @raise KeyFileError: naming the line that is wrong, or an empty file.
+    """
+    keys = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        # A comment starts a line or follows white space; a key may hold '#'.
+        words = _COMMENT.sub("", raw).split()
+        if not words:
+            continue
+        if len(words) == 1:
+            keys.append(ApiKey(words[0], frozenset(ROLES)))
+            continue
+        if len(words) != 2:
+            raise KeyFileError(f"{path} line {number}: expected ROLE KEY")
+        roles = frozenset(r.strip() for r in words[0].split(","))
+        if not roles <= set(ROLES):
+            # Not quoted: a line written KEY ROLE would put the key here.
+            raise KeyFileError(
+                f"{path} line {number}: unknown role (use admin, proxy or admin,proxy)"
+            )
+        keys.append(ApiKey(words[1], roles))
+    if not keys:
+        raise KeyFileError(f"API key file {path} is empty")
+    return tuple(keys)
+
+
+def read_keys(path: str) -> tuple[ApiKey, ...]:
+    """
+    The keys in the file at C{path}.
+
+    @raise KeyFileError: when it is missing, unreadable, empty or malformed.
     """
     try:
         with open(path, encoding="utf-8") as f:
-            key = f.read().strip()
+            text = f.read()
     except FileNotFoundError:
         raise KeyFileError(f"API key file {path} does not exist") from None
     except OSError as e:
         raise KeyFileError(f"cannot read API key file {path}: {e.strerror}") from None
-    if not key:
-        raise KeyFileError(f"API key file {path} is empty")
-    return key
+    return parse_keys(text, path)
 
 
-def load_or_create_key_file(path: str) -> str:
+def key_with_role(keys: tuple[ApiKey, ...], role: str, path: str) -> str:
     """
-    Read the key from C{path}, creating the file with a fresh random key and
-    mode 0600 when it does not exist, so a first start needs no set-up and
-    the key never has to pass through a command line or an environment.
+    The first key holding C{role}.
+
+    @raise KeyFileError: when no key holds it.
+    """
+    for k in keys:
+        if role in k.roles:
+            return k.key
+    raise KeyFileError(f"API key file {path} has no {role} key")
+
+
+def read_key_file(path: str, role: str = ADMIN) -> str:
+    """
+    The first key with C{role} in C{path}.
+    """
+    return key_with_role(read_keys(path), role, path)
+
+
+def load_or_create_key_file(path: str, role: str = ADMIN) -> str:
+    """
+    Read the key from C{path}, creating the file with a fresh random key
+    (both roles) and mode 0600 when it does not exist, so a first start
+    needs no set-up and the key never has to pass through a command line or
+    an environment.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return read_key_file(path)
+        return read_key_file(path, role)
     except OSError as e:
         raise KeyFileError(f"cannot create API key file {path}: {e.strerror}") from None
     key = secrets.token_urlsafe(KEY_BYTES)
@@ -64,9 +139,85 @@ def bearer_matches(authorization: bytes | None, key: str) -> bool:
     Whether an C{Authorization} header carries C{key}, compared in constant
     time so the answer's timing leaks nothing about the key.
     """
+    presented = _bearer(authorization)
+    return presented is not None and hmac.compare_digest(presented, key.encode("utf-8"))
+
+
+def _bearer(authorization: bytes | None) -> bytes | None:
     if not authorization:
-        return False
+        return None
     scheme, _, presented = authorization.partition(b" ")
     if scheme.lower() != b"bearer":
-        return False
-    return hmac.compare_digest(presented.strip(), key.encode("utf-8"))
+        return None
+    return presented.strip()
+
+
+class KeyRing:
+    """
+    The keys the token API accepts, reloadable from their file.
+
+    @ivar path: the keys file, or L{None} for a fixed set (tests).
+    """
+
+    _log = Logger()
+
+    def __init__(self, keys: tuple[ApiKey, ...], path: str | None = None) -> None:
+        self.keys = keys
+        self.path = path
+
+    @classmethod
+    def single(cls, key: str) -> KeyRing:
+        """
+        One key with every role: the old single-key configuration.
+        """
+        return cls((ApiKey(key, frozenset(ROLES)),))
+
+    @classmethod
+    def from_file(cls, path: str) -> KeyRing:
+        return cls(read_keys(path), path)
+
+    def roles(self, authorization: bytes | None) -> frozenset[str] | None:
+        """
+        The roles of the key in an C{Authorization} header, or L{None} when
+        it carries no valid key. Every key is compared, in constant time, so
+        the timing tells nothing about which key nearly matched.
+        """
+        presented = _bearer(authorization)
+        if presented is None:
+            return None
+        found: frozenset[str] | None = None
+        for k in self.keys:
+            if hmac.compare_digest(presented, k.key.encode("utf-8")):
+                found = k.roles if found is None else found | k.roles
+        return found
+
+    def key_for(self, role: str) -> str:
+        """
+        The first key holding C{role}, for this process's own calls.
+
+        @raise KeyFileError: when none does.
+        """
+        return key_with_role(self.keys, role, self.path or "the key ring")
+
+    def reload(self) -> bool:
+        """
+        Read the file again. A file that cannot be used leaves the old keys
+        in force (and says why), so a typo during a rotation locks no one out.
+        """
+        if self.path is None:
+            return False
+        try:
+            keys = read_keys(self.path)
+        except KeyFileError as e:
+            self._log.error(
+                "API keys not reloaded, the old ones stay in force: {why}", why=str(e)
+            )
+            return False
+        self.keys = keys
+        self._log.info(
+            "API keys reloaded from {path}: {admin} admin, {proxy} proxy",
+            path=self.path,
+            admin=sum(ADMIN in k.roles for k in keys),
+            proxy=sum(PROXY in k.roles for k in keys),
+        )
+        return True

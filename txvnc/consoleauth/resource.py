@@ -1,12 +1,20 @@
 """
 The consoleauth HTTP token API as a L{twisted.web} resource.
 
-Routes (all need C{Authorization: Bearer KEY}):
+Routes (each needs C{Authorization: Bearer KEY} with the role named; the
+OpenAPI document at C{docs/api/openapi.yaml} is the full reference):
 
-    POST   /v1/tokens                        mint a token
-    GET    /v1/tokens/{token}                check a token, get its connect info
-    DELETE /v1/tokens/{token}                revoke a token
-    DELETE /v1/instances/{instance}/tokens   revoke every token of an instance
+    POST   /v1/tokens                        admin   mint a token
+    GET    /v1/tokens[?instance_uuid=U]      admin   list live tokens (no secrets)
+    GET    /v1/tokens/{token}                any     check a token
+    DELETE /v1/tokens/{token}                admin   revoke a token
+    POST   /v1/tokens/{token}/use            proxy   take a token for a console
+    DELETE /v1/instances/{instance}/tokens   admin   revoke every token of an instance
+    GET    /v1/sessions[?instance_uuid=U]    admin   list open consoles
+    DELETE /v1/sessions/{id}                 admin   close one console
+    GET    /v1/revocations?after=N           proxy   the revocation feed
+    PUT    /v1/proxies/{node}/sessions       proxy   a proxy's open consoles
+    GET    /v1/openapi.yaml                  none    this API's OpenAPI 3 document
 
 Every answer is JSON; every error is C{{"error": "..."}} with a status that
 says what kind of mistake it was. Nothing a client sends can produce a
@@ -18,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -28,7 +37,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from txvnc.consoleauth.keys import bearer_matches
+from txvnc.audit import AuditLog
+from txvnc.consoleauth.keys import ADMIN, PROXY, ROLES, KeyRing
 from txvnc.consoleauth.secretbox import (
     PLAIN,
     SecretBox,
@@ -36,28 +46,47 @@ from txvnc.consoleauth.secretbox import (
     reveal_password,
     seal_options,
 )
+from txvnc.consoleauth.sessions import SessionRecord
 from txvnc.consoleauth.store import ITokenStore
 from txvnc.consoleauth.tokens import (
+    MAX_TTL,
     InvalidRequest,
+    TokenRecord,
     iso8601,
     new_token,
     parse_token_request,
     token_hash,
     token_ref,
 )
+from txvnc.policy import TargetPolicy
 from txvnc.unixtargets import unix_path_allowed
 
 MAX_BODY = 64 * 1024
+#: A proxy's console report: room for about ten thousand consoles.
+MAX_REPORT_BODY = 4 * 1024 * 1024
+#: How long a proxy's report stays listed unless it reports again.
+DEFAULT_REPORT_TTL = 30
+MAX_REPORT_TTL = 3600
 
-Handler = Callable[[Request, list[str]], Awaitable[tuple[int, Any]]]
+Handler = Callable[[Request, list[str], frozenset[str]], Awaitable[tuple[int, Any]]]
+
+
+def openapi_document() -> bytes:
+    """
+    The OpenAPI 3 document shipped inside the package.
+    """
+    return resources.files("txvnc.consoleauth").joinpath("openapi.yaml").read_bytes()
 
 
 class _Route:
     """
-    One path pattern and the handler for each method it accepts.
+    One path pattern and, for each method it accepts, the handler and the
+    role that may call it (L{None}: any valid key).
     """
 
-    def __init__(self, pattern: tuple[str | None, ...], **handlers: Handler) -> None:
+    def __init__(
+        self, pattern: tuple[str | None, ...], **handlers: tuple[Handler, str | None]
+    ) -> None:
         self.pattern = pattern
         self.handlers = handlers
 
@@ -78,10 +107,23 @@ class _Route:
         return params
 
 
+def _query(request: Request, name: str) -> str | None:
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name.encode())
+    if not values:
+        return None
+    return values[0].decode("utf-8", "replace")
+
+
+def _role_name(roles: frozenset[str]) -> str:
+    return ",".join(r for r in ROLES if r in roles)
+
+
 class ConsoleAuthResource(Resource):
     """
-    The token API. Holds its configuration (store, key, clock, base URL); the
-    per-request work is in small coroutines, one per route.
+    The token API. Holds its configuration (store, keys, clock, base URL,
+    target policy, audit log); the per-request work is in small coroutines,
+    one per route.
 
     @ivar base_url: public base of the proxy, the prefix of access URLs.
     """
@@ -92,29 +134,59 @@ class ConsoleAuthResource(Resource):
     def __init__(
         self,
         store: ITokenStore,
-        api_key: str,
+        keys: KeyRing | str,
         clock: IReactorTime,
         base_url: str,
         secrets: SecretBox | None = None,
         allowed_unix_dirs: tuple[str, ...] = (),
+        policy: TargetPolicy | None = None,
+        max_ttl: int = MAX_TTL,
+        audit: AuditLog | None = None,
     ) -> None:
         super().__init__()
         self.allowed_unix_dirs = allowed_unix_dirs
         self.store = store
         self._secrets = secrets
-        self._api_key = api_key
+        self.keys = KeyRing.single(keys) if isinstance(keys, str) else keys
         self.clock = clock
         self.base_url = base_url.rstrip("/")
+        self.policy = policy if policy is not None else TargetPolicy.parse([])
+        self.max_ttl = max_ttl
+        self.audit = audit if audit is not None else AuditLog(clock)
+        self._openapi = openapi_document()
         self._routes = [
-            _Route(("v1", "tokens"), POST=self._create),
-            _Route(("v1", "tokens", None), GET=self._check, DELETE=self._revoke),
-            _Route(("v1", "instances", None, "tokens"), DELETE=self._revoke_instance),
+            _Route(
+                ("v1", "tokens"),
+                POST=(self._create, ADMIN),
+                GET=(self._list, ADMIN),
+            ),
+            _Route(
+                ("v1", "tokens", None),
+                GET=(self._check, None),
+                DELETE=(self._revoke, ADMIN),
+            ),
+            _Route(("v1", "tokens", None, "use"), POST=(self._use, PROXY)),
+            _Route(
+                ("v1", "instances", None, "tokens"),
+                DELETE=(self._revoke_instance, ADMIN),
+            ),
+            _Route(("v1", "sessions"), GET=(self._sessions, ADMIN)),
+            _Route(("v1", "sessions", None), DELETE=(self._kill_session, ADMIN)),
+            _Route(("v1", "revocations"), GET=(self._revocations, PROXY)),
+            _Route(
+                ("v1", "proxies", None, "sessions"),
+                PUT=(self._report_sessions, PROXY),
+            ),
         ]
 
     def render(self, request: Request) -> bytes | int:
         segments = [s.decode("utf-8", "replace") for s in request.postpath or []]
         if segments and segments[-1] == "" and len(segments) > 1:
             segments = segments[:-1]  # tolerate one trailing slash
+        if segments == ["v1", "openapi.yaml"] and request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"Content-Type", b"application/yaml")
+            request.setHeader(b"Cache-Control", b"no-cache")
+            return self._openapi
         for route in self._routes:
             params = route.match(segments)
             if params is not None:
@@ -123,21 +195,40 @@ class ConsoleAuthResource(Resource):
             return self._write(request, 404, {"error": "no such resource"})
 
         method = request.method.decode("ascii", "replace")
-        handler = route.handlers.get(method)
-        if handler is None:
+        entry = route.handlers.get(method)
+        if entry is None:
             request.setHeader(b"Allow", ", ".join(sorted(route.handlers)).encode())
             return self._write(request, 405, {"error": f"method {method} not allowed"})
+        handler, role = entry
 
-        if not bearer_matches(request.getHeader(b"authorization"), self._api_key):
+        roles = self.keys.roles(request.getHeader(b"authorization"))
+        if roles is None:
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="txvnc"')
             return self._write(request, 401, {"error": "a valid API key is required"})
+        if role is not None and role not in roles:
+            self._log.warn(
+                "refused {method} /{path}: the key's role ({roles}) is not {role}",
+                method=method,
+                path="/".join(p or "*" for p in route.pattern),
+                roles=_role_name(roles),
+                role=role,
+            )
+            return self._write(
+                request, 403, {"error": f"this API key does not have the {role} role"}
+            )
 
-        d = Deferred.fromCoroutine(self._run(handler, request, params))
+        d = Deferred.fromCoroutine(self._run(handler, request, params, roles))
         d.addErrback(self._internal_error, request)
         return NOT_DONE_YET
 
-    async def _run(self, handler: Handler, request: Request, params: list[str]) -> None:
-        status, body = await handler(request, params)
+    async def _run(
+        self,
+        handler: Handler,
+        request: Request,
+        params: list[str],
+        roles: frozenset[str],
+    ) -> None:
+        status, body = await handler(request, params, roles)
         if not request._disconnected:
             request.write(self._write(request, status, body))
             request.finish()
@@ -158,22 +249,50 @@ class ConsoleAuthResource(Resource):
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps(body).encode("utf-8") + b"\n"
 
+    def _read_json(self, request: Request, limit: int = MAX_BODY) -> Any:
+        """
+        The request's JSON body.
+
+        @raise InvalidRequest: when it is too big or not JSON.
+        """
+        raw = request.content.read(limit + 1) if request.content else b""
+        if len(raw) > limit:
+            raise InvalidRequest(f"request body over {limit // 1024} KiB")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidRequest("request body is not valid JSON") from None
+
     # Handlers: each returns (status, JSON body or None).
 
-    async def _create(self, request: Request, params: list[str]) -> tuple[int, Any]:
-        raw = request.content.read(MAX_BODY + 1) if request.content else b""
-        if len(raw) > MAX_BODY:
-            return 400, {"error": f"request body over {MAX_BODY // 1024} KiB"}
+    async def _create(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return 400, {"error": "request body is not valid JSON"}
-        try:
-            wanted = parse_token_request(body)
+            wanted = parse_token_request(self._read_json(request), self.max_ttl)
         except InvalidRequest as e:
             return 400, {"error": str(e)}
-
         unix_path = wanted.options.get("unix_path")
+        if unix_path is None and not self.policy.allows(wanted.host, wanted.port):
+            self._log.warn(
+                "refused to mint a token for {host}:{port} (instance "
+                "{instance_uuid}): outside the target policy",
+                host=wanted.host,
+                port=wanted.port,
+                instance_uuid=wanted.instance_uuid,
+            )
+            self.audit.record(
+                "token.refused",
+                actor=_role_name(roles),
+                instance_uuid=wanted.instance_uuid,
+                target=f"{wanted.host}:{wanted.port}",
+                reason="target not allowed",
+            )
+            return 403, {
+                "error": f"target {wanted.host}:{wanted.port} is not allowed by the "
+                "target policy"
+            }
+
         if unix_path is not None and not unix_path_allowed(
             unix_path, self.allowed_unix_dirs
         ):
@@ -189,13 +308,24 @@ class ConsoleAuthResource(Resource):
         await self.store.add(record)
         self._log.info(
             "minted token {token_ref} for instance {instance_uuid}: "
-            "{console_type} console of {host}:{port}, expires {expires_at}",
+            "{console_type} console of {host}:{port}, expires {expires_at}"
+            "{single_use}",
             token_ref=token_ref(token),
             instance_uuid=record.instance_uuid,
             console_type=record.console_type,
             host=record.host,
             port=record.port,
             expires_at=iso8601(record.expires_at),
+            single_use=", single use" if record.single_use else "",
+        )
+        self.audit.record(
+            "token.minted",
+            actor=_role_name(roles),
+            instance_uuid=record.instance_uuid,
+            target=f"{record.host}:{record.port}",
+            token_hash=record.token_hash,
+            expires_at=iso8601(record.expires_at),
+            single_use=record.single_use,
         )
         return 201, {
             "token": token,
@@ -203,15 +333,42 @@ class ConsoleAuthResource(Resource):
             "expires_at": iso8601(record.expires_at),
             "instance_uuid": record.instance_uuid,
             "console_type": record.console_type,
+            "single_use": record.single_use,
         }
 
-    async def _check(self, request: Request, params: list[str]) -> tuple[int, Any]:
+    async def _list(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
+        instance_uuid = _query(request, "instance_uuid")
+        records = await self.store.list_tokens(
+            instance_uuid or None, self.clock.seconds()
+        )
+        return 200, {"tokens": [r.metadata() for r in records]}
+
+    def _check_failed(
+        self, token: str, roles: frozenset[str], event: str
+    ) -> tuple[int, Any]:
+        self.audit.record(event, actor=_role_name(roles), token_hash=token_hash(token))
+        return 404, {"error": "the token is invalid or has expired"}
+
+    async def _check(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
         (token,) = params
         record = await self.store.get(token_hash(token), self.clock.seconds())
         if record is None:
-            return 404, {"error": "the token is invalid or has expired"}
+            return self._check_failed(token, roles, "token.check_failed")
+        return self._connect_info(token, record, roles)
+
+    def _connect_info(
+        self, token: str, record: TokenRecord, roles: frozenset[str]
+    ) -> tuple[int, Any]:
+        """
+        What a token grants, with its VNC password for the proxy role only
+        (the proxy needs it to authenticate to the VNC server).
+        """
         info = record.connect_info()
-        if self._may_see_vnc_password(request):
+        if PROXY in roles:
             try:
                 password = reveal_password(record.options, self._secrets)
             except SecretError as e:
@@ -223,32 +380,145 @@ class ConsoleAuthResource(Resource):
                 info[PLAIN] = password
         return 200, info
 
-    def _may_see_vnc_password(self, request: Request) -> bool:
-        """
-        Whether this caller gets the token's VNC password: only the proxy,
-        which needs it to authenticate to the VNC server. With a single API
-        key, every caller is the proxy; with roles, only the proxy role.
-        """
-        return True
-
-    async def _revoke(self, request: Request, params: list[str]) -> tuple[int, Any]:
+    async def _use(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
         (token,) = params
-        existed = await self.store.remove(token_hash(token))
+        # Read before the token is taken: every revocation the console must
+        # obey has a larger number (docs/revocation.md).
+        cursor = await self.store.revocation_cursor()
+        record: TokenRecord | None = await self.store.use(
+            token_hash(token), self.clock.seconds()
+        )
+        if record is None:
+            return self._check_failed(token, roles, "token.use_failed")
+        if record.single_use:
+            self.audit.record(
+                "token.used",
+                actor=_role_name(roles),
+                instance_uuid=record.instance_uuid,
+                target=f"{record.host}:{record.port}",
+                token_hash=record.token_hash,
+            )
+        status, info = self._connect_info(token, record, roles)
+        if status == 200:
+            info["revocation_cursor"] = cursor
+        return status, info
+
+    async def _revoke(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
+        (token,) = params
+        hashed = token_hash(token)
+        existed = await self.store.remove(hashed)
+        # Even an unknown (or expired) token goes into the feed: a console
+        # opened with it may still be open.
+        await self.store.add_revocation("token", hashed, self.clock.seconds())
         self._log.info(
             "revoked token {token_ref} (known: {existed})",
             token_ref=token_ref(token),
             existed=existed,
         )
+        self.audit.record(
+            "token.revoked", actor=_role_name(roles), token_hash=hashed, known=existed
+        )
         return 204, None
 
     async def _revoke_instance(
-        self, request: Request, params: list[str]
+        self, request: Request, params: list[str], roles: frozenset[str]
     ) -> tuple[int, Any]:
         (instance_uuid,) = params
         count = await self.store.remove_instance(instance_uuid)
+        await self.store.add_revocation("instance", instance_uuid, self.clock.seconds())
         self._log.info(
             "revoked {count} token(s) of instance {instance_uuid}",
             count=count,
             instance_uuid=instance_uuid,
         )
+        self.audit.record(
+            "instance.revoked",
+            actor=_role_name(roles),
+            instance_uuid=instance_uuid,
+            tokens=count,
+        )
+        return 204, None
+
+    async def _sessions(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
+        instance_uuid = _query(request, "instance_uuid")
+        found = await self.store.sessions(self.clock.seconds())
+        if instance_uuid:
+            found = [s for s in found if s.instance_uuid == instance_uuid]
+        return 200, {"sessions": [s.public() for s in found]}
+
+    async def _kill_session(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
+        (session_id,) = params
+        found = [
+            s
+            for s in await self.store.sessions(self.clock.seconds())
+            if s.id == session_id
+        ]
+        if not found:
+            return 404, {"error": "no such console session"}
+        await self.store.add_revocation("session", session_id, self.clock.seconds())
+        session = found[0]
+        self._log.info(
+            "closing console {session_id} of instance {instance_uuid} on {node}",
+            session_id=session_id,
+            instance_uuid=session.instance_uuid,
+            node=session.node,
+        )
+        self.audit.record(
+            "session.killed",
+            actor=_role_name(roles),
+            session_id=session_id,
+            instance_uuid=session.instance_uuid,
+            target=f"{session.host}:{session.port}",
+            token_hash=session.token_hash,
+            proxy=session.node,
+        )
+        return 204, None
+
+    async def _revocations(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
+        after_text = _query(request, "after") or "0"
+        if not after_text.isdigit() or len(after_text) > 18:
+            return 400, {"error": "after must be a non-negative integer"}
+        # A cursor above "cursor" in the answer means the feed restarted
+        # (a memory store's process did); the caller starts again from 0.
+        latest, entries = await self.store.revocations(int(after_text))
+        return 200, {"cursor": latest, "revocations": [e.to_json() for e in entries]}
+
+    async def _report_sessions(
+        self, request: Request, params: list[str], roles: frozenset[str]
+    ) -> tuple[int, Any]:
+        (node,) = params
+        try:
+            body = self._read_json(request, MAX_REPORT_BODY)
+            if not isinstance(body, dict) or not isinstance(body.get("sessions"), list):
+                raise InvalidRequest('the body must be {"sessions": [...]}')
+            ttl = body.get("ttl", DEFAULT_REPORT_TTL)
+            if (
+                not isinstance(ttl, int)
+                or isinstance(ttl, bool)
+                or not (1 <= ttl <= MAX_REPORT_TTL)
+            ):
+                raise InvalidRequest(
+                    f"ttl must be an integer from 1 to {MAX_REPORT_TTL}"
+                )
+            sessions = []
+            for item in body["sessions"]:
+                if not isinstance(item, dict):
+                    raise InvalidRequest("each session must be an object")
+                try:
+                    sessions.append(SessionRecord.from_dict({**item, "node": node}))
+                except ValueError as e:
+                    raise InvalidRequest(str(e)) from None
+        except InvalidRequest as e:
+            return 400, {"error": str(e)}
+        await self.store.put_sessions(node, sessions, self.clock.seconds(), ttl)
         return 204, None

@@ -1,23 +1,31 @@
 """
-Token stores: where minted tokens live until they expire or are revoked.
+Token stores: where minted tokens live until they expire or are revoked,
+with the revocation feed and the open-console registry beside them.
 
 A store only ever sees a token's SHA-256 (L{TokenRecord.token_hash}), so a
 leaked database or Redis dump opens no console. Time is always passed in
 (C{now}) rather than read here, so expiry is tested with a
 L{twisted.internet.task.Clock} and the same answer holds on every node.
+
+Backends: L{MemoryTokenStore} here, L{txvnc.consoleauth.sqlite} (the
+default) and L{txvnc.consoleauth.redis}; all pass the one contract suite in
+C{tests/consoleauth/test_store.py}.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-from typing import Any
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
-from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, succeed
-from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
+from txvnc.consoleauth.sessions import (
+    REVOCATION_MAX_ENTRIES,
+    REVOCATION_RETENTION,
+    Revocation,
+    SessionRecord,
+)
 from txvnc.consoleauth.tokens import TokenRecord
 
 
@@ -36,6 +44,21 @@ class ITokenStore(Interface):
         """
         The live record for C{token_hash}, or L{None} when it is unknown or
         expired at C{now} (callers cannot tell the two apart, by design).
+        Never consumes a single-use token.
+        """
+
+    def use(token_hash: str, now: float) -> Deferred[TokenRecord | None]:
+        """
+        Like L{get}, for a console about to open: a single-use record is
+        removed in the same atomic step that returns it, so of any number
+        of concurrent callers, on any number of nodes, exactly one gets it.
+        """
+
+    def list_tokens(
+        instance_uuid: str | None, now: float
+    ) -> Deferred[list[TokenRecord]]:
+        """
+        The live records, of one instance or of all, oldest first.
         """
 
     def remove(token_hash: str) -> Deferred[bool]:
@@ -48,9 +71,39 @@ class ITokenStore(Interface):
         Forget every token of an instance; fires with how many there were.
         """
 
+    def add_revocation(kind: str, value: str, now: float) -> Deferred[int]:
+        """
+        Append to the revocation feed; fires with the entry's number, larger
+        than every number before it.
+        """
+
+    def revocations(after: int) -> Deferred[tuple[int, list[Revocation]]]:
+        """
+        The feed's latest number and its entries numbered above C{after},
+        oldest first.
+        """
+
+    def revocation_cursor() -> Deferred[int]:
+        """
+        The feed's latest number (0 before the first entry).
+        """
+
+    def put_sessions(
+        node: str, sessions: list[SessionRecord], now: float, ttl: float
+    ) -> Deferred[None]:
+        """
+        Replace what proxy C{node} reported; it is forgotten C{ttl} seconds
+        after C{now} unless reported again (a dead proxy's consoles vanish).
+        """
+
+    def sessions(now: float) -> Deferred[list[SessionRecord]]:
+        """
+        Every console reported by a proxy whose report is still live.
+        """
+
     def purge(now: float) -> Deferred[int]:
         """
-        Drop records that expired before C{now}; fires with how many.
+        Drop records that expired before C{now}; fires with how many tokens.
         """
 
     def close() -> Deferred[None]:
@@ -69,11 +122,15 @@ class UnknownStore(ValueError):
 class MemoryTokenStore:
     """
     A throwaway store for tests and single-process demos: tokens die with the
-    process.
+    process. Every method finishes before it returns, which makes L{use}
+    atomic in a single-threaded reactor.
     """
 
     def __init__(self) -> None:
         self._records: dict[str, TokenRecord] = {}
+        self._feed: list[Revocation] = []
+        self._seq = 0
+        self._nodes: dict[str, tuple[float, list[SessionRecord]]] = {}
 
     def add(self, record: TokenRecord) -> Deferred[None]:
         self._records[record.token_hash] = record
@@ -84,6 +141,25 @@ class MemoryTokenStore:
         if record is not None and not record.is_live(now):
             record = None
         return succeed(record)
+
+    def use(self, token_hash: str, now: float) -> Deferred[TokenRecord | None]:
+        record = self._records.get(token_hash)
+        if record is None or not record.is_live(now):
+            return succeed(None)
+        if record.single_use:
+            del self._records[token_hash]
+        return succeed(record)
+
+    def list_tokens(
+        self, instance_uuid: str | None, now: float
+    ) -> Deferred[list[TokenRecord]]:
+        found = [
+            r
+            for r in self._records.values()
+            if r.is_live(now)
+            and (instance_uuid is None or r.instance_uuid == instance_uuid)
+        ]
+        return succeed(sorted(found, key=lambda r: (r.created_at, r.token_hash)))
 
     def remove(self, token_hash: str) -> Deferred[bool]:
         return succeed(self._records.pop(token_hash, None) is not None)
@@ -96,153 +172,120 @@ class MemoryTokenStore:
             del self._records[h]
         return succeed(len(doomed))
 
+    def add_revocation(self, kind: str, value: str, now: float) -> Deferred[int]:
+        self._seq += 1
+        self._feed.append(Revocation(self._seq, kind, value, now))
+        del self._feed[:-REVOCATION_MAX_ENTRIES]
+        return succeed(self._seq)
+
+    def revocations(self, after: int) -> Deferred[tuple[int, list[Revocation]]]:
+        return succeed((self._seq, [r for r in self._feed if r.seq > after]))
+
+    def revocation_cursor(self) -> Deferred[int]:
+        return succeed(self._seq)
+
+    def put_sessions(
+        self, node: str, sessions: list[SessionRecord], now: float, ttl: float
+    ) -> Deferred[None]:
+        self._nodes[node] = (now + ttl, list(sessions))
+        return succeed(None)
+
+    def sessions(self, now: float) -> Deferred[list[SessionRecord]]:
+        return succeed(
+            [
+                s
+                for node in sorted(self._nodes)
+                for s in self._nodes[node][1]
+                if self._nodes[node][0] > now
+            ]
+        )
+
     def purge(self, now: float) -> Deferred[int]:
         doomed = [h for h, r in self._records.items() if not r.is_live(now)]
         for h in doomed:
             del self._records[h]
+        self._feed = [r for r in self._feed if r.at > now - REVOCATION_RETENTION]
+        for node in [n for n, (until, _) in self._nodes.items() if until <= now]:
+            del self._nodes[node]
         return succeed(len(doomed))
 
     def close(self) -> Deferred[None]:
         return succeed(None)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash    TEXT PRIMARY KEY,
-    host          TEXT NOT NULL,
-    port          INTEGER NOT NULL,
-    instance_uuid TEXT,
-    console_type  TEXT NOT NULL,
-    created_at    REAL NOT NULL,
-    expires_at    REAL NOT NULL,
-    options       TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS tokens_by_instance ON tokens (instance_uuid);
-CREATE INDEX IF NOT EXISTS tokens_by_expiry ON tokens (expires_at);
-"""
-
-_COLUMNS = (
-    "token_hash, host, port, instance_uuid, console_type, created_at, expires_at,"
-    " options"
-)
+@dataclass(frozen=True)
+class RedisAddress:
+    host: str
+    port: int
+    db: int
+    password: str | None
 
 
-def _open_connection(connection: sqlite3.Connection) -> None:
-    # WAL lets the purge run beside token checks; a short busy timeout covers
-    # a second process (a restart overlapping the old one) on the same file.
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA busy_timeout=5000")
-    connection.executescript(_SCHEMA)
-    columns = {row[1] for row in connection.execute("PRAGMA table_info(tokens)")}
-    if "options" not in columns:  # a store made before token options existed
-        connection.execute(
-            "ALTER TABLE tokens ADD COLUMN options TEXT NOT NULL DEFAULT '{}'"
-        )
-
-
-def _row_to_record(row: Any) -> TokenRecord:
-    return TokenRecord(
-        token_hash=row[0],
-        host=row[1],
-        port=int(row[2]),
-        instance_uuid=row[3],
-        console_type=row[4],
-        created_at=float(row[5]),
-        expires_at=float(row[6]),
-        options=json.loads(row[7]),
-    )
-
-
-@implementer(ITokenStore)
-class SQLiteTokenStore:
+def parse_redis_url(url: str) -> RedisAddress:
     """
-    The default store: one SQLite file, so tokens survive a restart.
+    The parts of C{redis://[:PASSWORD@]HOST[:PORT][/DB]}.
 
-    Queries run in a one-thread L{adbapi.ConnectionPool}: a slow disk delays
-    a token check, never the reactor that relays every open console.
+    @raise UnknownStore: naming what is wrong (never the password).
     """
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise UnknownStore("redis store: the port must be a number") from None
+    if parts.scheme != "redis" or not parts.hostname:
+        raise UnknownStore("redis store: use redis://HOST:PORT/DB")
+    path = parts.path.strip("/") or "0"
+    if not path.isdigit():
+        raise UnknownStore("redis store: the database must be a number (/0)")
+    if parts.query or parts.fragment:
+        raise UnknownStore("redis store: no query or fragment is understood")
+    password = unquote(parts.password) if parts.password else None
+    return RedisAddress(parts.hostname, port, int(path), password)
 
-    _log = Logger()
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pool = adbapi.ConnectionPool(
-            "sqlite3",
-            path,
-            check_same_thread=False,
-            cp_min=1,
-            cp_max=1,
-            cp_openfun=_open_connection,
-        )
+def redact_store_description(description: str) -> str:
+    """
+    A C{--store} value fit for a log line: a Redis password becomes C{***}.
+    """
+    parts = urlsplit(description)
+    if parts.scheme == "redis" and parts.password:
+        host = parts.hostname or ""
+        netloc = f":***@{host}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+    return description
 
-    def add(self, record: TokenRecord) -> Deferred[None]:
-        return self._pool.runOperation(
-            f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.token_hash,
-                record.host,
-                record.port,
-                record.instance_uuid,
-                record.console_type,
-                record.created_at,
-                record.expires_at,
-                json.dumps(record.options),
-            ),
-        )
 
-    def get(self, token_hash: str, now: float) -> Deferred[TokenRecord | None]:
-        d = self._pool.runQuery(
-            f"SELECT {_COLUMNS} FROM tokens WHERE token_hash = ? AND expires_at > ?",
-            (token_hash, now),
-        )
-        d.addCallback(lambda rows: _row_to_record(rows[0]) if rows else None)
-        return d
-
-    def _delete(self, sql: str, args: tuple[Any, ...]) -> Deferred[int]:
-        def interaction(cursor: Any) -> int:
-            cursor.execute(sql, args)
-            return int(cursor.rowcount)
-
-        return self._pool.runInteraction(interaction)
-
-    def remove(self, token_hash: str) -> Deferred[bool]:
-        d = self._delete("DELETE FROM tokens WHERE token_hash = ?", (token_hash,))
-        return d.addCallback(lambda count: count > 0)
-
-    def remove_instance(self, instance_uuid: str) -> Deferred[int]:
-        return self._delete(
-            "DELETE FROM tokens WHERE instance_uuid = ?", (instance_uuid,)
-        )
-
-    def purge(self, now: float) -> Deferred[int]:
-        return self._delete("DELETE FROM tokens WHERE expires_at <= ?", (now,))
-
-    def close(self) -> Deferred[None]:
-        self._pool.close()
-        return succeed(None)
+STORE_FORMS = "memory:, sqlite:PATH or redis://HOST:PORT/DB"
 
 
 def parse_store_description(description: str) -> tuple[str, str]:
     """
     (kind, argument) of a C{--store} value, checked without opening anything.
 
-    @raise UnknownStore: for anything but C{memory:} or C{sqlite:PATH}.
+    @raise UnknownStore: for anything but the forms in L{STORE_FORMS}.
     """
     kind, sep, rest = description.partition(":")
     if sep and ((kind == "memory" and not rest) or (kind == "sqlite" and rest)):
         return kind, rest
-    raise UnknownStore(
-        f"unknown token store {description!r}: use memory: or sqlite:PATH"
-    )
+    if kind == "redis" and rest.startswith("//"):
+        parse_redis_url(description)
+        return kind, description
+    raise UnknownStore(f"unknown token store {description!r}: use {STORE_FORMS}")
 
 
 def store_from_string(description: str) -> ITokenStore:
     """
-    Build a store from a C{--store} value: C{memory:} or C{sqlite:PATH}.
+    Build a store from a C{--store} value.
 
     @raise UnknownStore: for anything else, with the accepted forms.
     """
     kind, argument = parse_store_description(description)
     if kind == "memory":
         return MemoryTokenStore()
+    if kind == "redis":
+        from txvnc.consoleauth.redis import RedisTokenStore
+
+        return RedisTokenStore.from_url(argument)
+    from txvnc.consoleauth.sqlite import SQLiteTokenStore
+
     return SQLiteTokenStore(argument)

@@ -8,7 +8,9 @@ once, directly, and shared by the HTTP resource and the stores.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,9 +88,45 @@ class TokenRecord:
     #: The RFB security proxy's options (L{OPTION_FIELDS}), JSON-ready; the
     #: password only ever sealed (C{vnc_password_sealed}).
     options: dict[str, Any] = field(default_factory=dict)
+    #: Gone after the first console opened with it (L{ITokenStore.use}).
+    single_use: bool = False
 
     def is_live(self, now: float) -> bool:
         return now < self.expires_at
+
+    def to_json(self) -> str:
+        """
+        The record as the JSON text stores keep, so a new field needs no
+        schema change in any store.
+        """
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> TokenRecord:
+        """
+        The record L{to_json} wrote; fields it does not know are dropped.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in fields})
+
+    def metadata(self) -> dict[str, Any]:
+        """
+        What an admin listing shows of a token: everything but the secret
+        (the hash names it for the audit log; it opens nothing) and any
+        VNC password.
+        """
+        return {
+            "token_hash": self.token_hash,
+            "instance_uuid": self.instance_uuid,
+            "host": self.host,
+            "port": self.port,
+            "console_type": self.console_type,
+            "single_use": self.single_use,
+            "created_at": iso8601(self.created_at),
+            "expires_at": iso8601(self.expires_at),
+            **{k: v for k, v in self.options.items() if not k.startswith("vnc_")},
+        }
 
     def connect_info(self) -> dict[str, Any]:
         """
@@ -100,6 +138,7 @@ class TokenRecord:
             "instance_uuid": self.instance_uuid,
             "console_type": self.console_type,
             "expires_at": iso8601(self.expires_at),
+            "single_use": self.single_use,
             # Never the sealed password: the token API adds the password
             # itself, and only for the proxy (see resource.py).
             **{k: v for k, v in self.options.items() if not k.startswith("vnc_")},
@@ -118,6 +157,7 @@ class TokenRequest:
     console_type: str
     ttl: int
     options: dict[str, Any] = field(default_factory=dict)
+    single_use: bool = False
 
     def to_record(self, token: str, now: float) -> TokenRecord:
         return TokenRecord(
@@ -129,6 +169,7 @@ class TokenRequest:
             created_at=now,
             expires_at=now + self.ttl,
             options=dict(self.options),
+            single_use=self.single_use,
         )
 
 
@@ -137,15 +178,25 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse_token_request(body: object) -> TokenRequest:
+def parse_token_request(body: object, max_ttl: int = MAX_TTL) -> TokenRequest:
     """
     Check a decoded JSON body against the token request schema.
+
+    @param max_ttl: the longest life a token may ask for (C{--max-token-ttl}).
 
     @raise InvalidRequest: naming the first thing that is wrong.
     """
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
-    known = {"host", "port", "instance_uuid", "console_type", "ttl", *OPTION_FIELDS}
+    known = {
+        "host",
+        "port",
+        "instance_uuid",
+        "console_type",
+        "ttl",
+        "single_use",
+        *OPTION_FIELDS,
+    }
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidRequest(f"unknown field: {unknown[0]}")
@@ -154,7 +205,7 @@ def parse_token_request(body: object) -> TokenRequest:
     if "unix_path" in options:
         if body.get("host") is not None or body.get("port") is not None:
             raise InvalidRequest("give either unix_path or host and port, not both")
-        return _finish(body, "", 0, options)
+        return _finish(body, "", 0, options, max_ttl)
 
     host = body.get("host")
     if host is None:
@@ -169,11 +220,15 @@ def parse_token_request(body: object) -> TokenRequest:
         raise InvalidRequest("missing port")
     if not _is_int(port) or not 1 <= port <= 65535:
         raise InvalidRequest("port must be an integer from 1 to 65535")
-    return _finish(body, host, port, options)
+    return _finish(body, host, port, options, max_ttl)
 
 
 def _finish(
-    body: dict[str, Any], host: str, port: int, options: dict[str, Any]
+    body: dict[str, Any],
+    host: str,
+    port: int,
+    options: dict[str, Any],
+    max_ttl: int = MAX_TTL,
 ) -> TokenRequest:
     instance_uuid = body.get("instance_uuid")
     if instance_uuid is not None and (
@@ -191,11 +246,15 @@ def _finish(
     if console_type not in CONSOLE_TYPES:
         raise InvalidRequest("console_type must be one of: " + ", ".join(CONSOLE_TYPES))
 
-    ttl = body.get("ttl", DEFAULT_TTL)
+    ttl = body.get("ttl", min(DEFAULT_TTL, max_ttl))
     if not _is_int(ttl) or ttl <= 0:
         raise InvalidRequest("ttl must be a positive integer (seconds)")
-    if ttl > MAX_TTL:
-        raise InvalidRequest(f"ttl must be at most {MAX_TTL} seconds")
+    if ttl > max_ttl:
+        raise InvalidRequest(f"ttl must be at most {max_ttl} seconds")
+
+    single_use = body.get("single_use", False)
+    if not isinstance(single_use, bool):
+        raise InvalidRequest("single_use must be true or false")
 
     return TokenRequest(
         host=host,
@@ -204,6 +263,7 @@ def _finish(
         console_type=console_type,
         ttl=ttl,
         options=options,
+        single_use=single_use,
     )
 
 

@@ -43,12 +43,12 @@ REASONS: dict[int, str] = {
     MESSAGE_TOO_BIG: "A message from the browser was too large",
     INTERNAL_ERROR: "The console is unavailable",
     TRY_AGAIN_LATER: "The console service is busy: try again later",
-    REVOKED: "The console's token was revoked",
+    REVOKED: "Console access was revoked",
     IDLE_TIMEOUT: "The console was closed after a period without input",
     MAX_SESSION: "The console reached its maximum session time",
     TOO_MANY_FOR_TOKEN: "Too many consoles are open with this link",
     VNC_SECURITY: "The console's VNC security negotiation failed",
-    KILLED: "An administrator closed the console",
+    KILLED: "The console was closed by an administrator",
 }
 
 #: How a console that ends with each code is counted in the metrics.
@@ -75,3 +75,9 @@ CLOSE_INTERNAL_ERROR = INTERNAL_ERROR
 #: password, TLS failure), or the browser broke the console's RFB policy or
 #: limits. The close reason says which.
 CLOSE_RFB_SECURITY = VNC_SECURITY
+
+# The names consoleauth's revocation uses.
+CLOSE_REVOKED = REVOKED
+REVOKED_REASON = REASONS[REVOKED]
+CLOSE_KILLED = KILLED
+KILLED_REASON = REASONS[KILLED]

@@ -31,6 +31,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from txvnc.audit import AuditLog
 from txvnc.client import (
     ConnectInfo,
     ConsoleAuthClient,
@@ -38,11 +39,22 @@ from txvnc.client import (
     ConsoleAuthUnavailable,
 )
 from txvnc.consoleauth.tokens import token_hash, token_ref
+from txvnc.policy import TargetPolicy
 from txvnc.proxy import closecodes
-from txvnc.proxy.closecodes import CLOSE_RFB_SECURITY
+from txvnc.proxy.closecodes import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_KILLED,
+    CLOSE_NORMAL,
+    CLOSE_REVOKED,
+    CLOSE_RFB_SECURITY,
+    CLOSE_UNSUPPORTED_DATA,
+    KILLED_REASON,
+    REVOKED_REASON,
+)
 from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now, tune
 from txvnc.proxy.forwarded import Network, client_address
+from txvnc.proxy.guard import AuthFailureGuard, address_of
 from txvnc.proxy.limits import (
     ConnectionCounter,
     Limits,
@@ -51,6 +63,7 @@ from txvnc.proxy.limits import (
     is_user_input,
 )
 from txvnc.proxy.origin import origin_allowed
+from txvnc.proxy.revocation import RevocationFollower
 from txvnc.proxy.security import RFBConfig, RFBError, RFBSession
 from txvnc.proxy.tokens import extract_token
 from txvnc.unixtargets import unix_path_allowed
@@ -63,6 +76,10 @@ INVALID_TOKEN = "The token is invalid or has expired"
 CLOSE_NORMAL = closecodes.NORMAL
 CLOSE_UNSUPPORTED_DATA = closecodes.UNSUPPORTED_DATA
 CLOSE_INTERNAL_ERROR = closecodes.INTERNAL_ERROR
+#: What a client over its failed-check budget is told (HTTP 429).
+TOO_MANY_FAILURES = "Too many failed console requests; try again later"
+#: What the browser is told when the token names a target the policy refuses.
+TARGET_NOT_ALLOWED = "The console's target is not allowed"
 
 #: Largest message accepted from the browser by default. noVNC's biggest
 #: message is a clipboard paste; this bounds what one message can make the
@@ -132,6 +149,15 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._token_key: str | None = None
         self._notices = False
         self._timers: SessionTimers | None = None
+        self.token_hash: str | None = None
+        #: The revocation feed's number when the token was taken: later
+        #: entries that name this console close it.
+        self.revocation_cursor = 0
+
+    @property
+    def instance_uuid(self) -> str | None:
+        info = self.connect_info
+        return info.instance_uuid if info is not None else None
 
     # Opening handshake
 
@@ -172,6 +198,11 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self.outcome = "bad_origin"
             raise ConnectionDeny(403, "Origin not allowed")
 
+        address = address_of(self.client)
+        if factory.guard.blocked(address):
+            self.outcome = "too_many_failures"
+            raise ConnectionDeny(429, TOO_MANY_FAILURES)
+
         # Over a limit, or shutting down: the upgrade is accepted so that
         # the page gets a close code and a reason it can show, and onOpen
         # closes at once (no token check, no VNC connection).
@@ -189,12 +220,13 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 client=self.client,
             )
             self.outcome = "no_token"
+            self._auth_failed(address, None, "no token")
             raise ConnectionDeny(403, INVALID_TOKEN)
 
         ref = token_ref(token)
         try:
             with factory.events.token_check() as check:
-                info = await factory.auth.check_token(token)
+                info = await factory.auth.use_token(token)
                 check.result = "invalid" if info is None else "valid"
         except ConsoleAuthUnavailable as e:
             self._log.error(
@@ -230,7 +262,34 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 token_ref=ref,
             )
             self.outcome = "bad_token"
+            self._auth_failed(address, token_hash(token), "invalid token")
             raise ConnectionDeny(403, INVALID_TOKEN)
+
+        if info.unix_path is None and not factory.target_policy.allows(
+            info.host, info.port
+        ):
+            # The API should never have minted it; the proxy's own policy
+            # has the last word before any packet goes to the target.
+            self._log.warn(
+                "[{conn_id}] {client}: refused: token {token_ref} names "
+                "{host}:{port}, outside this proxy's target policy",
+                conn_id=self.conn_id,
+                client=self.client,
+                token_ref=ref,
+                host=info.host,
+                port=info.port,
+            )
+            factory.audit.record(
+                "console.refused",
+                actor="proxy",
+                client=self.client,
+                instance_uuid=info.instance_uuid,
+                target=f"{info.host}:{info.port}",
+                token_hash=token_hash(token),
+                reason="target not allowed",
+            )
+            self.outcome = "target_not_allowed"
+            raise ConnectionDeny(403, TARGET_NOT_ALLOWED)
 
         key = token_hash(token)
         refusal = factory.counter.enter_token(key)
@@ -247,6 +306,8 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self._token_key = key
 
         self.connect_info = info
+        self.token_hash = token_hash(token)
+        self.revocation_cursor = info.revocation_cursor
         self._log.info(
             "[{conn_id}] {client}: token {token_ref} accepted, instance "
             "{instance_uuid}, target {target}",
@@ -283,6 +344,24 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         self.outcome = refusal.outcome
         return subprotocol
 
+    def _auth_failed(self, address: str, hashed: str | None, why: str) -> None:
+        factory = self.factory
+        factory.audit.record(
+            "console.refused",
+            actor="proxy",
+            client=self.client,
+            token_hash=hashed,
+            reason=why,
+        )
+        if factory.guard.failed(address):
+            self._log.warn(
+                "{address}: over {limit} failed console requests in a minute; "
+                "refusing it with 429 for {cooldown:g}s",
+                address=address,
+                limit=factory.guard.max_failures,
+                cooldown=factory.guard.cooldown,
+            )
+
     @property
     def _stream(self) -> Any:
         """
@@ -301,7 +380,10 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         info = self.connect_info
         assert info is not None
         self.opened_at = self.factory.clock.seconds()
-        self.factory.opened(self)
+        if not self.factory.opened(self):
+            # Revoked while the check was on its way back.
+            self.revoke("token")
+            return
         limits = self.factory.limits
         if limits.idle_timeout > 0 or limits.max_session > 0:
             self._timers = SessionTimers(
@@ -415,6 +497,43 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self.sendCloseFrame(
                 code=code, reasonUtf8=close_reason(reason).encode("utf-8")
             )
+
+    def revoke(self, kind: str) -> None:
+        """
+        Close this console because the revocation feed named it: 4006 when
+        an administrator closed it, else 4001.
+        """
+        code, reason = (
+            (CLOSE_KILLED, KILLED_REASON)
+            if kind == "session"
+            else (CLOSE_REVOKED, REVOKED_REASON)
+        )
+        if self.close_why is None:
+            self.close_why = (
+                "closed by an administrator" if kind == "session" else f"{kind} revoked"
+            )
+        if self.state == self.STATE_OPEN:
+            self._stream.resumeProducing()
+            self.close_console(code, reason)
+
+    def report(self) -> dict[str, Any]:
+        """
+        This console as the proxy reports it to the token API.
+        """
+        info = self.connect_info
+        assert info is not None
+        return {
+            "id": self.conn_id,
+            "node": self.factory.node,
+            "instance_uuid": info.instance_uuid,
+            "token_hash": self.token_hash,
+            "client": self.client,
+            "host": info.host,
+            "port": info.port,
+            "opened_at": self.opened_at,
+            "bytes_to_vnc": self.bytes_to_vnc,
+            "bytes_from_vnc": self.bytes_from_vnc,
+        }
 
     # Relay
 
@@ -612,6 +731,18 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             bytes_from_vnc=self.bytes_from_vnc,
             duration=self.factory.clock.seconds() - self.opened_at,
         )
+        self.factory.audit.record(
+            "console.closed",
+            actor="proxy",
+            session_id=self.conn_id,
+            client=self.client,
+            instance_uuid=info.instance_uuid,
+            target=f"{info.host}:{info.port}",
+            token_hash=self.token_hash,
+            why=self.close_why,
+            bytes_to_vnc=self.bytes_to_vnc,
+            bytes_from_vnc=self.bytes_from_vnc,
+        )
 
     def _unclean_outcome(self) -> str | None:
         why = self.wasNotCleanReason or ""
@@ -679,9 +810,12 @@ class _OneConsole(Factory):
 class ConsoleProxyFactory(WebSocketServerFactory):
     """
     Holds everything the console protocols share: the reactor, the token API
-    client, the origin policy and the timeouts.
+    client, the origin and target policies, the brute-force guard, the audit
+    log, the revocation follower and the timeouts.
 
     @ivar consoles: the consoles currently open, for shutdown and metrics.
+    @ivar node: this proxy's name in the token API's session list.
+    @ivar follower: set when the proxy follows the revocation feed.
     """
 
     protocol = ConsoleProxyProtocol  # type: ignore[assignment]
@@ -696,6 +830,10 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         allowed_unix_dirs: tuple[str, ...] = (),
         limits: Limits | None = None,
         events: ConsoleEvents | None = None,
+        target_policy: TargetPolicy | None = None,
+        guard: AuthFailureGuard | None = None,
+        audit: AuditLog | None = None,
+        node: str = "proxy",
     ) -> None:
         super().__init__(server="txvnc", reactor=reactor)
         self.reactor = reactor
@@ -718,6 +856,13 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         #: Bytes relayed by consoles already closed (for metrics).
         self.closed_bytes_to_vnc = 0
         self.closed_bytes_from_vnc = 0
+        self.target_policy = (
+            target_policy if target_policy is not None else TargetPolicy.parse([])
+        )
+        self.guard = guard if guard is not None else AuthFailureGuard(reactor)
+        self.audit = audit if audit is not None else AuditLog(reactor)
+        self.node = node
+        self.follower: RevocationFollower | None = None
         self.setProtocolOptions(
             maxFramePayloadSize=limits.max_message_size,
             maxMessagePayloadSize=limits.max_message_size,
@@ -776,10 +921,29 @@ class ConsoleProxyFactory(WebSocketServerFactory):
             )
         return self.counter.enter()
 
-    def opened(self, console: ConsoleProxyProtocol) -> None:
+    def opened(self, console: ConsoleProxyProtocol) -> bool:
+        """
+        Count a console in; L{False} when the revocation feed already
+        closed it.
+        """
         self.consoles.add(console)
+        info = console.connect_info
+        self.audit.record(
+            "console.opened",
+            actor="proxy",
+            session_id=console.conn_id,
+            client=console.client,
+            instance_uuid=info.instance_uuid if info else None,
+            target=f"{info.host}:{info.port}" if info else None,
+            token_hash=console.token_hash,
+        )
+        if self.follower is not None:
+            return self.follower.opened(console)
+        return True
 
     def closed(self, console: ConsoleProxyProtocol) -> None:
         self.consoles.discard(console)
         self.closed_bytes_to_vnc += console.bytes_to_vnc
         self.closed_bytes_from_vnc += console.bytes_from_vnc
+        if self.follower is not None:
+            self.follower.closed(console)

@@ -1,0 +1,280 @@
+"""
+The Redis store (C{--store redis://HOST:PORT/DB}): every API process that
+points at one Redis sees the same tokens, revocations and consoles.
+
+Tokens are Redis keys with Redis's own expiry (C{PX}), so a token is gone
+from every node at the same moment without a purge. Each operation that
+touches more than one key is one Lua script, which Redis runs atomically:
+that is what makes L{RedisTokenStore.use} hand a single-use token to exactly
+one of any number of racing proxies.
+
+Keys (all under the prefix, C{txvnc:} by default)::
+
+    tok:HASH         the token record (JSON), expiring with the token
+    inst:UUID        set of the instance's token hashes, expiring with the last
+    tokens           sorted set HASH -> expires_at, for listing and purge
+    rev:seq, rev     the revocation feed: a counter and a sorted set by number
+    node:NAME        a proxy's console report (JSON), expiring unless renewed
+    nodes            sorted set NAME -> expires_at
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import txredisapi  # type: ignore[import-untyped]
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from txvnc.consoleauth.sessions import (
+    REVOCATION_MAX_ENTRIES,
+    Revocation,
+    SessionRecord,
+    sessions_from_json,
+    sessions_to_json,
+)
+from txvnc.consoleauth.store import ITokenStore, parse_redis_url
+from txvnc.consoleauth.tokens import TokenRecord
+
+DEFAULT_PREFIX = "txvnc:"
+
+_ADD = """
+local p, h = ARGV[1], ARGV[2]
+redis.call('SET', p..'tok:'..h, ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', p..'tokens', ARGV[6], h)
+if ARGV[5] ~= '' then
+  local k = p..'inst:'..ARGV[5]
+  redis.call('SADD', k, h)
+  if redis.call('PTTL', k) < tonumber(ARGV[4]) then
+    redis.call('PEXPIRE', k, ARGV[4])
+  end
+end
+return 1
+"""
+
+_FORGET = """
+local function forget(p, h, r)
+  redis.call('DEL', p..'tok:'..h)
+  redis.call('ZREM', p..'tokens', h)
+  if type(r.instance_uuid) == 'string' then
+    redis.call('SREM', p..'inst:'..r.instance_uuid, h)
+  end
+end
+"""
+
+_USE = (
+    _FORGET
+    + """
+local p, h = ARGV[1], ARGV[2]
+local v = redis.call('GET', p..'tok:'..h)
+if not v then return false end
+local r = cjson.decode(v)
+if tonumber(r.expires_at) <= tonumber(ARGV[3]) then return false end
+if r.single_use then forget(p, h, r) end
+return v
+"""
+)
+
+_REMOVE = (
+    _FORGET
+    + """
+local p, h = ARGV[1], ARGV[2]
+local v = redis.call('GET', p..'tok:'..h)
+redis.call('ZREM', p..'tokens', h)
+if not v then return 0 end
+forget(p, h, cjson.decode(v))
+return 1
+"""
+)
+
+_REMOVE_INSTANCE = """
+local p = ARGV[1]
+local k = p..'inst:'..ARGV[2]
+local n = 0
+for _, h in ipairs(redis.call('SMEMBERS', k)) do
+  n = n + redis.call('DEL', p..'tok:'..h)
+  redis.call('ZREM', p..'tokens', h)
+end
+redis.call('DEL', k)
+return n
+"""
+
+_LIST = """
+local p = ARGV[1]
+local hs
+if ARGV[2] ~= '' then
+  hs = redis.call('SMEMBERS', p..'inst:'..ARGV[2])
+else
+  hs = redis.call('ZRANGE', p..'tokens', 0, -1)
+end
+local out = {}
+for _, h in ipairs(hs) do
+  local v = redis.call('GET', p..'tok:'..h)
+  if v then table.insert(out, v) end
+end
+return out
+"""
+
+_ADD_REVOCATION = """
+local p = ARGV[1]
+local seq = redis.call('INCR', p..'rev:seq')
+local entry = cjson.encode({seq = seq, kind = ARGV[2], value = ARGV[3], at = ARGV[4]})
+redis.call('ZADD', p..'rev', seq, entry)
+redis.call('ZREMRANGEBYSCORE', p..'rev', '-inf', seq - tonumber(ARGV[5]))
+return seq
+"""
+
+_REVOCATIONS = """
+local p = ARGV[1]
+local latest = tonumber(redis.call('GET', p..'rev:seq') or '0')
+local entries = redis.call('ZRANGEBYSCORE', p..'rev', '(' .. ARGV[2], '+inf')
+table.insert(entries, 1, tostring(latest))
+return entries
+"""
+
+_PUT_SESSIONS = """
+local p = ARGV[1]
+redis.call('SET', p..'node:'..ARGV[2], ARGV[3], 'PX', ARGV[4])
+redis.call('ZADD', p..'nodes', ARGV[5], ARGV[2])
+return 1
+"""
+
+_SESSIONS = """
+local p = ARGV[1]
+local out = {}
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', p..'nodes', '(' .. ARGV[2], '+inf')) do
+  local v = redis.call('GET', p..'node:'..n)
+  if v then table.insert(out, v) else redis.call('ZREM', p..'nodes', n) end
+end
+return out
+"""
+
+_PURGE = """
+local p = ARGV[1]
+redis.call('ZREMRANGEBYSCORE', p..'nodes', '-inf', ARGV[2])
+return redis.call('ZREMRANGEBYSCORE', p..'tokens', '-inf', ARGV[2])
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+@implementer(ITokenStore)
+class RedisTokenStore:
+    """
+    Tokens and the rest in one Redis database, over a small lazy pool of
+    connections that reconnects by itself.
+    """
+
+    def __init__(self, redis: Any, prefix: str = DEFAULT_PREFIX) -> None:
+        self._redis = redis
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisTokenStore:
+        address = parse_redis_url(url)
+        redis = txredisapi.lazyConnectionPool(
+            host=address.host,
+            port=address.port,
+            dbid=address.db,
+            poolsize=4,
+            password=address.password,
+            connectTimeout=5,
+            replyTimeout=5,
+            convertNumbers=False,
+        )
+        return cls(redis, prefix)
+
+    def _eval(self, script: str, *args: object) -> Deferred[Any]:
+        d: Deferred[Any] = self._redis.eval(
+            script, keys=[], args=[self.prefix, *(str(a) for a in args)]
+        )
+        return d
+
+    def add(self, record: TokenRecord) -> Deferred[None]:
+        d = self._eval(
+            _ADD,
+            record.token_hash,
+            record.to_json(),
+            _ms(record.expires_at - record.created_at),
+            record.instance_uuid or "",
+            repr(record.expires_at),
+        )
+        return d.addCallback(lambda _: None)
+
+    def get(self, token_hash: str, now: float) -> Deferred[TokenRecord | None]:
+        d: Deferred[Any] = self._redis.get(self.prefix + "tok:" + token_hash)
+
+        def live(value: str | None) -> TokenRecord | None:
+            if value is None:
+                return None
+            record = TokenRecord.from_json(value)
+            return record if record.is_live(now) else None
+
+        return d.addCallback(live)
+
+    def use(self, token_hash: str, now: float) -> Deferred[TokenRecord | None]:
+        d = self._eval(_USE, token_hash, repr(now))
+        return d.addCallback(lambda v: TokenRecord.from_json(v) if v else None)
+
+    def list_tokens(
+        self, instance_uuid: str | None, now: float
+    ) -> Deferred[list[TokenRecord]]:
+        d = self._eval(_LIST, instance_uuid or "")
+
+        def live(values: list[str] | None) -> list[TokenRecord]:
+            records = [TokenRecord.from_json(v) for v in values or []]
+            found = [r for r in records if r.is_live(now)]
+            return sorted(found, key=lambda r: (r.created_at, r.token_hash))
+
+        return d.addCallback(live)
+
+    def remove(self, token_hash: str) -> Deferred[bool]:
+        return self._eval(_REMOVE, token_hash).addCallback(lambda n: int(n) > 0)
+
+    def remove_instance(self, instance_uuid: str) -> Deferred[int]:
+        return self._eval(_REMOVE_INSTANCE, instance_uuid).addCallback(int)
+
+    def add_revocation(self, kind: str, value: str, now: float) -> Deferred[int]:
+        d = self._eval(_ADD_REVOCATION, kind, value, repr(now), REVOCATION_MAX_ENTRIES)
+        return d.addCallback(int)
+
+    def revocations(self, after: int) -> Deferred[tuple[int, list[Revocation]]]:
+        def parse(reply: list[str]) -> tuple[int, list[Revocation]]:
+            latest, *entries = reply
+            feed = []
+            for text in entries:
+                e = json.loads(text)
+                feed.append(
+                    Revocation(int(e["seq"]), e["kind"], e["value"], float(e["at"]))
+                )
+            return int(latest), feed
+
+        return self._eval(_REVOCATIONS, int(after)).addCallback(parse)
+
+    def revocation_cursor(self) -> Deferred[int]:
+        d: Deferred[Any] = self._redis.get(self.prefix + "rev:seq")
+        return d.addCallback(lambda v: int(v or 0))
+
+    def put_sessions(
+        self, node: str, sessions: list[SessionRecord], now: float, ttl: float
+    ) -> Deferred[None]:
+        d = self._eval(
+            _PUT_SESSIONS, node, sessions_to_json(sessions), _ms(ttl), repr(now + ttl)
+        )
+        return d.addCallback(lambda _: None)
+
+    def sessions(self, now: float) -> Deferred[list[SessionRecord]]:
+        d = self._eval(_SESSIONS, repr(now))
+        return d.addCallback(
+            lambda values: [s for v in values or [] for s in sessions_from_json(v)]
+        )
+
+    def purge(self, now: float) -> Deferred[int]:
+        return self._eval(_PURGE, repr(now)).addCallback(int)
+
+    def close(self) -> Deferred[None]:
+        d: Deferred[Any] = self._redis.disconnect()
+        return d.addCallback(lambda _: None)
