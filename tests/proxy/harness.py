@@ -23,8 +23,10 @@ from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.policy import TargetPolicy
+from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.security import RFBConfig
+from txvnc.proxy.revocation import RevocationFollower
 from txvnc.proxy.site import console_site, find_novnc
 
 KEY = "relay-test-key"
@@ -192,6 +194,9 @@ class Stack:
         allowed_unix_dirs: tuple[str, ...] = (),
         limits=None,
         events=None,
+        proxy_policy: TargetPolicy | None = None,
+        max_auth_failures: int = 20,
+        follow_interval: float | None = None,
     ):
         self.store = MemoryTokenStore()
         # The fake VNC servers listen on any free port.
@@ -218,8 +223,21 @@ class Stack:
             allowed_unix_dirs=allowed_unix_dirs,
             limits=limits,
             events=events,
-            target_policy=TargetPolicy.allow_all(),
+            target_policy=proxy_policy or TargetPolicy.allow_all(),
+            guard=AuthFailureGuard(reactor, max_auth_failures),
+            node="stack-proxy",
         )
+        self.follower = None
+        if follow_interval is not None:
+            self.follower = RevocationFollower(
+                reactor,
+                self.auth,
+                self.factory.consoles,
+                "stack-proxy",
+                interval=follow_interval,
+            )
+            self.factory.follower = self.follower
+            self.follower.startService()
         self.proxy_port = reactor.listenTCP(
             0, console_site(self.factory, novnc_dir=find_novnc()), interface="127.0.0.1"
         )
@@ -293,6 +311,8 @@ class Stack:
         return response.code, response.phrase.decode()
 
     async def stop(self) -> None:
+        if self.follower is not None:
+            await maybeDeferred(self.follower.stopService)
         for console in list(self.factory.consoles):
             console.transport.abortConnection()
         # stopListening answers None for a port a test already closed.
