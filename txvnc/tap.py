@@ -300,11 +300,11 @@ class Options(usage.Options):
         self["allowed-origin"] = []
         self["trusted-proxy"] = []
         self["allowed-unix-dir"] = []
+        self["allowed-target"] = []
 
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
         self["allowed-unix-dir"].append(directory)
-        self["allowed-target"] = []
 
     def opt_allowed_target(self, rule: str) -> None:
         """

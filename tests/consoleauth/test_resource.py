@@ -255,7 +255,9 @@ async def test_sqlite_tokens_survive_a_restart(tmp_path):
     store = SQLiteTokenStore(path)
     port, url = await serve(store)
     response = await treq.post(
-        url + "/v1/tokens", json={"host": "10.0.0.6", "port": 5900, "ttl": 60}, headers=AUTH
+        url + "/v1/tokens",
+        json={"host": "10.0.0.6", "port": 5900, "ttl": 60},
+        headers=AUTH,
     )
     token = (await response.json())["token"]
     await port.stopListening()

@@ -25,8 +25,8 @@ from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.policy import TargetPolicy
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.revocation import RevocationFollower
+from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.site import console_site, find_novnc
 
 KEY = "relay-test-key"

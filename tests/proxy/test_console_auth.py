@@ -115,7 +115,7 @@ async def test_revoking_the_token_closes_the_open_console(vnc):
             headers={"Authorization": "Bearer " + KEY},
         )
         assert response.code == 204
-        was_clean, code, reason = await browser.closed
+        _was_clean, code, reason = await browser.closed
         assert (code, reason) == (4001, "Console access was revoked")
         await side.lost
     finally:

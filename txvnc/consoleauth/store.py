@@ -15,6 +15,7 @@ C{tests/consoleauth/test_store.py}.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import Deferred, succeed
@@ -289,3 +290,12 @@ def store_from_string(description: str) -> ITokenStore:
     from txvnc.consoleauth.sqlite import SQLiteTokenStore
 
     return SQLiteTokenStore(argument)
+
+
+def __getattr__(name: str) -> Any:
+    # SQLiteTokenStore lived here before the stores had modules of their own.
+    if name == "SQLiteTokenStore":
+        from txvnc.consoleauth.sqlite import SQLiteTokenStore
+
+        return SQLiteTokenStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
