@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--instance-uuid", help="instance the console belongs to")
     create.add_argument("--ttl", type=int, help="token lifetime in seconds")
     create.add_argument(
+        "--single-use",
+        action="store_true",
+        help="the token opens one console, then is gone",
+    )
+    create.add_argument(
         "--console-type", default="novnc", help="console type [default: novnc]"
     )
     rfb = create.add_argument_group(
@@ -126,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
         "revoke-instance", help="revoke every token of an instance"
     )
     revoke_instance.add_argument("instance_uuid")
+    listing = sub.add_parser("list", help="list live tokens (never the tokens)")
+    listing.add_argument("--instance-uuid", help="only this instance's tokens")
+    sessions = sub.add_parser("sessions", help="list open consoles on every proxy")
+    sessions.add_argument("--instance-uuid", help="only this instance's consoles")
+    kill = sub.add_parser("kill", help="close one open console")
+    kill.add_argument("session_id")
     return parser
 
 
@@ -136,8 +147,7 @@ def _vnc_password(args: argparse.Namespace) -> str | None:
                 return f.read().rstrip("\r\n") or None
         except OSError as e:
             raise KeyFileError(
-                f"cannot read VNC password file {args.vnc_password_file}: "
-                f"{e.strerror}"
+                f"cannot read VNC password file {args.vnc_password_file}: {e.strerror}"
             ) from None
     return os.environ.get("TXVNC_VNC_PASSWORD") or None
 
@@ -166,6 +176,7 @@ async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
             view_only=args.view_only,
             clipboard=args.clipboard,
             shared=args.shared,
+            single_use=args.single_use,
         )
         print(table(["Type", "Url"], [[answer["console_type"], answer["access_url"]]]))
     elif args.action == "revoke":
@@ -174,6 +185,41 @@ async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
     elif args.action == "revoke-instance":
         await client.revoke_instance(args.instance_uuid)
         print(f"Every token of instance {args.instance_uuid} revoked.")
+    elif args.action == "list":
+        tokens = await client.list_tokens(args.instance_uuid)
+        rows = [
+            [
+                t["token_hash"][:12],
+                str(t["instance_uuid"] or "-"),
+                t.get("unix_path") or f"{t['host']}:{t['port']}",
+                "yes" if t["single_use"] else "no",
+                t["expires_at"],
+            ]
+            for t in tokens
+        ]
+        print(
+            table(["Token hash", "Instance", "Target", "Single use", "Expires"], rows)
+        )
+    elif args.action == "sessions":
+        found = await client.list_sessions(args.instance_uuid)
+        rows = [
+            [
+                s["id"],
+                s["proxy"],
+                str(s["instance_uuid"] or "-"),
+                s["client"],
+                s["target"],
+                s["opened_at"],
+                str(s["bytes_to_vnc"]),
+                str(s["bytes_from_vnc"]),
+            ]
+            for s in found
+        ]
+        headers = ["Id", "Proxy", "Instance", "Client", "Target", "Opened"]
+        print(table([*headers, "To VNC", "From VNC"], rows))
+    elif args.action == "kill":
+        await client.kill_session(args.session_id)
+        print(f"Console {args.session_id} will be closed.")
     return 0
 
 

@@ -717,6 +717,18 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 self.close_why = f"browser closed ({code})"
             else:
                 self.close_why = "browser connection lost"
+        self.factory.audit.record(
+            "console.closed",
+            actor="proxy",
+            session_id=self.conn_id,
+            client=self.client,
+            instance_uuid=info.instance_uuid,
+            target=info.target,
+            token_hash=self.token_hash,
+            why=self.close_why,
+            bytes_to_vnc=self.bytes_to_vnc,
+            bytes_from_vnc=self.bytes_from_vnc,
+        )
         self._log.info(
             "[{conn_id}] {client}: console closed, instance {instance_uuid}, "
             "target {target}: {why}; {bytes_to_vnc} bytes to VNC, "
@@ -730,18 +742,6 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             bytes_to_vnc=self.bytes_to_vnc,
             bytes_from_vnc=self.bytes_from_vnc,
             duration=self.factory.clock.seconds() - self.opened_at,
-        )
-        self.factory.audit.record(
-            "console.closed",
-            actor="proxy",
-            session_id=self.conn_id,
-            client=self.client,
-            instance_uuid=info.instance_uuid,
-            target=f"{info.host}:{info.port}",
-            token_hash=self.token_hash,
-            why=self.close_why,
-            bytes_to_vnc=self.bytes_to_vnc,
-            bytes_from_vnc=self.bytes_from_vnc,
         )
 
     def _unclean_outcome(self) -> str | None:
@@ -934,7 +934,7 @@ class ConsoleProxyFactory(WebSocketServerFactory):
             session_id=console.conn_id,
             client=console.client,
             instance_uuid=info.instance_uuid if info else None,
-            target=f"{info.host}:{info.port}" if info else None,
+            target=info.target if info else None,
             token_hash=console.token_hash,
         )
         if self.follower is not None:
