@@ -62,6 +62,9 @@ from txvnc.policy import TargetPolicy
 from txvnc.unixtargets import unix_path_allowed
 
 MAX_BODY = 64 * 1024
+#: Longest path parameter (a token, instance, console or node name) or
+#: instance_uuid query value accepted; tokens are 43 characters.
+MAX_PARAMETER = 256
 #: A proxy's console report: room for about ten thousand consoles.
 MAX_REPORT_BODY = 4 * 1024 * 1024
 #: How long a proxy's report stays listed unless it reports again.
@@ -215,6 +218,15 @@ class ConsoleAuthResource(Resource):
             )
             return self._write(
                 request, 403, {"error": f"this API key does not have the {role} role"}
+            )
+
+        too_long = [p for p in params if len(p) > MAX_PARAMETER]
+        query = _query(request, "instance_uuid")
+        if too_long or (query is not None and len(query) > MAX_PARAMETER):
+            return self._write(
+                request,
+                400,
+                {"error": f"a path or query value is over {MAX_PARAMETER} characters"},
             )
 
         d = Deferred.fromCoroutine(self._run(handler, request, params, roles))
@@ -485,7 +497,9 @@ class ConsoleAuthResource(Resource):
     async def _revocations(
         self, request: Request, params: list[str], roles: frozenset[str]
     ) -> tuple[int, Any]:
-        after_text = _query(request, "after") or "0"
+        after_text = _query(request, "after")
+        if after_text is None:
+            after_text = "0"
         if not after_text.isdigit() or len(after_text) > 18:
             return 400, {"error": "after must be a non-negative integer"}
         # A cursor above "cursor" in the answer means the feed restarted
@@ -501,6 +515,9 @@ class ConsoleAuthResource(Resource):
             body = self._read_json(request, MAX_REPORT_BODY)
             if not isinstance(body, dict) or not isinstance(body.get("sessions"), list):
                 raise InvalidRequest('the body must be {"sessions": [...]}')
+            extra = sorted(set(body) - {"ttl", "sessions"})
+            if extra:
+                raise InvalidRequest(f"unknown field: {extra[0][:40]}")
             ttl = body.get("ttl", DEFAULT_REPORT_TTL)
             if (
                 not isinstance(ttl, int)

@@ -212,7 +212,9 @@ def parse_token_request(body: object, max_ttl: int = MAX_TTL) -> TokenRequest:
         raise InvalidRequest("missing host")
     if not isinstance(host, str) or not host:
         raise InvalidRequest("host must be a non-empty string")
-    if len(host) > MAX_HOST_LENGTH or any(c.isspace() or c in "/?#@" for c in host):
+    if len(host) > MAX_HOST_LENGTH or any(
+        c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "/?#@" for c in host
+    ):
         raise InvalidRequest("host must be a host name or an IP address")
 
     port = body.get("port")

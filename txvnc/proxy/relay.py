@@ -524,7 +524,6 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         assert info is not None
         return {
             "id": self.conn_id,
-            "node": self.factory.node,
             "instance_uuid": info.instance_uuid,
             "token_hash": self.token_hash,
             "client": self.client,
