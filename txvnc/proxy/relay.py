@@ -42,12 +42,9 @@ from txvnc.consoleauth.tokens import token_hash, token_ref
 from txvnc.policy import TargetPolicy
 from txvnc.proxy import closecodes
 from txvnc.proxy.closecodes import (
-    CLOSE_INTERNAL_ERROR,
     CLOSE_KILLED,
-    CLOSE_NORMAL,
     CLOSE_REVOKED,
     CLOSE_RFB_SECURITY,
-    CLOSE_UNSUPPORTED_DATA,
     KILLED_REASON,
     REVOKED_REASON,
 )
@@ -76,6 +73,7 @@ INVALID_TOKEN = "The token is invalid or has expired"
 CLOSE_NORMAL = closecodes.NORMAL
 CLOSE_UNSUPPORTED_DATA = closecodes.UNSUPPORTED_DATA
 CLOSE_INTERNAL_ERROR = closecodes.INTERNAL_ERROR
+
 #: What a client over its failed-check budget is told (HTTP 429).
 TOO_MANY_FAILURES = "Too many failed console requests; try again later"
 #: What the browser is told when the token names a target the policy refuses.
