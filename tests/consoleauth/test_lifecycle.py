@@ -292,3 +292,15 @@ async def test_audit_log_never_holds_a_token(api):
     assert minted["target"] == "10.0.0.6:5900"
     assert minted["instance_uuid"] == "i-1"
     assert minted["time"] == "1970-01-12T13:46:40Z"
+
+
+@pytest_twisted.ensureDeferred
+async def test_unavailable_store_is_503_without_traceback(api):
+    """A store that cannot be reached answers 503, logged as an error, not a 500."""
+    from twisted.internet.defer import fail
+
+    from txvnc.consoleauth.store import StoreUnavailable
+
+    api.store.get = lambda *a: fail(StoreUnavailable("Redis: Lost connection"))
+    status, answer = await api.call("GET", "/v1/tokens/x")
+    assert (status, answer) == (503, {"error": "the token store is unavailable"})

@@ -302,3 +302,18 @@ def test_redis_urls():
             parse_redis_url(bad)
     redacted = redact_store_description("redis://:s3cret@h:6380/1")
     assert "s3cret" not in redacted and "h:6380/1" in redacted
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_away_is_store_unavailable(tmp_path):
+    """With no Redis to reach, store calls fail with StoreUnavailable, which the API answers 503."""
+    from tests.redis_server import _free_port
+    from txvnc.consoleauth.store import StoreUnavailable
+
+    store = RedisTokenStore.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    store.timeout = 0.5
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.remove("x")
+    finally:
+        await store.close()

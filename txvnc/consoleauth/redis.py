@@ -24,7 +24,10 @@ import json
 from typing import Any
 
 import txredisapi  # type: ignore[import-untyped]
+from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txvnc.consoleauth.sessions import (
@@ -34,7 +37,7 @@ from txvnc.consoleauth.sessions import (
     sessions_from_json,
     sessions_to_json,
 )
-from txvnc.consoleauth.store import ITokenStore, parse_redis_url
+from txvnc.consoleauth.store import ITokenStore, StoreUnavailable, parse_redis_url
 from txvnc.consoleauth.tokens import TokenRecord
 
 DEFAULT_PREFIX = "txvnc:"
@@ -157,6 +160,18 @@ return redis.call('ZREMRANGEBYSCORE', p..'tokens', '-inf', ARGV[2])
 """
 
 
+#: Seconds a Redis call may take, queueing for a connection included.
+CALL_TIMEOUT = 5.0
+
+
+def _unavailable(failure: Failure) -> Failure:
+    # Lost or refused connections and timeouts are Redis being away; any
+    # other error (a script bug, a wrong type) stays what it is.
+    if failure.check(txredisapi.ConnectionError, defer.TimeoutError):
+        raise StoreUnavailable(f"Redis: {failure.getErrorMessage() or 'timed out'}")
+    return failure
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -168,12 +183,30 @@ class RedisTokenStore:
     connections that reconnects by itself.
     """
 
-    def __init__(self, redis: Any, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        prefix: str = DEFAULT_PREFIX,
+        clock: IReactorTime | None = None,
+        timeout: float = CALL_TIMEOUT,
+    ) -> None:
         self._redis = redis
         self.prefix = prefix
+        self._clock = clock
+        self.timeout = timeout
+
+    def _guard(self, d: Deferred[Any]) -> Deferred[Any]:
+        """
+        C{d} bounded in time, its connection failures as L{StoreUnavailable}.
+        """
+        if self._clock is not None:
+            d.addTimeout(self.timeout, self._clock)
+        return d.addErrback(_unavailable)
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX) -> RedisTokenStore:
+    def from_url(
+        cls, url: str, prefix: str = DEFAULT_PREFIX, clock: IReactorTime | None = None
+    ) -> RedisTokenStore:
         address = parse_redis_url(url)
         redis = txredisapi.lazyConnectionPool(
             host=address.host,
@@ -185,13 +218,17 @@ class RedisTokenStore:
             replyTimeout=5,
             convertNumbers=False,
         )
-        return cls(redis, prefix)
+        if clock is None:
+            from twisted.internet import reactor
+
+            clock = reactor
+        return cls(redis, prefix, clock)
 
     def _eval(self, script: str, *args: object) -> Deferred[Any]:
         d: Deferred[Any] = self._redis.eval(
             script, keys=[], args=[self.prefix, *(str(a) for a in args)]
         )
-        return d
+        return self._guard(d)
 
     def add(self, record: TokenRecord) -> Deferred[None]:
         d = self._eval(
@@ -206,6 +243,7 @@ class RedisTokenStore:
 
     def get(self, token_hash: str, now: float) -> Deferred[TokenRecord | None]:
         d: Deferred[Any] = self._redis.get(self.prefix + "tok:" + token_hash)
+        self._guard(d)
 
         def live(value: str | None) -> TokenRecord | None:
             if value is None:
@@ -256,6 +294,7 @@ class RedisTokenStore:
 
     def revocation_cursor(self) -> Deferred[int]:
         d: Deferred[Any] = self._redis.get(self.prefix + "rev:seq")
+        self._guard(d)
         return d.addCallback(lambda v: int(v or 0))
 
     def put_sessions(

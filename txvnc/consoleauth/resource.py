@@ -47,7 +47,7 @@ from txvnc.consoleauth.secretbox import (
     seal_options,
 )
 from txvnc.consoleauth.sessions import SessionRecord
-from txvnc.consoleauth.store import ITokenStore
+from txvnc.consoleauth.store import ITokenStore, StoreUnavailable
 from txvnc.consoleauth.tokens import (
     MAX_TTL,
     InvalidRequest,
@@ -246,11 +246,20 @@ class ConsoleAuthResource(Resource):
             request.finish()
 
     def _internal_error(self, failure: Failure, request: Request) -> None:
-        self._log.failure(
-            "token API request {method} failed", failure, method=request.method
-        )
+        if failure.check(StoreUnavailable):
+            self._log.error(
+                "token API request {method} failed: the store is unavailable: {why}",
+                method=request.method,
+                why=failure.getErrorMessage(),
+            )
+            status, body = 503, {"error": "the token store is unavailable"}
+        else:
+            self._log.failure(
+                "token API request {method} failed", failure, method=request.method
+            )
+            status, body = 500, {"error": "internal error"}
         if not request._disconnected and not request.finished:
-            request.write(self._write(request, 500, {"error": "internal error"}))
+            request.write(self._write(request, status, body))
             request.finish()
 
     def _write(self, request: Request, status: int, body: Any) -> bytes:

@@ -113,6 +113,13 @@ class ITokenStore(Interface):
         """
 
 
+class StoreUnavailable(Exception):
+    """
+    The store could not be reached (Redis down, connection lost): an
+    operational condition the API answers with 503, not a bug.
+    """
+
+
 class UnknownStore(ValueError):
     """
     A C{--store} description that names no backend.
