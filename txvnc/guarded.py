@@ -45,6 +45,8 @@ class GuardedChannel(HTTPChannel):
     _log = Logger()
     header_timeout: float | None = DEFAULT_HEADER_TIMEOUT
     max_body = 0
+    #: Path prefixes allowed a larger body than C{max_body}, and their limit.
+    larger_bodies: dict[bytes, int] = {}
     _header_call: IDelayedCall | None = None
     _served = False
     _heard = False
@@ -59,10 +61,15 @@ class GuardedChannel(HTTPChannel):
             # Chunked: a body whose size nobody knows yet.
             self._refuse(b"411 Length Required", "a chunked request body")
             return
-        if self.length is not None and self.length > self.max_body:
+        limit = self.max_body
+        path = getattr(self, "_path", b"") or b""
+        for prefix, larger in self.larger_bodies.items():
+            if path.startswith(prefix):
+                limit = larger
+        if self.length is not None and self.length > limit:
             self._refuse(
                 b"413 Content Too Large",
-                f"a request body of {self.length} bytes (limit {self.max_body})",
+                f"a request body of {self.length} bytes (limit {limit})",
             )
             return
         super().allHeadersReceived()
@@ -168,6 +175,8 @@ class GuardedSite(Site):
 
     @param header_timeout: seconds each request has to send its headers.
     @param max_body: the largest request body accepted, in bytes (0: none).
+    @param larger_bodies: path prefixes allowed a larger body, and their
+        limit (the token API's console reports).
     """
 
     # A bare channel, not Twisted's HTTP/2-negotiating wrapper: WebSocket
@@ -180,14 +189,17 @@ class GuardedSite(Site):
         *args: Any,
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         max_body: int = 0,
+        larger_bodies: dict[bytes, int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, *args, **kwargs)
         self.header_timeout = header_timeout
         self.max_body = max_body
+        self.larger_bodies = dict(larger_bodies or {})
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)
         channel.header_timeout = self.header_timeout
         channel.max_body = self.max_body
+        channel.larger_bodies = self.larger_bodies
         return channel

@@ -36,7 +36,11 @@ from txvnc.consoleauth.keys import (
     load_or_create_key_file,
     read_key_file,
 )
-from txvnc.consoleauth.resource import MAX_REPORT_BODY, ConsoleAuthResource
+from txvnc.consoleauth.resource import (
+    MAX_BODY,
+    MAX_REPORT_BODY,
+    ConsoleAuthResource,
+)
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import (
     STORE_FORMS,
@@ -688,13 +692,13 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             audit=audit,
         )
         readiness.add("store", lambda: store.get(NO_SUCH_TOKEN, reactor.seconds()))
-        # The largest body is a proxy's console report; each route caps its
-        # own (a mint takes 64 KiB at most).
+        # A mint takes 64 KiB at most; only a proxy's console report more.
         api_site = GuardedSite(
             WithOps(api, ops_children(readiness, MetricsResource(registry))),
             timeout=60,
             logFormatter=access_log_formatter,
-            max_body=MAX_REPORT_BODY,
+            max_body=MAX_BODY,
+            larger_bodies={b"/v1/proxies/": MAX_REPORT_BODY},
             header_timeout=config["handshake-timeout"],
             reactor=reactor,
         )

@@ -103,6 +103,8 @@ async def start_twistd(
                 "--store", "memory:",
                 "--base-url", f"{scheme}://127.0.0.1:{proxy_port}",
                 "--novnc", str(NOVNC),
+                # Test VNC servers listen on any free port.
+                "--allowed-target", "127.0.0.1:1024-65535",
                 *args,
             ],
             env=env or clean_env(),

@@ -90,6 +90,8 @@ def start_txvnc(
         "--api-key-file", str(key_file),
         "--store", "memory:",
         "--web", str(directory / "web"),
+        # Test VNC servers listen on any free port.
+        "--allowed-target", "127.0.0.1:1024-65535",
         *args,
     ]  # fmt: skip
     process = subprocess.Popen(
