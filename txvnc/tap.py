@@ -55,8 +55,8 @@ from txvnc.guarded import GuardedSite
 from txvnc.health import Readiness, WithOps, http_ok, ops_children
 from txvnc.logs import JSONLineObserver, LoggedService
 from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
-from txvnc.proxy.forwarded import parse_networks
 from txvnc.policy import DEFAULT_RULES, PolicyError, TargetPolicy
+from txvnc.proxy.forwarded import parse_networks
 from txvnc.proxy.guard import DEFAULT_MAX_FAILURES, AuthFailureGuard
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
