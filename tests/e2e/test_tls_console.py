@@ -65,6 +65,8 @@ def start_tls_txvnc(directory: Path, key: Path, cert: Path) -> TxvncServer:
                 "--store", "memory:",
                 "--base-url", f"https://localhost:{proxy_port}",
                 "--novnc", str(NOVNC),
+                # The test VNC server listens on any free port.
+                "--allowed-target", "127.0.0.1:1024-65535",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
