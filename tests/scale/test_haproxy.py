@@ -1,5 +1,5 @@
 """
-Many machines on one: two token API processes sharing one token store, two
+Many machines on one: redis-server, two token API processes on it, two
 proxy processes and HAProxy in front of both pairs, all on loopback. One proxy
 node is killed; consoles on the other stay open, and every token minted
 before the kill still opens a console, through HAProxy, on the survivor.
@@ -100,15 +100,6 @@ def redis(tmp_path):
     stop(process)
 
 
-@pytest.fixture
-def shared_store(tmp_path):
-    """
-    The token store both API nodes use: one SQLite file until the Redis
-    store lands (then the redis fixture above).
-    """
-    return f"sqlite:{tmp_path}/shared.sqlite"
-
-
 def haproxy_status(sock_path: Path, backend: str) -> dict[str, str]:
     """Server name -> status (UP, DOWN, ...) of one backend, from the stats socket."""
     with socket.socket(socket.AF_UNIX) as s:
@@ -126,15 +117,15 @@ def haproxy_status(sock_path: Path, backend: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def cluster(tmp_path, shared_store):
-    """Two API nodes on one store, two proxy nodes, HAProxy in front of each pair."""
+def cluster(tmp_path, redis):
+    """Two API nodes on one Redis, two proxy nodes, HAProxy in front of each pair."""
     if not os.path.exists(HAPROXY):
         pytest.fail("haproxy is missing: run scripts/system-deps test", pytrace=False)
     started = []
     try:
         apis = [
             start_txvnc(
-                tmp_path / f"api{n}", "--no-proxy", "--store", shared_store, proxies=0
+                tmp_path / f"api{n}", "--no-proxy", "--store", redis, proxies=0
             )
             for n in (1, 2)
         ]
