@@ -111,3 +111,26 @@ def test_silent_connection_is_aborted_at_the_deadline():
     reactor.advance(0.1)
     assert transport.value() == b""
     assert transport.disconnected
+
+
+def test_larger_body_only_under_its_path_prefix():
+    """A path given a larger limit takes a bigger body; every other path keeps the small one."""
+    reactor = MemoryReactorClock()
+    site = GuardedSite(
+        Hello(), reactor=reactor, max_body=100, larger_bodies={b"/big/": 1000}
+    )
+
+    def post(path: bytes, size: int) -> bytes:
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(
+            b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + str(size).encode() + b"\r\n\r\n" + b"x" * size
+        )
+        return transport.value()
+
+    assert post(b"/big/report", 500).startswith(b"HTTP/1.1 200 OK")
+    assert post(b"/big/report", 1001).startswith(b"HTTP/1.1 413")
+    assert post(b"/small", 500).startswith(b"HTTP/1.1 413")
+    assert post(b"/small", 100).startswith(b"HTTP/1.1 200 OK")
