@@ -8,8 +8,10 @@
 //   echo    writes back everything it reads
 //   hold    nothing more (an idle console)
 //
-// The token endpoint answers GET /v1/tokens/<token> with the JSON both
-// txvnc and websockify's JSONTokenApi read, for tokens "<port>-<anything>".
+// The token endpoint answers GET /v1/tokens/<token> (websockify's
+// JSONTokenApi, txvnc's check) and POST /v1/tokens/<token>/use (txvnc's
+// proxy, which uses single-use tokens up) with the same JSON, for tokens
+// "<port>-<anything>".
 //
 // Prints one JSON line with the ports once everything listens.
 
@@ -79,8 +81,8 @@ for (const [name, script] of Object.entries(scripts)) {
 }
 
 const tokenApi = http.createServer((req, res) => {
-  const m = /^\/v1\/tokens\/(\d+)-/.exec(req.url);
-  if (req.method !== "GET" || !m) {
+  const m = /^\/v1\/tokens\/(\d+)-[^/]*(\/use)?$/.exec(req.url);
+  if (!m || req.method !== (m[2] ? "POST" : "GET")) {
     res.writeHead(404, { "content-type": "application/json" });
     res.end('{"error": "not found"}');
     return;

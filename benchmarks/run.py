@@ -154,6 +154,8 @@ class Bench:
             "--consoleauth-url", f"http://127.0.0.1:{self.backend['tokens']}",
             "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
             "--api-key-file", str(key), "--web", str(web),
+            # The backend's VNC servers are on loopback, free ports.
+            "--allowed-target", "127.0.0.1:1024-65535",
         ]  # fmt: skip
         if workers > 1:
             args += ["--workers", str(workers)]
@@ -197,7 +199,7 @@ class Bench:
                 return dict(json.loads(out.stdout.splitlines()[-1]))
             err = out.stderr.decode(errors="replace").strip().splitlines()
             print(f"  load {mode} {target} failed (attempt {attempt + 1}): "
-                  f"{err[-1] if err else out.returncode}", file=sys.stderr)
+                  f"{' | '.join(err[-6:]) if err else out.returncode}", file=sys.stderr)
         raise RuntimeError(f"load client failed three times: {mode} {target}")
 
     @contextlib.contextmanager
