@@ -18,6 +18,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from txvnc.client import ConnectInfo
+from txvnc.consoleauth.keys import ADMIN, PROXY, ApiKey, KeyRing
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox, SecretError
 from txvnc.consoleauth.store import MemoryTokenStore, SQLiteTokenStore
@@ -169,3 +170,26 @@ async def test_replaced_secret_key_is_a_clear_error() -> None:
     _, other = make_api(store, secrets=SecretBox("a replaced key"))
     code, body = await call(other, "GET", "/v1/tokens/" + answer["token"])
     assert (code, body) == (500, {"error": "the token's VNC password cannot be decrypted"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_proxy_role_receives_the_password() -> None:
+    """An admin-only key checking a token sees its options but never its VNC password; a proxy key does."""
+    ring = KeyRing((ApiKey("admin-key", frozenset({ADMIN})), ApiKey("proxy-key", frozenset({PROXY}))))
+    resource = ConsoleAuthResource(MemoryTokenStore(), ring, Clock(), "http://proxy.example", secrets=BOX)
+    http = StubTreq(resource)
+
+    async def as_(key: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        kwargs: dict = {"headers": {b"Authorization": [b"Bearer " + key.encode()]}}
+        if body is not None:
+            kwargs["data"] = json.dumps(body).encode()
+        response = await http.request(method, API + path, **kwargs)
+        return response.code, json.loads(await treq.content(response))
+
+    code, answer = await as_("admin-key", "POST", "/v1/tokens", {"host": "127.0.0.1", "port": 5901, "security": "vnc", "vnc_password": "pw"})
+    assert code == 201, answer
+    code, info = await as_("admin-key", "GET", "/v1/tokens/" + answer["token"])
+    assert (code, info.get("security")) == (200, "vnc"), info
+    assert "vnc_password" not in info
+    code, info = await as_("proxy-key", "GET", "/v1/tokens/" + answer["token"])
+    assert (code, info.get("vnc_password"), info.get("security")) == (200, "pw", "vnc")
