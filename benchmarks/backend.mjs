@@ -112,10 +112,11 @@ wss.on("connection", (ws, req) => {
     stream(
       (b) => {
         // A socket the client dropped stays OPEN for ws until its close
-        // event runs, which this loop would never let happen.
-        if (ws.readyState !== ws.OPEN || sock.destroyed) return false;
+        // event runs, which this loop would never let happen; a write
+        // after the socket ended only makes an error (and no progress).
+        if (ws.readyState !== ws.OPEN || !sock.writable) return false;
         ws.send(b);
-        return !sock.destroyed && sock.writableLength < 1 << 20;
+        return sock.writable && sock.writableLength < 1 << 20;
       },
       (f) => sock.on("drain", f),
     );
