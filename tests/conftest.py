@@ -2,6 +2,7 @@
 Shared test set-up.
 """
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,10 +12,22 @@ from tests.logscan import SECRETS, leaks
 
 # CI machines are small and busy (a browser and a VM may run beside the
 # property tests): judge properties, not the speed of one draw.
+# The suite draws the same examples on every run (derandomize), so CI's
+# verdict never depends on luck; HYPOTHESIS_PROFILE=explore draws new ones,
+# as `make fuzz` does for the parsers with atheris.
 settings.register_profile(
-    "txvnc", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "txvnc",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
 )
-settings.load_profile("txvnc")
+settings.register_profile(
+    "explore",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    max_examples=2000,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "txvnc"))
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ import signal
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from txvnc.health import Readiness
@@ -63,10 +63,7 @@ class DrainService(Service):
             console.close_console(
                 closecodes.GOING_AWAY, closecodes.REASONS[closecodes.GOING_AWAY]
             )
-        closed = DeferredList(
-            [_when_closed(c) for c in consoles],
-            consumeErrors=True,
-        )
+        closed = factory.when_idle()
         done: Deferred[None] = Deferred()
         timer = self._reactor.callLater(self.drain_timeout, self._give_up, done)
 
@@ -93,21 +90,6 @@ class DrainService(Service):
             if transport is not None:
                 transport.abortConnection()
         done.callback(None)
-
-
-def _when_closed(console: Any) -> Deferred[None]:
-    """
-    A Deferred of our own that fires when C{console} has closed; Autobahn's
-    C{is_closed} (a Deferred under Twisted) is left as it was.
-    """
-    d: Deferred[None] = Deferred()
-
-    def fire(result: object) -> object:
-        d.callback(None)
-        return result
-
-    console.is_closed.addBoth(fire)
-    return d
 
 
 class SignalService(Service):

@@ -136,7 +136,10 @@ def test_validation_of_token_fields(body):
     valid = (
         isinstance(body.get("host"), str)
         and 0 < len(body["host"]) <= 255
-        and not any(c.isspace() or c in "/?#@" for c in body["host"])
+        and not any(
+            c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "/?#@"
+            for c in body["host"]
+        )
         and type(body.get("port")) is int
         and 1 <= body["port"] <= 65535
         and (

@@ -116,7 +116,10 @@ async def test_a_thousand_consoles_at_once_all_bytes_intact(many_files, stack, v
         assert vnc.sides[i].received == EACH_WAY, i
         assert browser.received == EACH_WAY, i
         assert browser.sha.hexdigest() == hashlib.sha256(vnc.downloads[i]).hexdigest(), i
+    all_closed = stack.factory.when_idle()
     for browser in browsers:
         browser.sendClose()
     await gatherResults([b.closed for b in browsers])
+    # The proxy's side of each console finishes closing after the browser's.
+    await all_closed
     assert not stack.factory.consoles

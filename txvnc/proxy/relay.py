@@ -698,7 +698,6 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             )
         if self.close_why is None and self.outcome == "keepalive_timeout":
             self.close_why = "no answer to a keepalive ping"
-        self.factory.closed(self)
         self.factory.events.console_ended(self.outcome, opened=True)
         info = self.connect_info
         assert info is not None
@@ -740,6 +739,8 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             bytes_from_vnc=self.bytes_from_vnc,
             duration=self.factory.clock.seconds() - self.opened_at,
         )
+        # Last: waiters on when_idle (a drain) see the line above written.
+        self.factory.closed(self)
 
     def _unclean_outcome(self) -> str | None:
         why = self.wasNotCleanReason or ""
@@ -850,6 +851,7 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         #: Set when the service is shutting down: new consoles are told so.
         self.draining = False
         self.consoles: set[ConsoleProxyProtocol] = set()
+        self._idle_waiters: list[Deferred[None]] = []
         #: Bytes relayed by consoles already closed (for metrics).
         self.closed_bytes_to_vnc = 0
         self.closed_bytes_from_vnc = 0
@@ -895,6 +897,7 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         endpoint = UNIXClientEndpoint(self.reactor, path, timeout=self.connect_timeout)
         d: Deferred[Any] = endpoint.connect(_OneConsole(protocol))
         return d
+
     def client_address(self, request: ConnectionRequest) -> str:
         """
         The browser's address as logs, limits and audit should name it: the
@@ -944,3 +947,21 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         self.closed_bytes_from_vnc += console.bytes_from_vnc
         if self.follower is not None:
             self.follower.closed(console)
+        if not self.consoles:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def when_idle(self) -> Deferred[None]:
+        """
+        Fires once no console is open (at once when none is). Autobahn's
+        per-connection C{is_closed} can fire before C{onClose} has run, so
+        waiting on those would let a drain finish before the consoles'
+        closing lines are logged and their counts are in.
+        """
+        d: Deferred[None] = Deferred()
+        if self.consoles:
+            self._idle_waiters.append(d)
+        else:
+            d.callback(None)
+        return d
