@@ -726,6 +726,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             socks = shared_listening_sockets(config["listen"], config["workers"])
             pool = WorkerPool(reactor, socks, worker_config(config))
             pool.setServiceParent(top)
+            hooks.add("the workers (SIGHUP passed on)", pool.reload)
         else:
             site, factory = proxy_site(
                 config,

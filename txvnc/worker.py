@@ -19,7 +19,8 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
-from txvnc.consoleauth.keys import PROXY, read_key_file
+from txvnc.consoleauth.keys import PROXY, KeyRing
+from txvnc.reload import ReloadHooks
 from txvnc.workers import LISTEN_FD
 
 _log = Logger()
@@ -32,7 +33,7 @@ def run(config: dict[str, Any], reactor: Any) -> None:
     from prometheus_client import CollectorRegistry
 
     from txvnc.health import Readiness
-    from txvnc.shutdown import DrainService
+    from txvnc.shutdown import DrainService, SignalService
     from txvnc.tap import proxy_site
 
     readiness = Readiness(reactor)
@@ -42,10 +43,16 @@ def run(config: dict[str, Any], reactor: Any) -> None:
     # its own name there.
     node = config.get("node-name") or node_name(config["listen"])
     config = {**config, "node-name": f"{node}/{os.getpid()}"}
+    # The key is looked up per call, so a SIGHUP (passed on by the
+    # supervisor) rotates it without touching open consoles.
+    keys = KeyRing.from_file(config["api-key-file"])
+    keys.key_for(PROXY)
+    hooks = ReloadHooks()
+    hooks.add("API keys", keys.reload)
     site, factory = proxy_site(
         config,
         reactor,
-        read_key_file(config["api-key-file"], PROXY),
+        lambda: keys.key_for(PROXY),
         CollectorRegistry(),
         readiness,
     )
@@ -59,6 +66,8 @@ def run(config: dict[str, Any], reactor: Any) -> None:
     drain = DrainService(reactor, factory, readiness, config["drain-timeout"])
     drain.startService()
     reactor.addSystemEventTrigger("before", "shutdown", drain.stopService)
+    # SIGTERM stops the reactor (and so drains, above); SIGHUP reloads.
+    SignalService(reactor, hooks).startService()
     family = socket.AF_INET6 if config["listen"].startswith("tcp6") else socket.AF_INET
     port = reactor.adoptStreamPort(LISTEN_FD, family, site)
     os.close(LISTEN_FD)  # the port holds its own duplicate

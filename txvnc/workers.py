@@ -283,6 +283,14 @@ class WorkerPool(Service):
             sock.close()
         return result
 
+    def reload(self) -> None:
+        """
+        Pass the twistd process's SIGHUP on to every worker, so each
+        re-reads what it reloads (the proxy's API key) as one process would.
+        """
+        for worker in list(self.workers.values()):
+            self._signal(worker, signal.SIGHUP)
+
     @staticmethod
     def _signal(worker: WorkerProtocol, sig: int) -> None:
         transport: Any = worker.transport

@@ -131,3 +131,28 @@ async def test_killed_worker_is_restarted_and_other_consoles_stay_open(txvnc2, v
         await round_trip(browser, server_side, os.urandom(10_000))
     for browser, _ in consoles + fresh:
         browser.sendClose()
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.ensureDeferred
+async def test_sighup_rotates_the_proxy_key_in_every_worker(txvnc2, vnc):
+    """After SIGHUP every worker checks tokens with the new proxy key; an open console carries on."""
+    before = await open_many(txvnc2, vnc, 1)
+    # The start-up key had both roles; after the rotation it is admin only,
+    # so a worker still using it would be refused by the API (a 503).
+    key_file = txvnc2.process.args[txvnc2.process.args.index("--api-key-file") + 1]
+    with open(key_file, "w") as f:
+        f.write(f"admin {txvnc2.key}\nproxy rotated-proxy-key-{'p' * 24}\n")
+    mark = txvnc2.log.mark()
+    txvnc2.process.send_signal(signal.SIGHUP)
+    for n in (1, 2):
+        await txvnc2.wait_for(
+            rf"txvnc-worker-{n}\] API keys reloaded from .*: 1 admin, 1 proxy", mark
+        )
+    workers = sorted(children(txvnc2.process.pid))
+    fresh = await open_many(txvnc2, vnc, CONSOLES)
+    assert {worker_of(s, workers) for _, s in fresh} == set(workers)
+    for browser, server_side in before + fresh:
+        await round_trip(browser, server_side, os.urandom(1000))
+    for browser, _ in before + fresh:
+        browser.sendClose()
