@@ -57,6 +57,31 @@ async def test_proxy_rechecks_the_target_policy(vnc):
 
 
 @pytest_twisted.ensureDeferred
+async def test_proxy_rechecks_unix_targets(vnc, tmp_path):
+    """A token naming a unix socket outside the proxy's --allowed-unix-dir is refused like any foreign target."""
+    stack = make_stack(allowed_unix_dirs=(str(tmp_path / "allowed"),))
+    try:
+        # As if another API, with other allowed directories, had minted it.
+        token = new_token()
+        await stack.store.add(
+            TokenRecord(
+                token_hash(token),
+                "",
+                0,
+                "i-1",
+                "novnc",
+                0.0,
+                4e9,
+                options={"unix_path": str(tmp_path / "elsewhere" / "vnc.sock")},
+            )
+        )
+        await refused(stack, vnc, f"token={token}", 403, TARGET_NOT_ALLOWED)
+        assert not stack.factory.counter.for_token(token_hash(token))
+    finally:
+        await stack.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_single_use_token_opens_one_console(vnc):
     """Of two browsers racing with one single-use token, exactly one gets a console."""
     stack = make_stack()

@@ -222,6 +222,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(403, INVALID_TOKEN)
 
         ref = token_ref(token)
+        hashed = token_hash(token)
         try:
             with factory.events.token_check() as check:
                 info = await factory.auth.use_token(token)
@@ -260,37 +261,34 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 token_ref=ref,
             )
             self.outcome = "bad_token"
-            self._auth_failed(address, token_hash(token), "invalid token")
+            self._auth_failed(address, hashed, "invalid token")
             raise ConnectionDeny(403, INVALID_TOKEN)
 
-        if info.unix_path is None and not factory.target_policy.allows(
-            info.host, info.port
-        ):
+        if not self._target_allowed(info):
             # The API should never have minted it; the proxy's own policy
-            # has the last word before any packet goes to the target.
+            # (--allowed-target, --allowed-unix-dir) has the last word before
+            # any packet goes to the target.
             self._log.warn(
                 "[{conn_id}] {client}: refused: token {token_ref} names "
-                "{host}:{port}, outside this proxy's target policy",
+                "{target}, outside this proxy's target policy",
                 conn_id=self.conn_id,
                 client=self.client,
                 token_ref=ref,
-                host=info.host,
-                port=info.port,
+                target=info.target,
             )
             factory.audit.record(
                 "console.refused",
                 actor="proxy",
                 client=self.client,
                 instance_uuid=info.instance_uuid,
-                target=f"{info.host}:{info.port}",
-                token_hash=token_hash(token),
+                target=info.target,
+                token_hash=hashed,
                 reason="target not allowed",
             )
             self.outcome = "target_not_allowed"
             raise ConnectionDeny(403, TARGET_NOT_ALLOWED)
 
-        key = token_hash(token)
-        refusal = factory.counter.enter_token(key)
+        refusal = factory.counter.enter_token(hashed)
         if refusal is not None:
             self._log.warn(
                 "[{conn_id}] {client}: refused: token {token_ref} already has "
@@ -298,13 +296,13 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 conn_id=self.conn_id,
                 client=self.client,
                 token_ref=ref,
-                count=factory.counter.for_token(key),
+                count=factory.counter.for_token(hashed),
             )
             return self._refuse(refusal, subprotocol)
-        self._token_key = key
+        self._token_key = hashed
 
         self.connect_info = info
-        self.token_hash = token_hash(token)
+        self.token_hash = hashed
         self.revocation_cursor = info.revocation_cursor
         self._log.info(
             "[{conn_id}] {client}: token {token_ref} accepted, instance "
@@ -315,17 +313,6 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             instance_uuid=info.instance_uuid,
             target=info.target,
         )
-        if info.unix_path is not None and not unix_path_allowed(
-            info.unix_path, factory.allowed_unix_dirs
-        ):
-            self._log.warn(
-                "[{conn_id}] {client}: refused: unix target {target} is not "
-                "under an --allowed-unix-dir",
-                conn_id=self.conn_id,
-                client=self.client,
-                target=info.target,
-            )
-            raise ConnectionDeny(403, INVALID_TOKEN)
         # noVNC asks for "binary"; old clients ask for nothing.
         return subprotocol
 
@@ -359,6 +346,12 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 limit=factory.guard.max_failures,
                 cooldown=factory.guard.cooldown,
             )
+
+    def _target_allowed(self, info: ConnectInfo) -> bool:
+        factory = self.factory
+        if info.unix_path is not None:
+            return unix_path_allowed(info.unix_path, factory.allowed_unix_dirs)
+        return factory.target_policy.allows(info.host, info.port)
 
     @property
     def _stream(self) -> Any:
