@@ -3,6 +3,7 @@ The --workers option and the pieces of the worker pool that need no
 processes (the real processes are in tests/scale/test_workers.py).
 """
 
+import os
 import socket
 
 import pytest
@@ -63,6 +64,17 @@ def test_workers_get_a_pool_and_the_api_stays():
         assert len([s for s in top if isinstance(s, StreamServerEndpointService)]) == 1
     finally:
         pool._close_sockets(None)
+
+
+def test_workers_metrics_directory_is_made_and_removed_with_the_pool():
+    """--workers 2 gives the pool a private metrics directory, which goes when the pool stops."""
+    config = options("--workers", "2", "--listen", "tcp:0:interface=127.0.0.1")
+    top = makeService(config, MemoryReactorClock())
+    (pool,) = [s for s in top if isinstance(s, WorkerPool)]
+    assert pool.metrics is not None
+    assert os.path.isdir(pool.metrics.path)
+    pool._close_sockets(None)
+    assert not os.path.exists(pool.metrics.path)
 
 
 @pytest.mark.parametrize(

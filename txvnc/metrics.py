@@ -38,6 +38,23 @@ TOKEN_CHECK_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 )
 
+#: (name, help) of the metrics that L{txvnc.sharedmetrics} also writes:
+#: under C{--workers} each worker publishes the open consoles and bytes that
+#: L{ProxyCollector} reads in one process, and the twistd process counts the
+#: consoles of a worker that died; the same names either way.
+CONSOLES_ENDED = (
+    "txvnc_consoles",
+    (
+        "Console requests that ended, by outcome (ok, bad_token, bad_origin, "
+        "target_down, idle_timeout, revoked, worker_died, ...)."
+    ),
+)
+CONSOLES_OPEN = ("txvnc_consoles_open", "Consoles open now (relaying to a VNC server).")
+CONSOLE_BYTES = (
+    "txvnc_console_bytes",
+    "Bytes relayed, by direction: to_vnc (from browsers) and from_vnc.",
+)
+
 
 class PrometheusConsoleEvents(ConsoleEvents):
     """
@@ -46,13 +63,7 @@ class PrometheusConsoleEvents(ConsoleEvents):
 
     def __init__(self, registry: CollectorRegistry, clock: IReactorTime) -> None:
         self._clock = clock
-        self.consoles = Counter(
-            "txvnc_consoles",
-            "Console requests that ended, by outcome (ok, bad_token, bad_origin, "
-            "target_down, idle_timeout, revoked, ...).",
-            ["outcome"],
-            registry=registry,
-        )
+        self.consoles = Counter(*CONSOLES_ENDED, ["outcome"], registry=registry)
         self.refused = Counter(
             "txvnc_handshakes_refused",
             "WebSocket upgrades refused, by HTTP status.",
@@ -114,16 +125,10 @@ class ProxyCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         factory = self._factory
         consoles = list(factory.consoles)
-        open_ = GaugeMetricFamily(
-            "txvnc_consoles_open", "Consoles open now (relaying to a VNC server)."
-        )
+        open_ = GaugeMetricFamily(*CONSOLES_OPEN)
         open_.add_metric([], len(consoles))
         yield open_
-        relayed = CounterMetricFamily(
-            "txvnc_console_bytes",
-            "Bytes relayed, by direction: to_vnc (from browsers) and from_vnc.",
-            labels=["direction"],
-        )
+        relayed = CounterMetricFamily(*CONSOLE_BYTES, labels=["direction"])
         relayed.add_metric(
             ["to_vnc"],
             factory.closed_bytes_to_vnc + sum(c.bytes_to_vnc for c in consoles),

@@ -65,6 +65,7 @@ from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
 from txvnc.redact import access_log_formatter
 from txvnc.reload import ReloadHooks
+from txvnc.sharedmetrics import WorkerMetricsDirectory
 from txvnc.shutdown import DrainService, SignalService
 from txvnc.tls import (
     TLSConfigError,
@@ -724,7 +725,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     if not config["no-proxy"]:
         if config["workers"] > 1:
             socks = shared_listening_sockets(config["listen"], config["workers"])
-            pool = WorkerPool(reactor, socks, worker_config(config))
+            # The workers' metrics, summed into this process's /metrics.
+            shared = WorkerMetricsDirectory.create()
+            registry.register(shared.collector())
+            pool = WorkerPool(reactor, socks, worker_config(config), metrics=shared)
             pool.setServiceParent(top)
             hooks.add("the workers (SIGHUP passed on)", pool.reload)
         else:

@@ -21,6 +21,7 @@ from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.reload import ReloadHooks
+from txvnc.sharedmetrics import ENV, ProxyMetricsPublisher
 from txvnc.workers import LISTEN_FD
 
 _log = Logger()
@@ -56,6 +57,12 @@ def run(config: dict[str, Any], reactor: Any) -> None:
         CollectorRegistry(),
         readiness,
     )
+    if os.environ.get(ENV):
+        # This process's metrics go to files the supervisor sums.
+        publisher = ProxyMetricsPublisher(factory)
+        publisher.start(reactor)
+        # "during": after the drain ("before") has closed the consoles.
+        reactor.addSystemEventTrigger("during", "shutdown", publisher.stop)
     if factory.follower is not None:
         factory.follower.startService()
         reactor.addSystemEventTrigger(

@@ -35,6 +35,8 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.python.usage import UsageError
 
+from txvnc.sharedmetrics import WorkerMetricsDirectory
+
 #: The listening socket's descriptor number in every worker.
 LISTEN_FD = 3
 
@@ -120,6 +122,8 @@ class WorkerProtocol(ProcessProtocol):
         self.number = number
         self.config = config
         self.ended: Deferred[None] = Deferred()
+        #: The process id, kept after the process has ended.
+        self.pid: int | None = None
         self._out = b""
         self._err = b""
 
@@ -171,6 +175,8 @@ class WorkerPool(Service):
 
     @param config: the twistd options, as JSON-able values, each worker's
         configuration (a worker runs the proxy only).
+    @param metrics: where the workers write their metrics, told of every
+        worker that ends and removed when the pool stops.
     """
 
     _log = Logger()
@@ -181,6 +187,7 @@ class WorkerPool(Service):
         socks: list[socket.socket],
         config: dict[str, Any],
         executable: str = sys.executable,
+        metrics: WorkerMetricsDirectory | None = None,
     ) -> None:
         self.reactor = reactor
         self.socks = socks
@@ -188,6 +195,7 @@ class WorkerPool(Service):
         self.config = json.dumps(config).encode("utf-8")
         self.stop_timeout = float(config.get("drain-timeout", 10.0)) + STOP_GRACE
         self.executable = executable
+        self.metrics = metrics
         self.workers: dict[int, WorkerProtocol] = {}
         self.started_at: dict[int, float] = {}
         self.restarts = 0
@@ -201,12 +209,16 @@ class WorkerPool(Service):
             host=host,
             port=port,
         )
+        if self.metrics is not None:
+            self._log.info("workers' metrics in {path}", path=self.metrics.path)
         for number in range(1, self.count + 1):
             self.spawn(number)
 
     def spawn(self, number: int) -> None:
         worker = WorkerProtocol(self, number, self.config)
         env = dict(os.environ)
+        if self.metrics is not None:
+            env.update(self.metrics.env())
         self.reactor.spawnProcess(
             worker,
             self.executable,
@@ -222,6 +234,7 @@ class WorkerPool(Service):
         self.workers[number] = worker
         self.started_at[number] = self.reactor.seconds()
         assert worker.transport is not None
+        worker.pid = worker.transport.pid
         self._log.info(
             "worker {number} started (pid {pid})",
             number=number,
@@ -240,6 +253,13 @@ class WorkerPool(Service):
         number = worker.number
         if self.workers.get(number) is worker:
             del self.workers[number]
+        if self.metrics is not None and worker.pid is not None:
+            try:
+                self.metrics.process_ended(worker.pid)
+            except Exception:
+                self._log.failure(
+                    "worker {number}: cannot keep its metrics", number=number
+                )
         if not self.running:
             return
         code = reason.value.exitCode if reason.check(ProcessTerminated) else 0
@@ -281,6 +301,8 @@ class WorkerPool(Service):
     def _close_sockets(self, result: object) -> object:
         for sock in self.socks:
             sock.close()
+        if self.metrics is not None:
+            self.metrics.remove()
         return result
 
     def reload(self) -> None:
