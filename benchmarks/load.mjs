@@ -65,6 +65,20 @@ function open(tgt) {
   return c;
 }
 
+// The measurement window, told to run.py as it opens and closes so it can
+// read the proxy's and the backend's CPU time at the same moments; the
+// client's own CPU time in the window goes in the result.
+function windowOpen() {
+  process.stdout.write(JSON.stringify({ mark: "start" }) + "\n");
+  return { t: now(), cpu: process.cpuUsage() };
+}
+
+function windowClose(w) {
+  const cpu = process.cpuUsage(w.cpu);
+  process.stdout.write(JSON.stringify({ mark: "end" }) + "\n");
+  return { seconds: now() - w.t, client_cpu_s: (cpu.user + cpu.system) / 1e6 };
+}
+
 function percentile(sorted, p) {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
@@ -72,11 +86,11 @@ function percentile(sorted, p) {
 async function download(seconds) {
   const c = await open(target).ready;
   await sleep(0.5);
-  const b0 = c.bytes, t0 = now();
+  const b0 = c.bytes, w = windowOpen();
   await sleep(seconds);
-  const b1 = c.bytes, t1 = now();
+  const b1 = c.bytes, win = windowClose(w);
   c.close();
-  return { bytes_per_s: (b1 - b0) / (t1 - t0) };
+  return { bytes_per_s: (b1 - b0) / win.seconds, ...win };
 }
 
 async function upload(seconds) {
@@ -105,12 +119,12 @@ async function upload(seconds) {
   // Greeting bytes were counted as data before ondata was set; acks only now.
   pump();
   await sleep(0.5);
-  const a0 = acked, t0 = now();
+  const a0 = acked, w = windowOpen();
   await sleep(seconds);
-  const a1 = acked, t1 = now();
+  const a1 = acked, win = windowClose(w);
   running = false;
   c.close();
-  return { bytes_per_s: (a1 - a0) / (t1 - t0) };
+  return { bytes_per_s: (a1 - a0) / win.seconds, ...win };
 }
 
 async function rtt(count) {
@@ -208,13 +222,14 @@ async function hold(count, concurrency) {
 async function many(count, seconds) {
   const { consoles, failed, firstError } = await openMany(count, 16);
   await sleep(0.5);
-  const b0 = consoles.map((c) => c.bytes), t0 = now();
+  const b0 = consoles.map((c) => c.bytes), w = windowOpen();
   await sleep(seconds);
-  const b1 = consoles.map((c) => c.bytes), t1 = now();
+  const b1 = consoles.map((c) => c.bytes), win = windowClose(w);
   for (const c of consoles) c.close();
-  const per = b1.map((b, i) => (b - b0[i]) / (t1 - t0));
+  const per = b1.map((b, i) => (b - b0[i]) / win.seconds);
   const total = per.reduce((a, b) => a + b, 0);
   return {
+    ...win,
     bytes_per_s: total,
     fairness: per.length ? Math.min(...per) / Math.max(...per) : 0,
     consoles: consoles.length,

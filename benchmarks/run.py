@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -87,6 +88,25 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(root: int) -> float:
+    """
+    CPU time of the process tree under C{root}, user and system, including
+    children already reaped (websockify's per-console processes).
+    """
+    total = 0
+    for pid in process_tree(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of stat(5).
+        total += sum(int(f) for f in fields[11:15])
+    return total / _TICK
+
+
 def pss_bytes(root: int) -> tuple[int, int]:
     """(PSS of the process tree under C{root} in bytes, number of processes)."""
     total, count = 0, 0
@@ -141,7 +161,7 @@ class Bench:
         assert proc.stdout is not None
         self.backend = json.loads(proc.stdout.readline())
 
-    def start_txvnc(self, workers: int = 1) -> Proxy:
+    def start_txvnc(self, workers: int = 1, extra: tuple[str, ...] = ()) -> Proxy:
         port = free_port()
         key = self.tmp / "api.key"
         key.write_text("bench-key-" + os.urandom(8).hex() + "\n")
@@ -159,6 +179,7 @@ class Bench:
         ]  # fmt: skip
         if workers > 1:
             args += ["--workers", str(workers)]
+        args += extra
         proc = subprocess.Popen(
             args,
             stdout=log.open("wb"),
@@ -187,19 +208,55 @@ class Bench:
         wait_listening(port, proc)
         return Proxy("websockify", port, proc, log)
 
-    def load(self, mode: str, target: str, *args: object, timeout: float = 300) -> dict:
-        """One run of the load client; a failed run is reported and retried."""
+    def load(
+        self,
+        mode: str,
+        target: str,
+        *args: object,
+        proxy: Proxy | None = None,
+        timeout: float = 300,
+    ) -> dict:
+        """
+        One run of the load client; a failed run is reported and retried.
+        When the client marks its measurement window, the CPU seconds the
+        proxy's process tree and the backend spent in it are added to the
+        result (C{proxy_cpu_s}, C{backend_cpu_s}).
+        """
+        backend = self.procs[0].pid if self.procs else None
         for attempt in range(3):
-            out = subprocess.run(
+            proc = subprocess.Popen(
                 [NODE, str(HERE / "load.mjs"), mode, target, *map(str, args)],
-                capture_output=True,
-                timeout=timeout,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
             )
-            if out.returncode == 0:
-                return dict(json.loads(out.stdout.splitlines()[-1]))
-            err = out.stderr.decode(errors="replace").strip().splitlines()
+            watchdog = threading.Timer(timeout, proc.kill)
+            watchdog.start()
+            marks: dict[str, tuple[float, float]] = {}
+            lines: list[bytes] = []
+            try:
+                assert proc.stdout is not None and proc.stderr is not None
+                for line in proc.stdout:
+                    if line.startswith(b'{"mark"'):
+                        marks[json.loads(line)["mark"]] = (
+                            cpu_seconds(proxy.proc.pid) if proxy else 0.0,
+                            cpu_seconds(backend) if backend else 0.0,
+                        )
+                    else:
+                        lines.append(line)
+                err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+                proc.wait()
+            finally:
+                watchdog.cancel()
+            if proc.returncode == 0 and lines:
+                result = dict(json.loads(lines[-1]))
+                if "start" in marks and "end" in marks:
+                    (p0, b0), (p1, b1) = marks["start"], marks["end"]
+                    result["proxy_cpu_s"] = p1 - p0
+                    result["backend_cpu_s"] = b1 - b0
+                return result
             print(f"  load {mode} {target} failed (attempt {attempt + 1}): "
-                  f"{' | '.join(err[-6:]) if err else out.returncode}", file=sys.stderr)
+                  f"{' | '.join(err[-6:]) if err else proc.returncode}", file=sys.stderr)
         raise RuntimeError(f"load client failed three times: {mode} {target}")
 
     @contextlib.contextmanager
@@ -236,7 +293,13 @@ FIGURES = [
     ("connect_p50", "set-up latency p50", "µs", "lower", None),
     ("connect_p99", "set-up latency p99", "µs", "lower", None),
     ("memory", "memory per open console (PSS)", "KiB", "lower", 0.01),
+    ("download_cpu", "download: proxy CPU per MiB", "ms", "lower", None),
+    ("download_load_cpu", "download: client+backend CPU per MiB", "ms", "lower", None),
+    ("upload_cpu", "upload: proxy CPU per MiB", "ms", "lower", None),
     ("many", "many streams, 100 consoles", "MB/s", "higher", None),
+    ("many_cpu", "many streams: proxy CPU per MiB", "ms", "lower", None),
+    ("many_load_cpu", "many streams: client+backend CPU per MiB", "ms", "lower", None),
+    ("many_busy", "many streams: proxy busy", "cores", "lower", None),
     ("fairness", "many streams fairness min/max", "", "higher", None),
 ]
 
@@ -254,16 +317,35 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
     proxies = [bench.start_websockify(), bench.start_txvnc()]
     two = bench.start_txvnc(workers=2) if want("many") else None
     targets = dict(direct)
+    by_name = {p.name: p for p in proxies}
+    if two is not None:
+        by_name[two.name] = two
     for p in proxies:
         targets[p.name] = lambda script, p=p: p.url(be[script])
+
+    def add_cpu(system: str, key: str, res: dict) -> None:
+        # CPU milliseconds per MiB moved in the window: the proxy's, and the
+        # load side's (client and backend), which shares the same cores.
+        mib = res["bytes_per_s"] * res.get("seconds", 0) / MiB
+        if mib <= 0 or "backend_cpu_s" not in res:
+            return
+        if system in by_name:
+            add(system, f"{key}_cpu", 1000 * res["proxy_cpu_s"] / mib)
+            add(system, f"{key}_busy", res["proxy_cpu_s"] / res["seconds"])
+        load = res.get("client_cpu_s", 0) + res["backend_cpu_s"]
+        add(system, f"{key}_load_cpu", 1000 * load / mib)
+
     try:
         for system, target in targets.items():
+            proxy = by_name.get(system)
             if want("download"):
-                res = bench.load("download", target("stream"), secs)
+                res = bench.load("download", target("stream"), secs, proxy=proxy)
                 add(system, "download", res["bytes_per_s"] / MiB)
+                add_cpu(system, "download", res)
             if want("upload"):
-                res = bench.load("upload", target("sink"), secs)
+                res = bench.load("upload", target("sink"), secs, proxy=proxy)
                 add(system, "upload", res["bytes_per_s"] / MiB)
+                add_cpu(system, "upload", res)
             if want("rtt_p50", "rtt_p99", "rtt"):
                 res = bench.load("rtt", target("echo"), rtt_n)
                 add(system, "rtt_p50", res["p50_us"])
@@ -281,8 +363,11 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
             many_targets[two.name] = lambda script: two.url(be[script])
         for system, target in many_targets.items():
             if want("many"):
-                res = bench.load("many", target("stream"), 100, secs)
+                res = bench.load(
+                    "many", target("stream"), 100, secs, proxy=by_name.get(system)
+                )
                 add(system, "many", res["bytes_per_s"] / MiB)
+                add_cpu(system, "many", res)
                 add(system, "fairness", res["fairness"])
     finally:
         for p in proxies:
@@ -355,6 +440,25 @@ def ratio(key: str, medians: dict, system: str = "txvnc") -> float | None:
     return per[system] / per["websockify"]
 
 
+def workers_ceiling(medians: dict) -> float | None:
+    """
+    The most any number of proxy processes could multiply one process's
+    many-streams rate on this machine: every byte costs the proxy C{p} and
+    the load client and backend C{l} CPU seconds, and all of them share the
+    machine's cores, so no run can move more than cores / (p + l) bytes a
+    second, however many workers there are.
+    """
+    try:
+        rate = medians["many"]["txvnc"]
+        p = medians["many_cpu"]["txvnc"] / 1000
+        load = medians["many_load_cpu"]["txvnc"] / 1000
+    except KeyError:
+        return None
+    if rate <= 0 or p + load <= 0:
+        return None
+    return float((os.cpu_count() or 1) / (p + load) / rate)
+
+
 def fmt(v: float | None) -> str:
     if v is None:
         return "-"
@@ -401,6 +505,12 @@ def table(medians: dict) -> str:
             rows.append(
                 ["many streams x2 / x1", "", "", "", "", "", "",
                  fmt(per["txvnc x2"] / per["txvnc"]), "≥ 1.7×", ""]
+            )  # fmt: skip
+        ceiling = workers_ceiling(medians)
+        if ceiling is not None:
+            rows.append(
+                ["x2 / x1 ceiling here (CPU)", "", "", "", "", "", "",
+                 fmt(ceiling), "", ""]
             )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []

@@ -16,7 +16,13 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
-from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now
+from txvnc.proxy.fastpath import (
+    SMALL_PAYLOAD,
+    BinaryFrameReader,
+    binary_frame_header,
+    send_now,
+    unmask,
+)
 
 from .harness import FakeVNCServer, Stack
 
@@ -57,6 +63,17 @@ def test_frame_header_encodes_length_minimally(length):
     first, decoded, size = read_header(header)
     assert (first, decoded, len(header)) == (0x82, length, size)
     assert size == (2 if length < 126 else 4 if length < 65536 else 10)
+
+
+@pytest.mark.parametrize(
+    "length", [0, 1, 2, 3, 4, 5, 6, 63, 64, SMALL_PAYLOAD - 1, SMALL_PAYLOAD,
+               SMALL_PAYLOAD + 1, 70000],
+)  # fmt: skip
+def test_unmask_agrees_with_the_rfc_on_both_sides_of_the_small_payload_cut(length):
+    """Small (integer XOR) and large (Autobahn's masker) payloads unmask byte for byte as RFC 6455 says."""
+    mask, payload = os.urandom(4), os.urandom(length)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert unmask(mask, memoryview(masked)) == payload
 
 
 def reader():

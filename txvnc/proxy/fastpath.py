@@ -66,6 +66,20 @@ def tune(transport: Any) -> None:
         transport.setTcpNoDelay(True)
 
 
+def writable_now(transport: Any) -> bool:
+    """
+    C{transport} is plain TCP, open, and holds nothing unsent: bytes may go
+    straight to its socket without overtaking any.
+    """
+    return bool(
+        _plain_tcp(transport)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._tempDataLen
+        and len(transport.dataBuffer) == transport.offset
+    )
+
+
 def send_now(transport: Any, chunks: Sequence[bytes]) -> None:
     """
     Write C{chunks}, in order, after whatever the transport already holds.
@@ -76,13 +90,7 @@ def send_now(transport: Any, chunks: Sequence[bytes]) -> None:
     goes through C{transport.write}, so ordering, buffering and producer
     pausing stay Twisted's.
     """
-    if (
-        _plain_tcp(transport)
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._tempDataLen
-        and len(transport.dataBuffer) == transport.offset
-    ):
+    if writable_now(transport):
         try:
             sent = transport.socket.sendmsg(chunks)
         except OSError:
@@ -101,6 +109,26 @@ def send_now(transport: Any, chunks: Sequence[bytes]) -> None:
         transport.write(chunks[0])
     else:
         transport.writeSequence(chunks)
+
+
+#: Payloads up to this size are unmasked with one integer XOR, which beats
+#: setting up Autobahn's vectorised masker (about 0.5 us against 2.4 us for
+#: the few bytes of a key press or pointer move; even at 1 KiB).
+SMALL_PAYLOAD = 1024
+
+
+def unmask(mask: bytes, payload: memoryview) -> bytes:
+    """
+    C{payload} XORed with the repeated 4-byte C{mask} (RFC 6455 section
+    5.3).
+    """
+    length = len(payload)
+    if length > SMALL_PAYLOAD:
+        unmasked: bytes = create_xor_masker(mask, length).process(payload)
+        return unmasked
+    key = (mask * ((length >> 2) + 1))[:length]
+    value = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
+    return value.to_bytes(length, "little")
 
 
 def binary_frame_header(length: int) -> bytes:
@@ -170,8 +198,7 @@ class BinaryFrameReader:
             if end > size:
                 break
             if length:
-                masker = create_xor_masker(data[start : start + 4], length)
-                payloads.append(masker.process(view[start + 4 : end]))
+                payloads.append(unmask(data[start : start + 4], view[start + 4 : end]))
             pos = end
         if payloads:
             self._deliver(payloads)
