@@ -260,10 +260,10 @@ class Bench:
         raise RuntimeError(f"load client failed three times: {mode} {target}")
 
     @contextlib.contextmanager
-    def holding(self, target: str, count: int) -> Iterator[dict]:
+    def holding(self, target: str, count: int, concurrency: int = 64) -> Iterator[dict]:
         """C{count} consoles held open by the load client while inside."""
         proc = subprocess.Popen(
-            [NODE, str(HERE / "load.mjs"), "hold", target, str(count), "64"],
+            [NODE, str(HERE / "load.mjs"), "hold", target, str(count), str(concurrency)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,

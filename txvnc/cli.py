@@ -126,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     revoke = sub.add_parser("revoke", help="revoke one token")
-    revoke.add_argument("token")
+    revoke.add_argument(
+        "token", help='the token; one starting with "-" goes after "--"'
+    )
     revoke_instance = sub.add_parser(
         "revoke-instance", help="revoke every token of an instance"
     )

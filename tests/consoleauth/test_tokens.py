@@ -30,6 +30,11 @@ def test_token_is_long_random_and_url_safe():
         )
 
 
+def test_token_never_reads_as_a_command_line_option():
+    """No token starts with "-" (one in 64 of plain URL-safe base64 would, and argparse would take it for an option)."""
+    assert not any(new_token().startswith("-") for _ in range(2000))
+
+
 def test_hash_and_ref_do_not_contain_token():
     """Stores and logs see a SHA-256 and its prefix, never the token."""
     token = new_token()
