@@ -137,7 +137,9 @@ async function rtt(count) {
     pending -= d.length;
     if (pending <= 0 && resolveOne) resolveOne();
   };
+  let w = null, win = {};
   for (let i = 0; i < count + 200; i++) {
+    if (i === 200) w = windowOpen();
     pending = 64;
     const t0 = process.hrtime.bigint();
     const done = new Promise((r) => (resolveOne = r));
@@ -145,9 +147,15 @@ async function rtt(count) {
     await done;
     if (i >= 200) samples.push(Number(process.hrtime.bigint() - t0) / 1000);
   }
+  if (w) win = windowClose(w);
   c.close();
   samples.sort((a, b) => a - b);
-  return { p50_us: percentile(samples, 50), p99_us: percentile(samples, 99), samples: samples.length };
+  return {
+    p50_us: percentile(samples, 50),
+    p99_us: percentile(samples, 99),
+    samples: samples.length,
+    ...win,
+  };
 }
 
 async function connect(seconds, concurrency) {

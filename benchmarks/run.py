@@ -96,15 +96,19 @@ def cpu_seconds(root: int) -> float:
     CPU time of the process tree under C{root}, user and system, including
     children already reaped (websockify's per-console processes).
     """
-    total = 0
+    ns, ticks = 0, 0
     for pid in process_tree(root):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            # Live threads to the nanosecond (schedstat: time on CPU) ...
+            for task in os.listdir(f"/proc/{pid}/task"):
+                ns += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
         except OSError:
             continue
-        # utime, stime, cutime, cstime: fields 14-17 of stat(5).
-        total += sum(int(f) for f in fields[11:15])
-    return total / _TICK
+        # ... and reaped children in clock ticks (cutime, cstime: stat(5)
+        # fields 16 and 17).
+        ticks += int(fields[13]) + int(fields[14])
+    return ns / 1e9 + ticks / _TICK
 
 
 def pss_bytes(root: int) -> tuple[int, int]:
@@ -289,6 +293,7 @@ FIGURES = [
     ("upload", "upload, 16 KiB masked", "MB/s", "higher", 2.0),
     ("rtt_p50", "round trip p50", "µs", "lower", 0.8),
     ("rtt_p99", "round trip p99", "µs", "lower", 0.8),
+    ("rtt_cpu", "round trip: proxy CPU per round trip", "µs", "lower", None),
     ("connect", "connect rate (token over HTTP)", "/s", "higher", 3.0),
     ("connect_p50", "set-up latency p50", "µs", "lower", None),
     ("connect_p99", "set-up latency p99", "µs", "lower", None),
@@ -347,9 +352,11 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
                 add(system, "upload", res["bytes_per_s"] / MiB)
                 add_cpu(system, "upload", res)
             if want("rtt_p50", "rtt_p99", "rtt"):
-                res = bench.load("rtt", target("echo"), rtt_n)
+                res = bench.load("rtt", target("echo"), rtt_n, proxy=proxy)
                 add(system, "rtt_p50", res["p50_us"])
                 add(system, "rtt_p99", res["p99_us"])
+                if proxy is not None and "proxy_cpu_s" in res:
+                    add(system, "rtt_cpu", res["proxy_cpu_s"] / res["samples"] * 1e6)
             if want("connect"):
                 res = bench.load("connect", target("hold"), secs, 32)
                 if res["failed"]:
