@@ -1,7 +1,9 @@
 """
 C{/metrics} of C{twistd txvnc --workers 2} counts both workers' consoles:
 a scripted run of good and bad consoles through both real worker
-processes, then a worker killed with SIGKILL and restarted.
+processes, then a worker killed with SIGKILL and restarted; and a proxy of
+two workers apart from its token API, whose refusals and outage both
+workers count.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
+from tests.e2e.conftest import free_port
 from tests.proxy.harness import FakeVNCServer
 
 from .processes import children, open_console, start_txvnc
@@ -68,9 +71,10 @@ async def metrics_reach(api_url: str, expected: dict[Sample, float]) -> dict:
         await deferLater(reactor, 0.1, lambda: None)
 
 
-async def raw_upgrade(port: int, query: str, origin: str) -> int:
+async def raw_upgrade(port: int, query: str, origin: str | None = None) -> int:
     """The HTTP status of a WebSocket upgrade sent by a plain HTTP client."""
     host = f"127.0.0.1:{port}"
+    origin = origin or f"http://{host}"
     response = await treq.get(
         f"http://{host}/websockify?{query}",
         headers={
@@ -149,7 +153,7 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
     await down.stop()
 
     async def bad_token() -> None:
-        assert await raw_upgrade(port, "token=not-a-token", f"http://127.0.0.1:{port}") == 403
+        assert await raw_upgrade(port, "token=not-a-token") == 403
         checks["invalid"] += 1
 
     async def bad_origin() -> None:
@@ -253,3 +257,79 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
     # The directory goes with the twistd process.
     assert txvnc2.stop() == 0
     assert not os.path.exists(directory)
+
+
+@pytest.mark.timeout(180)
+@pytest_twisted.ensureDeferred
+async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc):
+    """A --no-api --workers 2 proxy's --metrics-listen counts both workers' token API refusals and outages; the workers' /readyz says the API is down."""
+    api = start_txvnc(tmp_path / "api", "--no-proxy", proxies=0)
+    metrics_port = free_port()
+    proxy = start_txvnc(
+        tmp_path / "proxy",
+        "--no-api",
+        "--consoleauth-url", api.api_url,
+        "--workers", "2",
+        "--max-auth-failures", "0",
+        "--metrics-listen", f"tcp:{metrics_port}:interface=127.0.0.1",
+        proxies=2,
+    )  # fmt: skip
+    metrics_url = f"http://127.0.0.1:{metrics_port}"
+    try:
+        await proxy.wait_for(rf"starting on {metrics_port}\b")
+        port = proxy.proxy_port
+        token = await api.mint(vnc.address.port)
+
+        async def refused() -> None:
+            assert await raw_upgrade(port, f"token={token}") == 503
+
+        async def until_both(line: str) -> int:
+            """Console requests until both workers logged C{line}; how many."""
+            seen = {1: 0, 2: 0}
+            while min(seen.values()) < PER_WORKER:
+                assert sum(seen.values()) < MAX_TRIES, f"{line}: {seen}"
+                mark = proxy.log.mark()
+                await refused()
+                found = await proxy.wait_for(rf"\[txvnc-worker-(\d)\] .*{line}", mark)
+                seen[int(found.group(1))] += 1
+            return sum(seen.values())
+
+        # The proxy's key is replaced by one the API does not know.
+        key_file = tmp_path / "proxy" / "api.key"
+        key_file.write_text(f"proxy unknown-proxy-key-{'u' * 24}\n")
+        mark = proxy.log.mark()
+        proxy.process.send_signal(signal.SIGHUP)
+        for n in (1, 2):
+            await proxy.wait_for(rf"txvnc-worker-{n}\] API keys reloaded", mark)
+        refusals = await until_both("the token API refused this proxy")
+
+        # The token API goes away.
+        assert api.stop() in (0, -signal.SIGTERM)
+        outages = await until_both("cannot check token")
+
+        errors = refusals + outages
+        await metrics_reach(
+            metrics_url,
+            {
+                key("txvnc_consoles_total", outcome="auth_refused"): refusals,
+                key("txvnc_consoles_total", outcome="auth_unavailable"): outages,
+                key("txvnc_token_api_errors_total", kind="refused"): refusals,
+                key("txvnc_token_api_errors_total", kind="unavailable"): outages,
+                key("txvnc_token_checks_total", result="error"): errors,
+                key("txvnc_token_check_seconds_count"): errors,
+                key("txvnc_handshakes_refused_total", status="503"): errors,
+                key("txvnc_consoles_open"): 0,
+            },
+        )
+        # Health is the workers' own, on the proxy port, as before.
+        ready = await treq.get(f"http://127.0.0.1:{port}/readyz", persistent=False)
+        assert ready.code == 503
+        assert "token_api" in await ready.text()
+        alive = await treq.get(metrics_url + "/healthz", persistent=False)
+        assert alive.code == 200
+        await treq.content(alive)
+    finally:
+        api.stop()
+        code = proxy.stop()
+    assert code in (0, -signal.SIGTERM), proxy.log.text()
+    assert "Traceback" not in proxy.log.text()
