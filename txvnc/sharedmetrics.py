@@ -78,8 +78,6 @@ class WorkerMetricsDirectory:
     The workers' metric files, owned by the twistd process.
     """
 
-    _log = Logger()
-
     def __init__(self, path: str) -> None:
         self.path = path
 
@@ -131,9 +129,9 @@ class WorkerMetricsDirectory:
     def _fold(self, kind: str, pid: int, extra: dict[str, float]) -> None:
         dead = os.path.join(self.path, f"{kind}_{pid}.db")
         ended = os.path.join(self.path, f"{kind}_{ENDED}.db")
-        sources = [p for p in (ended, dead) if os.path.exists(p)]
-        if not sources and not extra:
+        if not os.path.exists(dead) and not extra:
             return
+        sources = [p for p in (ended, dead) if os.path.exists(p)]
         totals: defaultdict[str, float] = defaultdict(float, extra)
         for path in sources:
             for key, value, _, _ in MmapedDict.read_all_values_from_file(path):
