@@ -330,28 +330,10 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         return subprotocol
 
     def _auth_failed(self, address: str, hashed: str | None, why: str) -> None:
-        factory = self.factory
-        factory.audit.record(
-            "console.refused",
-            actor="proxy",
-            client=self.client,
-            token_hash=hashed,
-            reason=why,
-        )
-        if factory.guard.failed(address):
-            self._log.warn(
-                "{address}: over {limit} failed console requests in a minute; "
-                "refusing it with 429 for {cooldown:g}s",
-                address=address,
-                limit=factory.guard.max_failures,
-                cooldown=factory.guard.cooldown,
-            )
+        self.factory.auth_failed(self.client, address, hashed, why)
 
     def _target_allowed(self, info: ConnectInfo) -> bool:
-        factory = self.factory
-        if info.unix_path is not None:
-            return unix_path_allowed(info.unix_path, factory.allowed_unix_dirs)
-        return factory.target_policy.allows(info.host, info.port)
+        return self.factory.target_allowed(info)
 
     @property
     def _stream(self) -> Any:
@@ -810,6 +792,7 @@ class ConsoleProxyFactory(WebSocketServerFactory):
     """
 
     protocol = ConsoleProxyProtocol  # type: ignore[assignment]
+    _log = Logger()
 
     def __init__(
         self,
@@ -874,6 +857,39 @@ class ConsoleProxyFactory(WebSocketServerFactory):
             # refuses malformed Origin headers with 400.
             allowNullOrigin=True,
         )
+
+    def auth_failed(
+        self, client: str, address: str, hashed: str | None, why: str
+    ) -> None:
+        """
+        A request named no token, or one the API does not know: audit it
+        and count it against C{address} in the brute-force guard (the
+        WebSocket handshake and the page's token check alike).
+        """
+        self.audit.record(
+            "console.refused",
+            actor="proxy",
+            client=client,
+            token_hash=hashed,
+            reason=why,
+        )
+        if self.guard.failed(address):
+            self._log.warn(
+                "{address}: over {limit} failed console requests in a minute; "
+                "refusing it with 429 for {cooldown:g}s",
+                address=address,
+                limit=self.guard.max_failures,
+                cooldown=self.guard.cooldown,
+            )
+
+    def target_allowed(self, info: ConnectInfo) -> bool:
+        """
+        Whether this proxy's own policy (C{--allowed-target},
+        C{--allowed-unix-dir}) lets a console reach C{info}'s target.
+        """
+        if info.unix_path is not None:
+            return unix_path_allowed(info.unix_path, self.allowed_unix_dirs)
+        return self.target_policy.allows(info.host, info.port)
 
     def connect_vnc(
         self, host: str, port: int, protocol: VNCClientProtocol

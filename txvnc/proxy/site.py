@@ -19,6 +19,9 @@ from twisted.web.static import File
 
 from txvnc.guarded import GuardedSite
 from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.tokencheck import MAX_BODY as TOKEN_CHECK_BODY
+from txvnc.proxy.tokencheck import PATH as TOKEN_CHECK
+from txvnc.proxy.tokencheck import TokenCheckResource
 from txvnc.redact import access_log_formatter
 
 #: Where `npm ci` puts noVNC, relative to a source checkout or the cwd.
@@ -153,8 +156,9 @@ class ConsoleSite(GuardedSite):
     The proxy's L{Site}: its access log keeps page loads and every error,
     but not the fifty-odd successful requests for noVNC's modules that each
     console page makes, which would bury the console lines. It takes no
-    request bodies, and a request's headers must arrive within the
-    WebSocket handshake timeout (L{txvnc.guarded}).
+    request bodies but the page's small token check, and a request's
+    headers must arrive within the WebSocket handshake timeout
+    (L{txvnc.guarded}).
     """
 
     def log(self, request: http.Request) -> None:
@@ -180,6 +184,10 @@ def console_site(
     @param timeout: idle timeout of plain HTTP connections.
     @param extra: resources served at the top level beside the page (the
         health checks).
+
+    C{POST /token-check} (L{TokenCheckResource}) is always there: the page
+    asks it whether its token is still good before reconnecting; it is
+    the only path that takes a request body, of a few hundred bytes.
     """
     if web_dir is not None:
         static = StaticFiles(web_dir)
@@ -187,12 +195,14 @@ def console_site(
         static = StaticFiles(page_dir())
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
-    root = ConsoleRoot(ConsoleWebSocketResource(factory), static, extra)
+    children = {TOKEN_CHECK: TokenCheckResource(factory), **(extra or {})}
+    root = ConsoleRoot(ConsoleWebSocketResource(factory), static, children)
     site = ConsoleSite(
         root,
         timeout=timeout,
         logFormatter=access_log_formatter,
         header_timeout=factory.limits.handshake_timeout,
+        larger_bodies={b"/" + TOKEN_CHECK: TOKEN_CHECK_BODY},
         reactor=factory.reactor,
     )
     site.displayTracebacks = False

@@ -3,6 +3,12 @@
 // accepts a ready channel) so it can show the close code and reason the
 // proxy sends, read the proxy's text notices (a warning before an idle
 // timeout or the session cap), and reconnect after an unexpected drop.
+//
+// A browser reports a refused WebSocket handshake (an expired token, a
+// token API that is down) as the same bare 1006 as a proxy it cannot
+// reach, so after every 1006 the page asks the proxy over plain HTTP
+// (POST /token-check) whether its token can still open a console, and
+// stops for good only when the proxy says it cannot.
 import RFB from "./novnc/core/rfb.js";
 
 const status = document.getElementById("status");
@@ -33,13 +39,21 @@ const CLOSE_TEXT = {
 };
 
 // Drops after which the page reconnects by itself: the service restarting
-// or busy, or a connection lost after it had been open. Never after a
-// revocation, an expiry, a limit or a refusal.
+// or busy, or the VNC server lost after the console had been open; a 1006
+// when the token check says the token is still good (or cannot say yet).
+// Never after a revocation, an expiry, a limit or a refusal.
 const RECONNECT_CODES = new Set([1001, 1013]);
-const RECONNECT_AFTER_OPEN = new Set([1006, 1011]);
+const RECONNECT_AFTER_OPEN = new Set([1011]);
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30000;
 const MAX_ATTEMPTS = 8;
+// How long the token check may take before the proxy counts as unreachable.
+const CHECK_TIMEOUT_MS = 10000;
+const UNREACHABLE = "The console service cannot be reached.";
+const CANNOT_CHECK = "The console service cannot check the token right now.";
+const NEW_LINK = "Ask for a new console link.";
+// The proxy's words for a token that cannot open a console (relay.py).
+const INVALID_TOKEN = "The token is invalid or has expired";
 
 export function closeText(code, reason) {
   if (reason) {
@@ -118,6 +132,9 @@ const page = {
   everConnected: false,
   retryTimer: null,
   closes: [],
+  // The answers of the token checks: an HTTP status, or 0 when the proxy
+  // could not be reached.
+  checks: [],
 };
 window.txvnc = page;
 
@@ -185,29 +202,99 @@ function connect(token) {
   });
 }
 
-function ended(token, closeEvent, opened) {
+// Asks the proxy whether the token can still open a console, without
+// opening one (a single-use token is not used up). The answer's status, 0
+// when the proxy cannot be reached, and the proxy's sentence if any.
+async function checkToken(token) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), CHECK_TIMEOUT_MS);
+  try {
+    // In the body, not the URL: no access log on the way sees the token.
+    const response = await fetch(new URL("token-check", window.location.href), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token }),
+      cache: "no-store",
+      credentials: "same-origin",
+      signal: controller.signal,
+    });
+    let error = "";
+    try {
+      const body = await response.json();
+      error = typeof body.error === "string" ? body.error : "";
+    } catch (err) {
+      // Not our proxy's JSON (a load balancer's error page): status only.
+    }
+    return { status: response.status, error };
+  } catch (err) {
+    return { status: 0, error: "" };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function ended(token, closeEvent, opened) {
   const code = closeEvent ? closeEvent.code : 1006;
   const reason = closeEvent && closeEvent.reason;
-  const text = closeText(code, reason);
-  const retry = RECONNECT_CODES.has(code)
-      || (RECONNECT_AFTER_OPEN.has(code) && (opened || page.attempts > 0));
-  if (retry && page.attempts < MAX_ATTEMPTS) {
-    const delay = Math.min(BACKOFF_FIRST_MS * 2 ** page.attempts, BACKOFF_MAX_MS);
-    page.attempts += 1;
-    setStatus("reconnecting",
-      `Disconnected: ${text} Reconnecting in ${Math.round(delay / 1000)} s `
-      + `(attempt ${page.attempts} of ${MAX_ATTEMPTS})…`);
-    document.body.dataset.closeCode = String(code);
-    page.retryTimer = setTimeout(() => {
-      page.retryTimer = null;
-      setStatus("connecting", "Reconnecting…");
-      connect(token);
-    }, delay);
+  document.body.dataset.closeCode = String(code);
+  showNotice("");
+  if (RECONNECT_CODES.has(code)
+      || (RECONNECT_AFTER_OPEN.has(code) && (opened || page.attempts > 0))) {
+    retryLater(token, code, closeText(code, reason));
     return;
   }
-  const gaveUp = retry ? " Reconnecting failed: reload the page to try again." : "";
-  showNotice("");
-  setStatus("disconnected", `Disconnected: ${text}${gaveUp}`);
+  if (code !== 1006) {
+    giveUp(code, closeText(code, reason));
+    return;
+  }
+  // A bare 1006: a refused handshake or a lost connection. Ask why.
+  setStatus(status.dataset.state === "connected" ? "reconnecting" : status.dataset.state,
+    opened ? "Connection lost: checking the console's link…" : "Checking the console's link…");
+  const verdict = await checkToken(token);
+  page.checks.push(verdict.status);
+  if (verdict.status === 200) {
+    retryLater(token, code, opened || page.everConnected
+      ? "The connection to the console was lost."
+      : "The console could not be opened.");
+  } else if (verdict.status === 0) {
+    retryLater(token, code, UNREACHABLE);
+  } else if (verdict.status >= 500) {
+    retryLater(token, code, CANNOT_CHECK);
+  } else if (verdict.status === 429) {
+    retryLater(token, code, closeText(code, verdict.error));
+  } else if (verdict.status === 403 && verdict.error === INVALID_TOKEN) {
+    giveUp(code, `${closeText(code, verdict.error)} ${NEW_LINK}`);
+  } else if (verdict.error) {
+    // Another refusal the handshake would get too (origin, target policy).
+    giveUp(code, closeText(code, verdict.error));
+  } else if (opened || page.attempts > 0) {
+    // No answer from txvnc itself (something in front of it answered):
+    // what the page did before it could ask.
+    retryLater(token, code, closeText(code, ""));
+  } else {
+    giveUp(code, closeText(code, ""));
+  }
+}
+
+function retryLater(token, code, text) {
+  if (page.attempts >= MAX_ATTEMPTS) {
+    giveUp(code, `${text} Reconnecting failed: reload the page to try again.`);
+    return;
+  }
+  const delay = Math.min(BACKOFF_FIRST_MS * 2 ** page.attempts, BACKOFF_MAX_MS);
+  page.attempts += 1;
+  setStatus("reconnecting",
+    `Disconnected: ${text} Reconnecting in ${Math.round(delay / 1000)} s `
+    + `(attempt ${page.attempts} of ${MAX_ATTEMPTS})…`);
+  page.retryTimer = setTimeout(() => {
+    page.retryTimer = null;
+    setStatus("connecting", "Reconnecting…");
+    connect(token);
+  }, delay);
+}
+
+function giveUp(code, text) {
+  setStatus("disconnected", `Disconnected: ${text}`);
   document.body.dataset.closeCode = String(code);
 }
 

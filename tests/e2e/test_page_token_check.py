@@ -1,0 +1,291 @@
+"""
+The console page after a bare 1006, in headless Chromium against a real
+twistd: it asks the proxy (POST /token-check) whether its token still opens
+a console, stops at once with the proxy's sentence when the token was
+revoked or expired while the network was down, and keeps backing off, then
+reconnects, while the proxy or the token API is only unreachable.
+
+The network path is cut with a TCP relay in this process: while cut, it
+resets every connection it carries and every new one.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from txvnc.consoleauth.keys import read_key_file
+
+from .conftest import OutputWatcher, TxvncServer, _stop, clean_env
+from .test_console import PAGE_TIMEOUT_MS, new_instance
+from .test_console_page import TinyRFBServer, rfb_server, start, stop, wait_state
+
+pytestmark = pytest.mark.e2e
+
+__all__ = ["rfb_server"]  # the fixture, imported for the tests below
+
+INVALID = "Disconnected: The token is invalid or has expired. Ask for a new console link."
+UNREACHABLE = "The console service cannot be reached."
+CANNOT_CHECK = "The console service cannot check the token right now."
+
+
+class CuttableRelay:
+    """
+    A loopback TCP relay to C{target_port} whose path can be cut (every
+    connection reset, new ones reset on arrival) and restored.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._cut = False
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                if self._cut:
+                    _reset(conn)
+                    continue
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", self.target_port))
+                except OSError:
+                    _reset(conn)
+                    continue
+                self._open += [conn, upstream]
+            for src, dst in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            for s in self._open:
+                _reset(s)
+            self._open.clear()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def close(self) -> None:
+        self.cut()
+        self.sock.close()
+
+
+def _reset(s: socket.socket) -> None:
+    """Close C{s} with a TCP reset, waking any thread blocked on it."""
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    s.close()
+
+
+@pytest.fixture
+def relays() -> Iterator[list[CuttableRelay]]:
+    made: list[CuttableRelay] = []
+    yield made
+    for relay in made:
+        relay.close()
+
+
+def relay_to(relays: list[CuttableRelay], port: int) -> CuttableRelay:
+    relay = CuttableRelay(port)
+    relays.append(relay)
+    return relay
+
+
+def wait_text(page: Any, fragment: str) -> str:
+    """Wait until the status bar shows C{fragment}; its whole text."""
+    page.wait_for_function(
+        "(f) => document.getElementById('status').textContent.includes(f)",
+        arg=fragment,
+        timeout=PAGE_TIMEOUT_MS,
+        polling=50,
+    )
+    return str(page.locator("#status").inner_text())
+
+
+def page_state(page: Any) -> dict[str, Any]:
+    return dict(
+        page.evaluate(
+            "() => ({attempts: window.txvnc.attempts, checks: window.txvnc.checks,"
+            " retry: window.txvnc.retryTimer, code: document.body.dataset.closeCode})"
+        )
+    )
+
+
+def token_gone(server: TxvncServer, token: str) -> bool:
+    """Whether the token API no longer knows C{token} (expired or revoked)."""
+    key = read_key_file(str(server.key_file))
+    request = urllib.request.Request(
+        f"{server.api_url}/v1/tokens/{token}", headers={"Authorization": f"Bearer {key}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return False
+    except urllib.error.HTTPError as e:
+        return e.code == 404
+
+
+@pytest.mark.parametrize("ending", ["revoked", "expired"])
+def test_token_ended_while_the_network_was_cut_stops_at_once(
+    page: Any,
+    tmp_path: Path,
+    rfb_server: TinyRFBServer,
+    relays: list[CuttableRelay],
+    ending: str,
+) -> None:
+    """A console whose network drops backs off while the proxy is unreachable; once the path is back, the first attempt learns the token was revoked or expired and the page stops with the proxy's sentence."""
+    server = start(tmp_path)
+    try:
+        ttl = ["--ttl", "10"] if ending == "expired" else []
+        result = server.cli(
+            "console", "create", "--host", "127.0.0.1", "--port", str(rfb_server.port),
+            "--instance-uuid", new_instance(), *ttl,
+        )
+        assert result.returncode == 0, result.stderr
+        found = re.search(r"vnc_auto\.html\?token=([A-Za-z0-9_-]+)", result.stdout)
+        assert found, result.stdout
+        token = found.group(1)
+        server.minted.append(token)
+        relay = relay_to(relays, server.proxy_port)
+        page.goto(f"http://127.0.0.1:{relay.port}/vnc_auto.html?token={token}")
+        wait_state(page, "connected")
+
+        relay.cut()
+        text = wait_text(page, UNREACHABLE)
+        assert "Reconnecting in" in text, text
+        assert page_state(page)["checks"][0] == 0
+
+        if ending == "revoked":
+            revoked = server.cli("console", "revoke", token)
+            assert revoked.returncode == 0, revoked.stderr
+        else:
+            # The event: the API answering 404 once the TTL has passed.
+            _wait_until(lambda: token_gone(server, token), timeout=30)
+        assert token_gone(server, token)
+
+        before = page_state(page)
+        relay.restore()
+        text = wait_state(page, "disconnected")
+        assert text == INVALID
+        after = page_state(page)
+        # One more attempt at most (one may have been under way at the
+        # restore), whose check said 403: no back-off over the dead token.
+        assert after["attempts"] - before["attempts"] <= 1, (before, after)
+        assert after["checks"][len(before["checks"]):] == [403], (before, after)
+        assert after["retry"] is None and after["code"] == "1006"
+    finally:
+        stop(server)
+    log = server.log.text()
+    assert "token check: the token" in log and "is invalid or has expired" in log
+    assert token not in log
+
+
+def _wait_until(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "waited in vain"
+        time.sleep(0.25)
+
+
+def test_proxy_killed_then_back_reconnects(page: Any, tmp_path: Path, rfb_server: TinyRFBServer) -> None:
+    """With twistd killed (no close frame, a bare 1006) the page backs off saying the service cannot be reached, and reconnects once twistd is back, with the same token."""
+    server = start(tmp_path)
+    console = server.create_console("127.0.0.1", rfb_server.port, new_instance())
+    try:
+        page.goto(console.url)
+        wait_state(page, "connected")
+
+        assert _stop(server.process, signal.SIGKILL) == -signal.SIGKILL
+        text = wait_text(page, UNREACHABLE)
+        assert re.search(r"Reconnecting in \d+ s \(attempt \d of 8\)", text), text
+        assert page.evaluate("() => window.txvnc.closes[0].code") == 1006
+
+        process = subprocess.Popen(
+            server.process.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=server.directory,
+            env=clean_env(),
+        )
+        assert process.stdout is not None
+        server = TxvncServer(
+            process,
+            OutputWatcher(process.stdout, "twistd txvnc (restarted)"),
+            server.directory,
+            server.proxy_port,
+            server.api_port,
+            server.key_file,
+            [console.token],
+        )
+        wait_state(page, "connected")
+        rfb_server.wait(lambda: rfb_server.connections >= 2)
+        state = page_state(page)
+        assert state["attempts"] == 0 and state["checks"][0] == 0, state
+        assert 403 not in state["checks"], state
+    finally:
+        stop(server)
+    assert console.token not in server.log.text()
+
+
+def test_token_api_down_backs_off_then_opens(
+    page: Any, tmp_path: Path, rfb_server: TinyRFBServer, relays: list[CuttableRelay]
+) -> None:
+    """Opened while the token API is down, the page says the service cannot check the token right now and keeps trying; once the API is back the console opens."""
+    # The proxy reaches the token API only through the relay (which learns
+    # the API's port once twistd has bound it).
+    api_relay = CuttableRelay(0)
+    relays.append(api_relay)
+    api_relay.cut()
+    server = start(tmp_path, "--consoleauth-url", f"http://127.0.0.1:{api_relay.port}")
+    api_relay.target_port = server.api_port
+    try:
+        console = server.create_console("127.0.0.1", rfb_server.port, new_instance())
+        api_relay.cut()
+        page.goto(console.url)
+        text = wait_text(page, CANNOT_CHECK)
+        assert text.startswith(f"Disconnected: {CANNOT_CHECK} Reconnecting in"), text
+        assert page_state(page)["checks"][0] == 503
+
+        api_relay.restore()
+        wait_state(page, "connected")
+        state = page_state(page)
+        assert state["attempts"] == 0 and 403 not in state["checks"], state
+        server.log.wait_for(r"token check: cannot check token [0-9a-f]{12}: ")
+    finally:
+        stop(server)
+    assert console.token not in server.log.text()

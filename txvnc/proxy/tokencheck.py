@@ -1,0 +1,238 @@
+"""
+C{POST /token-check}: may this token still open a console?
+
+A browser cannot read why a WebSocket handshake was refused: a 403 for an
+expired token, a 503 for a token API that is down and a proxy that cannot
+be reached all reach the page as the same close code 1006. Before it
+reconnects, or after its first handshake fails, the console page asks here
+over plain same-origin HTTP, and stops for good only when the token is
+known to be spent.
+
+The answer is the one the handshake would get, minus the console: the
+token is looked up with the token API's read-only check, which never uses
+up a single-use token. The token travels in a JSON body, never in the
+URL, so no access log (ours or a load balancer's) sees it; an unknown token
+counts against the client in the brute-force guard exactly like a refused
+handshake, so asking here is no faster a way to guess tokens than opening
+consoles.
+
+Answers (JSON, never cached):
+
+    200 {"status": "valid"}
+    400 {"error": ...}        the body is not a JSON object
+    403 {"error": "The token is invalid or has expired"}
+    403 {"error": "Origin not allowed"}
+    403 {"error": "The console's target is not allowed"}
+    415 {"error": ...}        not application/json
+    429 {"error": "Too many failed console requests; try again later"}
+    503 {"error": "Console authentication is unavailable"}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from txvnc.client import ConsoleAuthError, ConsoleAuthUnavailable
+from txvnc.consoleauth.tokens import token_hash, token_ref
+from txvnc.proxy.forwarded import client_address
+from txvnc.proxy.guard import address_of
+from txvnc.proxy.origin import origin_allowed
+from txvnc.proxy.relay import (
+    INVALID_TOKEN,
+    TARGET_NOT_ALLOWED,
+    TOO_MANY_FAILURES,
+    ConsoleProxyFactory,
+)
+from txvnc.proxy.tokens import MAX_TOKEN_LENGTH
+
+#: Where the console page asks.
+PATH = b"token-check"
+#: The largest body accepted: a token of MAX_TOKEN_LENGTH, JSON-escaped.
+MAX_BODY = 2048
+#: What the page is told when the token API cannot answer.
+UNAVAILABLE = "Console authentication is unavailable"
+ORIGIN_NOT_ALLOWED = "Origin not allowed"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """
+    One answer of the check: an HTTP status and the sentence for the page.
+    """
+
+    status: int
+    error: str | None = None
+
+    def body(self) -> dict[str, str]:
+        return {"status": "valid"} if self.error is None else {"error": self.error}
+
+
+def token_from_body(body: bytes) -> str | None:
+    """
+    The token of a C{{"token": "..."}} body; L{None} when there is none or
+    it is empty or too long (as the handshake treats it).
+
+    @raise ValueError: the body is not a JSON object.
+    """
+    try:
+        parsed = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError("the body is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("the body is not a JSON object")
+    token = parsed.get("token")
+    if not isinstance(token, str):
+        return None
+    token = token.strip()
+    if not token or len(token) > MAX_TOKEN_LENGTH:
+        return None
+    return token
+
+
+def _peer(request: Request) -> str:
+    address = request.getClientAddress()
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return f"{address.host}:{address.port}"
+    return "-"
+
+
+class TokenCheckResource(Resource):
+    """
+    The page's question to the proxy, answered with the proxy's own token
+    client, origin policy, target policy and brute-force guard (all held by
+    the L{ConsoleProxyFactory}).
+    """
+
+    isLeaf = True
+    _log = Logger()
+
+    def __init__(self, factory: ConsoleProxyFactory) -> None:
+        super().__init__()
+        self._factory = factory
+
+    def render_POST(self, request: Request) -> int:
+        d = Deferred.fromCoroutine(self._answer(request))
+        d.addErrback(self._failed, request)
+        return NOT_DONE_YET
+
+    async def _answer(self, request: Request) -> None:
+        verdict = await self.decide(request)
+        if request.channel is None:
+            return  # the page went away while the API was asked
+        request.setResponseCode(verdict.status)
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.write(json.dumps(verdict.body()).encode("utf-8") + b"\n")
+        request.finish()
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        self._log.failure("unexpected error in a token check", failure)
+        if request.channel is not None:
+            request.setResponseCode(500)
+            request.setHeader(b"Content-Type", b"application/json")
+            request.write(b'{"error": "Internal error"}\n')
+            request.finish()
+
+    async def decide(self, request: Request) -> Verdict:
+        """
+        What the handshake would answer for the token in C{request}'s body.
+        """
+        factory = self._factory
+        client = client_address(
+            _peer(request),
+            _header(request, b"x-forwarded-for"),
+            factory.trusted_proxies,
+        )
+        if not origin_allowed(
+            _header(request, b"origin"),
+            _header(request, b"host"),
+            factory.allowed_origins,
+        ):
+            self._log.warn(
+                "{client}: token check refused: origin {origin!r} is not allowed",
+                client=client,
+                origin=_header(request, b"origin"),
+            )
+            return Verdict(403, ORIGIN_NOT_ALLOWED)
+        content_type = (_header(request, b"content-type") or "").split(";")[0]
+        if content_type.strip().lower() != "application/json":
+            return Verdict(415, "The body must be application/json")
+        assert request.content is not None
+        try:
+            token = token_from_body(request.content.read(MAX_BODY + 1))
+        except ValueError as e:
+            return Verdict(400, f"Bad request: {e}")
+
+        address = address_of(client)
+        if factory.guard.blocked(address):
+            return Verdict(429, TOO_MANY_FAILURES)
+        if token is None:
+            self._log.info("{client}: token check: no token", client=client)
+            factory.auth_failed(client, address, None, "no token (token check)")
+            return Verdict(403, INVALID_TOKEN)
+
+        ref = token_ref(token)
+        try:
+            with factory.events.token_check() as check:
+                info = await factory.auth.check_token(token)
+                check.result = "invalid" if info is None else "valid"
+        except ConsoleAuthUnavailable as e:
+            self._log.error(
+                "{client}: token check: cannot check token {token_ref}: {why}",
+                client=client,
+                token_ref=ref,
+                why=str(e),
+            )
+            return Verdict(503, UNAVAILABLE)
+        except ConsoleAuthError as e:
+            self._log.critical(
+                "{client}: token check: the token API refused this proxy "
+                "({status}: {why}); check its API key (--api-key-file)",
+                client=client,
+                status=e.status,
+                why=e.message,
+            )
+            return Verdict(503, UNAVAILABLE)
+        if info is None:
+            self._log.info(
+                "{client}: token check: the token {token_ref} is invalid or "
+                "has expired",
+                client=client,
+                token_ref=ref,
+            )
+            factory.auth_failed(
+                client, address, token_hash(token), "invalid token (token check)"
+            )
+            return Verdict(403, INVALID_TOKEN)
+        if not factory.target_allowed(info):
+            self._log.warn(
+                "{client}: token check: token {token_ref} names {target}, "
+                "outside this proxy's target policy",
+                client=client,
+                token_ref=ref,
+                target=info.target,
+            )
+            return Verdict(403, TARGET_NOT_ALLOWED)
+        self._log.info(
+            "{client}: token check: token {token_ref} is valid",
+            client=client,
+            token_ref=ref,
+        )
+        return Verdict(200)
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    return str(value)
