@@ -51,6 +51,9 @@ class CuttableRelay:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self._cut = False
+        #: While cut, what each new connection is sent before it is closed
+        #: (None: it is reset at once).
+        self._answer: bytes | None = None
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -63,7 +66,7 @@ class CuttableRelay:
                 return
             with self._lock:
                 if self._cut:
-                    _reset(conn)
+                    threading.Thread(target=self._refuse, args=(conn,), daemon=True).start()
                     continue
                 try:
                     upstream = socket.create_connection(("127.0.0.1", self.target_port))
@@ -86,9 +89,25 @@ class CuttableRelay:
             except OSError:
                 pass
 
-    def cut(self) -> None:
+    def _refuse(self, conn: socket.socket) -> None:
+        if self._answer is not None:
+            try:
+                conn.settimeout(10)
+                conn.recv(65536)  # the request line and headers, unread
+                conn.sendall(self._answer)
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+            conn.close()
+        else:
+            _reset(conn)
+
+    def cut(self, answer: bytes | None = None) -> None:
         with self._lock:
             self._cut = True
+            self._answer = answer
             for s in self._open:
                 _reset(s)
             self._open.clear()
@@ -289,3 +308,29 @@ def test_token_api_down_backs_off_then_opens(
     finally:
         stop(server)
     assert console.token not in server.log.text()
+
+
+def test_load_balancer_without_a_backend_is_unreachable_then_reconnects(
+    page: Any, tmp_path: Path, rfb_server: TinyRFBServer, relays: list[CuttableRelay]
+) -> None:
+    """A load balancer answering 502 for a proxy that is gone reads as unreachable, not as a token problem; the page backs off and reconnects when the proxy is back."""
+    server = start(tmp_path)
+    console = server.create_console("127.0.0.1", rfb_server.port, new_instance())
+    relay = relay_to(relays, server.proxy_port)
+    try:
+        page.goto(f"http://127.0.0.1:{relay.port}/vnc_auto.html?token={console.token}")
+        wait_state(page, "connected")
+        relay.cut(
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\n"
+            b"Content-Length: 20\r\nConnection: close\r\n\r\n<h1>Bad Gateway</h1>"
+        )
+        text = wait_text(page, UNREACHABLE)
+        assert re.search(r"Reconnecting in \d+ s", text), text
+        assert page_state(page)["checks"][0] == 502
+
+        relay.restore()
+        wait_state(page, "connected")
+        rfb_server.wait(lambda: rfb_server.connections >= 2)
+        assert 403 not in page_state(page)["checks"]
+    finally:
+        stop(server)

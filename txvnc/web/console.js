@@ -259,7 +259,9 @@ async function ended(token, closeEvent, opened) {
   } else if (verdict.status === 0) {
     retryLater(token, code, UNREACHABLE);
   } else if (verdict.status >= 500) {
-    retryLater(token, code, CANNOT_CHECK);
+    // txvnc's own 503 says why; a load balancer's 502 or 503 (no txvnc
+    // behind it) is a proxy that cannot be reached.
+    retryLater(token, code, verdict.error ? CANNOT_CHECK : UNREACHABLE);
   } else if (verdict.status === 429) {
     retryLater(token, code, closeText(code, verdict.error));
   } else if (verdict.status === 403 && verdict.error === INVALID_TOKEN) {
