@@ -311,8 +311,11 @@ async def test_bad_requests():
     """Only a POST with a JSON object is taken: other methods, types and bodies are refused, uncounted."""
     proxy = Proxy(max_failures=1)
     token = await proxy.mint()
-    code, _ = await proxy.check(token=token, method="GET")
-    assert code == 405
+    for method in ("GET", "HEAD", "PUT", "OPTIONS"):
+        response = await proxy.http.request(method, CHECK_URL)
+        await response.content()
+        assert response.code == 405, method
+        assert response.headers.getRawHeaders(b"allow") == [b"POST"]
     code, answer = await proxy.check(token=token, headers={"Content-Type": "text/plain"})
     assert (code, answer) == (415, {"error": "The body must be application/json"})
     for body in (b"token=abc", b"[1]", b"\xff\xfe", b""):

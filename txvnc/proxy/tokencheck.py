@@ -23,6 +23,7 @@ Answers (JSON, never cached):
     403 {"error": "The token is invalid or has expired"}
     403 {"error": "Origin not allowed"}
     403 {"error": "The console's target is not allowed"}
+    405 {"error": "Use POST"} any other method
     415 {"error": ...}        not application/json
     429 {"error": "Too many failed console requests; try again later"}
     503 {"error": "Console authentication is unavailable"}
@@ -118,7 +119,12 @@ class TokenCheckResource(Resource):
         super().__init__()
         self._factory = factory
 
-    def render_POST(self, request: Request) -> int:
+    def render(self, request: Request) -> bytes | int:
+        if request.method != b"POST":
+            request.setResponseCode(405)
+            request.setHeader(b"Allow", b"POST")
+            request.setHeader(b"Content-Type", b"application/json")
+            return b'{"error": "Use POST"}\n'
         d = Deferred.fromCoroutine(self._answer(request))
         d.addErrback(self._failed, request)
         return NOT_DONE_YET
