@@ -198,7 +198,7 @@ async def test_no_usable_token_is_an_invalid_token(body):
 
 @pytest_twisted.ensureDeferred
 async def test_failed_checks_trip_the_same_guard_as_handshakes():
-    """Failed checks count in the brute-force guard: past the limit every check (even a good token) gets 429, and the handshake is blocked too."""
+    """Failed checks count in the brute-force guard: past the limit every check, even of a good token, gets 429 until the cool-down ends."""
     proxy = Proxy(max_failures=3)
     good = await proxy.mint(ttl=600)
     for i in range(4):
@@ -384,6 +384,30 @@ async def test_over_a_socket_only_the_check_takes_a_body(stack):
         headers={"Content-Type": "application/json"}, persistent=False,
     )
     assert response.code == 413
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_a_socket_checks_and_handshakes_share_one_failure_budget():
+    """Over real sockets, failed checks and failed handshakes from one client add up: past the budget both the check and the handshake answer 429, even for a valid token."""
+    stack = Stack(max_auth_failures=3)
+    try:
+        token = await stack.mint(5900)
+        url = f"http://{stack.host}/token-check"
+
+        async def check(value: str) -> int:
+            response = await treq.post(url, json={"token": value}, persistent=False)
+            await response.content()
+            return int(response.code)
+
+        assert await stack.raw_upgrade("token=guess-1") == (403, INVALID)
+        assert await check("guess-2") == 403
+        assert await stack.raw_upgrade("token=guess-3") == (403, INVALID)
+        assert await check("guess-4") == 403  # the fourth failure: cool-down
+        assert await check(token) == 429
+        code, phrase = await stack.raw_upgrade(f"token={token}")
+        assert (code, phrase) == (429, "Too many failed console requests; try again later")
+    finally:
+        await stack.stop()
 
 
 def test_the_site_serves_the_check():
