@@ -134,6 +134,10 @@ def x11vnc(directory: Path, display: str, *options: str) -> Iterator[int]:
                 "-display", display,
                 "-rfbport", str(port),
                 "-listen", "127.0.0.1",
+                # Without it x11vnc also binds the port on IPv6 and, when
+                # another process holds that, says "Address already in use"
+                # though it serves on 127.0.0.1 all the same.
+                "-noipv6",
                 "-forever",
                 "-shared",
                 "-nolookup",
