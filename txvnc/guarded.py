@@ -133,6 +133,17 @@ class GuardedChannel(HTTPChannel):
         )
         self._close_with(b"408 Request Timeout")
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # Twisted drops the connection without a word, and with the rest of
+        # the line unread the kernel answers with a reset: the client never
+        # learns why. Say it, then close as _close_with does.
+        if getattr(self, "_HTTPChannel__first_line", 0):
+            self._refuse(b"414 URI Too Long", "request line over 16 KiB")
+        else:
+            self._refuse(
+                b"431 Request Header Fields Too Large", "header line over 16 KiB"
+            )
+
     def _refuse(self, status: bytes, what: str) -> None:
         self._log.info(
             "refused {peer}: {what}", peer=_peer(self), what=what
@@ -141,8 +152,14 @@ class GuardedChannel(HTTPChannel):
 
     def _close_with(self, status: bytes) -> None:
         """
-        Answer C{status}, read nothing more, and close; abort if the client
-        does not take the answer within C{abortTimeout}.
+        Answer C{status}, ignore the rest of the request, and close; abort
+        if the client does not take the answer within C{abortTimeout}.
+
+        On TCP the close is a lingering one: the answer is followed by a
+        half-close, and whatever the client still sends is read and dropped
+        until it closes too. Closing a socket with unread bytes makes the
+        kernel send a reset, which can reach the client before it has read
+        the answer.
         """
         for name in ("dataReceived", "lineReceived", "rawDataReceived"):
             setattr(self, name, _ignore)
@@ -157,7 +174,12 @@ class GuardedChannel(HTTPChannel):
             self._abortingCall = self.callLater(
                 self.abortTimeout, self.forceAbortClient
             )
-        self.loseConnection()
+        half_close = getattr(transport, "loseWriteConnection", None)
+        if half_close is None:
+            self.loseConnection()
+            return
+        transport.resumeProducing()  # type: ignore[attr-defined]
+        half_close()
 
 
 def _peer(channel: HTTPChannel) -> str:
