@@ -54,6 +54,7 @@ class CuttableRelay:
         #: While cut, what each new connection is sent before it is closed
         #: (None: it is reset at once).
         self._answer: bytes | None = None
+        self._hold = False
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -90,6 +91,16 @@ class CuttableRelay:
                 pass
 
     def _refuse(self, conn: socket.socket) -> None:
+        if self._hold:
+            # A path that drops packets: the connection stays, unanswered.
+            with self._lock:
+                self._open.append(conn)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
+            return
         if self._answer is not None:
             try:
                 conn.settimeout(10)
@@ -104,10 +115,15 @@ class CuttableRelay:
         else:
             _reset(conn)
 
-    def cut(self, answer: bytes | None = None) -> None:
+    def cut(self, answer: bytes | None = None, hold: bool = False) -> None:
+        """
+        Reset every connection; new ones get C{answer} and are closed, or
+        with C{hold} are left unanswered, or else are reset.
+        """
         with self._lock:
             self._cut = True
             self._answer = answer
+            self._hold = hold
             for s in self._open:
                 _reset(s)
             self._open.clear()
@@ -334,5 +350,40 @@ def test_load_balancer_without_a_backend_is_unreachable_then_reconnects(
         wait_state(page, "connected")
         rfb_server.wait(lambda: rfb_server.connections >= 2)
         assert 403 not in page_state(page)["checks"]
+    finally:
+        stop(server)
+
+
+def test_silent_network_times_out_backs_off_then_reconnects(
+    page: Any, tmp_path: Path, rfb_server: TinyRFBServer, relays: list[CuttableRelay]
+) -> None:
+    """On a path that drops packets (connections accepted, never answered) the token check gives up after 10 s and a reconnect after 35 s, both counted as unreachable; once the path is back the console reconnects. The page's clock is Playwright's, fast-forwarded."""
+    page.clock.install()
+    server = start(tmp_path)
+    console = server.create_console("127.0.0.1", rfb_server.port, new_instance())
+    relay = relay_to(relays, server.proxy_port)
+    try:
+        page.goto(f"http://127.0.0.1:{relay.port}/vnc_auto.html?token={console.token}")
+        wait_state(page, "connected")
+        relay.cut(hold=True)
+        wait_text(page, "checking the console's link")
+        page.clock.fast_forward(10_500)
+        text = wait_text(page, UNREACHABLE)
+        assert "attempt 1 of 8" in text, text
+
+        page.clock.fast_forward(1_500)
+        wait_text(page, "Reconnecting…")
+        page.clock.fast_forward(35_500)  # the WebSocket that never opened
+        wait_text(page, "Checking the console's link")
+        assert page.evaluate("() => window.txvnc.closes.map((c) => c.code)") == [1006, 1006]
+
+        relay.restore()
+        page.clock.fast_forward(10_500)  # the check that was held
+        text = wait_text(page, UNREACHABLE)
+        assert "attempt 2 of 8" in text, text
+        page.clock.fast_forward(2_500)
+        wait_state(page, "connected")
+        rfb_server.wait(lambda: rfb_server.connections >= 2)
+        assert page_state(page)["checks"] == [0, 0]
     finally:
         stop(server)

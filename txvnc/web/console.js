@@ -49,6 +49,10 @@ const BACKOFF_MAX_MS = 30000;
 const MAX_ATTEMPTS = 8;
 // How long the token check may take before the proxy counts as unreachable.
 const CHECK_TIMEOUT_MS = 10000;
+// How long a WebSocket may stay connecting: a path that drops packets
+// rather than refusing them would otherwise hold an attempt for minutes.
+// The proxy's own handshake timeout is 30 s.
+const CONNECT_TIMEOUT_MS = 35000;
 const UNREACHABLE = "The console service cannot be reached.";
 const CANNOT_CHECK = "The console service cannot check the token right now.";
 const NEW_LINK = "Ask for a new console link.";
@@ -164,8 +168,15 @@ function connect(token) {
   let opened = false;
   let desktopName = "the instance";
   const socket = new WebSocket(websocketURL(token), ["binary"]);
-  socket.addEventListener("open", () => { opened = true; });
+  // Closing a socket that is still connecting fails it: a close event
+  // with 1006, as for any other connection that could not be made.
+  const deadline = setTimeout(() => socket.close(), CONNECT_TIMEOUT_MS);
+  socket.addEventListener("open", () => {
+    opened = true;
+    clearTimeout(deadline);
+  });
   socket.addEventListener("close", (e) => {
+    clearTimeout(deadline);
     closeEvent = e;
     page.closes.push({ code: e.code, reason: e.reason });
   });
