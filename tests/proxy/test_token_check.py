@@ -14,7 +14,9 @@ import pytest
 import pytest_twisted
 import treq
 from treq.testing import StubTreq
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
@@ -33,6 +35,7 @@ from txvnc.proxy.tokencheck import TokenCheckResource, token_from_body
 
 from .harness import KEY as STACK_KEY
 from .harness import Stack
+from .test_site import RawHTTP
 
 KEY = "token-check-key"
 INVALID = "The token is invalid or has expired"
@@ -384,6 +387,14 @@ async def test_over_a_socket_only_the_check_takes_a_body(stack):
         headers={"Content-Type": "application/json"}, persistent=False,
     )
     assert response.code == 413
+    # A body whose size nobody knows yet is refused before any of it is read.
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", stack.port)
+    raw = RawHTTP(
+        b"POST /token-check HTTP/1.1\r\nHost: " + stack.host.encode()
+        + b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    await connectProtocol(endpoint, raw)
+    assert (await raw.done).startswith(b"HTTP/1.1 411 ")
 
 
 @pytest_twisted.ensureDeferred
