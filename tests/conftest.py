@@ -4,11 +4,13 @@ Shared test set-up.
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from tests.logscan import SECRETS, leaks
+from tests.twistd import attach_logs
 
 # CI machines are small and busy (a browser and a VM may run beside the
 # property tests): judge properties, not the speed of one draw.
@@ -41,6 +43,18 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
     found = leaks(tmp_path_factory.getbasetemp(), [*SECRETS, PASSWORD])
     assert not found, "secrets in twistd logs:\n" + "\n".join(found[:50])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """
+    Show the log of every twistd a failing test used (as a fixture) under
+    its report.
+    """
+    report = yield
+    if report.failed:
+        attach_logs(item, report)
+    return report
 import itertools  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 

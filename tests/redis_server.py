@@ -7,17 +7,11 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
-import time
 from pathlib import Path
 
+from tests.processes import listen_on_free_port, stop
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:
@@ -27,53 +21,23 @@ class RedisServer:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        for _ in range(5):
-            self.port = _free_port()
-            if self._start():
-                return
-        raise RuntimeError(f"redis-server would not start; see {directory}/redis.log")
-
-    def _start(self) -> bool:
-        log = self.directory / "redis.log"
-        self.process = subprocess.Popen(
-            [
+        server = listen_on_free_port(
+            lambda port: [
                 REDIS_SERVER,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                str(log),
-                "--databases",
-                "64",
+                "--bind", "127.0.0.1",
+                "--port", str(port),
+                "--dir", str(directory),
+                "--save", "",
+                "--appendonly", "no",
+                "--databases", "64",
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # Ready when it answers PING; a port taken by someone else makes it
-        # exit, and we try another.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), 0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return True
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.process.kill()
-        return False
+            "redis-server",
+            r"Ready to accept connections",
+            r"Address already in use",
+            log_path=directory / "redis.log",
+        )  # fmt: skip
+        self.process = server.process
+        self.port = server.port
 
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
@@ -89,6 +53,4 @@ class RedisServer:
                 reply += s.recv(64)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
+        stop(self.process, must_obey=False)

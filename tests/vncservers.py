@@ -15,14 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import (
-    STOP_TIMEOUT,
-    VM,
-    OutputWatcher,
-    _start_vm,
-    clean_env,
-    free_port,
-)
+from tests.e2e.conftest import VM, _start_vm
+from tests.processes import OutputWatcher, listen_on_free_port, stop
 
 XTIGERVNC = shutil.which("Xtigervnc")
 X11VNC = shutil.which("x11vnc")
@@ -75,48 +69,30 @@ def tigervnc(directory: Path, *security: str) -> Iterator[TigerVNC]:
     VncAuth -PasswordFile F}) on a free port, on a display it picks itself.
     """
     program = require(XTIGERVNC, "tigervnc-standalone-server")
-    for _ in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                program,
-                "-displayfd", "1",
-                "-rfbport", str(port),
-                "-interface", "127.0.0.1",
-                "-geometry", "640x480",
-                "-depth", "24",
-                "-desktop", "txvnc-test",
-                *security,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=directory,
-            env=clean_env(),
-        )
-        assert process.stderr is not None and process.stdout is not None
-        log = OutputWatcher(process.stderr, "Xtigervnc")
-        displayfd = OutputWatcher(process.stdout, "Xtigervnc -displayfd")
-        found = log.wait_for_any(
-            [r"created VNC server for screen 0", r"Address already in use|bind"],
-            stop_at_end=False,
-        )
-        if found is not None and found.group(0).startswith("created"):
-            break
-        process.kill()
-        process.wait()
-    else:
-        raise AssertionError(f"Xtigervnc did not start:\n{log.text()}")
-    display = ":" + displayfd.wait_for(r"^\d+$").group(0)
+    server = listen_on_free_port(
+        lambda port: [
+            program,
+            "-displayfd", "1",
+            "-rfbport", str(port),
+            "-interface", "127.0.0.1",
+            "-geometry", "640x480",
+            "-depth", "24",
+            "-desktop", "txvnc-test",
+            *security,
+        ],
+        "Xtigervnc",
+        r"created VNC server for screen 0",
+        r"Address already in use|bind",
+        cwd=directory,
+        log_stderr=True,
+    )  # fmt: skip
     try:
-        yield TigerVNC(process, log, port, display)
+        assert server.process.stdout is not None
+        displayfd = OutputWatcher(server.process.stdout, "Xtigervnc -displayfd")
+        display = ":" + displayfd.wait_for(r"^\d+$").group(0)
+        yield TigerVNC(server.process, server.log, server.port, display)
     finally:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(server.process, must_obey=False)
 
 
 @contextmanager
@@ -126,47 +102,30 @@ def x11vnc(directory: Path, display: str, *options: str) -> Iterator[int]:
     C{-rfbversion 3.3}; yields its port.
     """
     program = require(X11VNC, "x11vnc")
-    for _ in range(5):
-        port = free_port()
-        process = subprocess.Popen(
-            [
-                program,
-                "-display", display,
-                "-rfbport", str(port),
-                "-listen", "127.0.0.1",
-                # Without it x11vnc also binds the port on IPv6 and, when
-                # another process holds that, says "Address already in use"
-                # though it serves on 127.0.0.1 all the same.
-                "-noipv6",
-                "-forever",
-                "-shared",
-                "-nolookup",
-                *options,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=directory,
-            env=clean_env(),
-        )
-        assert process.stdout is not None
-        log = OutputWatcher(process.stdout, "x11vnc")
-        found = log.wait_for_any([r"^PORT=(\d+)$", r"Address already in use"], stop_at_end=False)
-        if found is not None and found.group(0).startswith("PORT="):
-            break
-        process.kill()
-        process.wait()
-    else:
-        raise AssertionError(f"x11vnc did not start:\n{log.text()}")
+    server = listen_on_free_port(
+        lambda port: [
+            program,
+            "-display", display,
+            "-rfbport", str(port),
+            "-listen", "127.0.0.1",
+            # Without it x11vnc also binds the port on IPv6 and, when
+            # another process holds that, says "Address already in use"
+            # though it serves on 127.0.0.1 all the same.
+            "-noipv6",
+            "-forever",
+            "-shared",
+            "-nolookup",
+            *options,
+        ],
+        "x11vnc",
+        r"^PORT=(\d+)$",
+        r"Address already in use",
+        cwd=directory,
+    )  # fmt: skip
     try:
-        yield port
+        yield server.port
     finally:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(server.process, must_obey=False)
 
 
 @contextmanager
@@ -180,12 +139,4 @@ def qemu(directory: Path, vnc_options: str, *extra: str) -> Iterator[VM]:
     try:
         yield vm
     finally:
-        try:
-            vm.command("quit")
-        except (AssertionError, OSError):
-            pass
-        try:
-            vm.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            vm.process.kill()
-            vm.process.wait()
+        vm.stop()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.conftest import _stop, clean_env
-from tests.integration.conftest import start
+from tests.processes import clean_env
+from tests.twistd import start_twistd
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -44,26 +44,20 @@ def test_schemathesis_against_the_live_api(tmp_path):
     """Generated requests to every operation get no 5xx and only documented, schema-true answers."""
     keys = tmp_path / "keys"
     keys.write_text(KEY + "\n")  # one key with both roles reaches every route
-    api = start(
+    api = start_twistd(
         tmp_path,
-        "api",
-        [
-            "--no-proxy",
-            "--store",
-            "memory:",
-            "--api-key-file",
-            str(keys),
-            "--base-url",
-            "http://proxy.example:6080",
-        ],
-        "--api-listen",
+        "--audit-log",
+        str(tmp_path / "api-audit.jsonl"),
+        api_key_file=keys,
+        proxy=False,
+        base_url="http://proxy.example:6080",
     )
     try:
         result = subprocess.run(
             [
                 str(SCHEMATHESIS),
                 "run",
-                f"{api.url}/v1/openapi.yaml",
+                f"{api.api_url}/v1/openapi.yaml",
                 "--header",
                 f"Authorization: Bearer {KEY}",
                 "--checks",
@@ -85,8 +79,7 @@ def test_schemathesis_against_the_live_api(tmp_path):
             env=clean_env(),
         )
     finally:
-        _stop(api.process)
-        api.log.wait_closed(30)
+        api.stop(clean=False)
     output = result.stdout + result.stderr
     (tmp_path / "schemathesis.txt").write_text(output)
     assert result.returncode == 0, output[-6000:]

@@ -307,10 +307,10 @@ def test_redis_urls():
 @pytest_twisted.ensureDeferred
 async def test_redis_away_is_store_unavailable(tmp_path):
     """With no Redis to reach, store calls fail with StoreUnavailable, which the API answers 503."""
-    from tests.redis_server import _free_port
+    from tests.processes import free_port
     from txvnc.consoleauth.store import StoreUnavailable
 
-    store = RedisTokenStore.from_url(f"redis://127.0.0.1:{_free_port()}/0")
+    store = RedisTokenStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     store.timeout = 0.5
     try:
         with pytest.raises(StoreUnavailable):

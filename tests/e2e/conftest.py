@@ -15,23 +15,29 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
+from tests.processes import (
+    STOP_TIMEOUT,
+    OutputWatcher,
+    clean_env,
+    free_port,
+    spawn,
+    stop,
+)
+from tests.twistd import Twistd, require, start_twistd
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
-NOVNC = REPO / "node_modules" / "@novnc" / "novnc"
 BIN = Path(sys.executable).parent
-TWISTD = BIN / "twistd"
 TXVNC = BIN / "txvnc"
 QEMU = shutil.which("qemu-system-x86_64")
 CHROMIUM = "/usr/bin/chromium"
@@ -43,9 +49,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-#: Bounds for waits on a slow, shared 2-core machine.
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 30.0
 CLI_TIMEOUT = 60.0
 
 #: qemu's accelerators, best first: KVM when this machine lets us use it,
@@ -53,165 +56,12 @@ CLI_TIMEOUT = 60.0
 #: without KVM.
 QEMU_ACCEL = os.environ.get("TXVNC_E2E_ACCEL", "kvm:tcg")
 
-#: Environment variables that would make a test depend on the caller's shell.
-_LEAKY_ENV = ("TXVNC_API_KEY", "TXVNC_API_URL", "TXVNC_NOVNC_DIR", "PYTHONPATH")
-
-
-def _require(ok: bool, what: str) -> None:
-    if not ok:
-        pytest.fail(
-            f"the e2e tests need {what}; run `make install` and "
-            "`scripts/system-deps`, or deselect them with -m 'not e2e'",
-            pytrace=False,
-        )
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """
-    The environment for a child process: ours without txvnc's own variables.
-    """
-    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listens on right now.
-
-    Another process may take it before we use it; callers that bind it
-    retry with a new one when that happens.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(name="free_port")
 def free_port_fixture() -> Callable[[], int]:
     """
     The free loopback port helper, as a fixture.
     """
     return free_port
-
-
-class OutputWatcher:
-    """
-    Collects a child's output line by line on a thread and lets the test wait
-    for a line matching a pattern, or for the stream to end.
-    """
-
-    def __init__(self, stream: IO[str], name: str, copy_to: Path | None = None) -> None:
-        self.name = name
-        self._lines: list[str] = []
-        self._closed = False
-        self._changed = threading.Condition()
-        self._copy = copy_to.open("w", encoding="utf-8") if copy_to else None
-        self._thread = threading.Thread(
-            target=self._read, args=(stream,), name=f"watch-{name}", daemon=True
-        )
-        self._thread.start()
-
-    def _read(self, stream: IO[str]) -> None:
-        try:
-            for line in stream:
-                if self._copy is not None:
-                    self._copy.write(line)
-                    self._copy.flush()
-                with self._changed:
-                    self._lines.append(line.rstrip("\n"))
-                    self._changed.notify_all()
-        finally:
-            if self._copy is not None:
-                self._copy.close()
-            with self._changed:
-                self._closed = True
-                self._changed.notify_all()
-
-    def mark(self) -> int:
-        """
-        Where the output is now; pass it as C{since} to ignore older lines.
-        """
-        with self._changed:
-            return len(self._lines)
-
-    def lines(self, since: int = 0) -> list[str]:
-        with self._changed:
-            return self._lines[since:]
-
-    def text(self, since: int = 0) -> str:
-        return "\n".join(self.lines(since))
-
-    def wait_for(
-        self, pattern: str, since: int = 0, timeout: float = START_TIMEOUT
-    ) -> re.Match[str]:
-        """
-        The first line from C{since} on matching C{pattern}, waiting for it.
-
-        @raise AssertionError: when the stream ends or C{timeout} passes
-            first; the message holds the output so far.
-        """
-        found = self.wait_for_any([pattern], since, timeout)
-        assert found is not None
-        return found
-
-    def wait_for_any(
-        self,
-        patterns: list[str],
-        since: int = 0,
-        timeout: float = START_TIMEOUT,
-        stop_at_end: bool = True,
-    ) -> re.Match[str] | None:
-        """
-        The first line matching any of C{patterns}; L{None} if the stream
-        ended first and not C{stop_at_end}.
-        """
-        regexes = [re.compile(p) for p in patterns]
-        deadline = time.monotonic() + timeout
-        seen = since
-        with self._changed:
-            while True:
-                for line in self._lines[seen:]:
-                    for regex in regexes:
-                        found = regex.search(line)
-                        if found:
-                            return found
-                seen = len(self._lines)
-                if self._closed:
-                    if not stop_at_end:
-                        return None
-                    raise AssertionError(
-                        f"{self.name} ended before printing a line matching "
-                        f"{patterns}; its output:\n{self.text()}"
-                    )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(
-                        f"no line matching {patterns} from {self.name} within "
-                        f"{timeout:g}s; its output:\n{self.text()}"
-                    )
-                self._changed.wait(remaining)
-
-    def wait_closed(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-
-def _stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> int:
-    """
-    Stop C{process} with C{sig}, killing it if it has not exited in time.
-    """
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            return process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-            raise AssertionError(
-                f"{process.args[0]} ignored signal {sig} for {STOP_TIMEOUT:g}s"
-            ) from None
-    return process.returncode
 
 
 # The VM
@@ -249,6 +99,21 @@ class VM:
             raise AssertionError(f"QMP {execute} failed: {answer['error']}")
         return answer["return"]
 
+    def stop(self) -> None:
+        """
+        Quit through QMP; killed if it has not exited in time; always reaped.
+        """
+        try:
+            self.command("quit")
+        except (AssertionError, OSError):
+            pass  # qemu is already gone; wait() below says so at once
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            stop(self.process, signal.SIGKILL, must_obey=False)
+        self.qmp.wait_closed()
+        self.stderr.wait_closed()
+
 
 def _start_vm(tmp: Path, vnc_options: str = "", extra: tuple[str, ...] = ()) -> VM:
     """
@@ -259,7 +124,7 @@ def _start_vm(tmp: Path, vnc_options: str = "", extra: tuple[str, ...] = ()) -> 
     # displays if something takes it first, and QMP tells us where it is.
     port = free_port()
     display = port - 5900 if port > 5900 else 100
-    process = subprocess.Popen(
+    process = spawn(
         [
             QEMU,
             "-display", "none",
@@ -272,18 +137,14 @@ def _start_vm(tmp: Path, vnc_options: str = "", extra: tuple[str, ...] = ()) -> 
             "-qmp", "stdio",
             *extra,
         ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+        stdin=True,
         stderr=subprocess.PIPE,
-        text=True,
         cwd=tmp,
-        env=clean_env(),
     )
     assert process.stdout is not None and process.stderr is not None
     qmp = OutputWatcher(process.stdout, "qemu QMP", tmp / "qmp.log")
     errors = OutputWatcher(process.stderr, "qemu stderr", tmp / "qemu.log")
     vm = VM(process, qmp, errors, port=0, accel="?")
-    started = False
     try:
         qmp.wait_for(r'^\{"QMP"')
         vm.command("qmp_capabilities")
@@ -292,15 +153,13 @@ def _start_vm(tmp: Path, vnc_options: str = "", extra: tuple[str, ...] = ()) -> 
         assert vnc["enabled"], f"qemu's VNC server is not enabled: {vnc}"
         vm.port = int(vnc["service"])
         vm.accel = "kvm" if vm.command("query-kvm")["enabled"] else "tcg"
-        started = True
-    except (AssertionError, KeyError, ValueError) as e:
-        raise AssertionError(
-            f"qemu did not start: {e}\nqemu's stderr:\n{errors.text()}"
-        ) from None
-    finally:
-        if not started:
-            process.kill()
-            process.wait()
+    except BaseException as e:
+        stop(process, signal.SIGKILL, must_obey=False)
+        if isinstance(e, AssertionError | KeyError | ValueError):
+            raise AssertionError(
+                f"qemu did not start: {e}\nqemu's stderr:\n{errors.text()}"
+            ) from None
+        raise
     return vm
 
 
@@ -309,18 +168,10 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     """
     One VM for the module: it only has to draw SeaBIOS's screen.
     """
-    _require(QEMU is not None, "qemu-system-x86_64")
+    require(QEMU is not None, "qemu-system-x86_64")
     vm = _start_vm(tmp_path_factory.mktemp("qemu"))
     yield vm
-    try:
-        vm.command("quit")
-    except (AssertionError, OSError):
-        pass  # qemu is already gone; wait() below says so at once
-    try:
-        vm.process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        vm.process.kill()
-        vm.process.wait()
+    vm.stop()
 
 
 # twistd txvnc
@@ -336,27 +187,11 @@ class Console:
     token: str
 
 
-@dataclass
-class TxvncServer:
+class TxvncServer(Twistd):
     """
-    A running C{twistd -n txvnc} with both the token API and the proxy.
+    A running C{twistd -n txvnc} with both the token API and the proxy, and
+    the C{txvnc} command pointed at it.
     """
-
-    process: subprocess.Popen[str]
-    log: OutputWatcher
-    directory: Path
-    proxy_port: int
-    api_port: int
-    key_file: Path
-    minted: list[str] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}"
-
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.api_port}"
 
     def cli(
         self, *args: str, api_url: str | None = None, key_file: Path | None = None
@@ -406,58 +241,17 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _start_txvnc(directory: Path, *extra: str) -> TxvncServer | None:
+def start_txvnc(directory: Path, *extra: str) -> TxvncServer:
     """
-    Start twistd on two fresh ports; L{None} when a port was taken before
-    twistd could bind it.
+    C{twistd txvnc EXTRA} (API and proxy) with a SQLite store in
+    C{directory}, once it listens.
     """
-    proxy_port, api_port = free_port(), free_port()
-    while api_port == proxy_port:
-        api_port = free_port()
-    key_file = directory / "txvnc-api.key"
-    process = subprocess.Popen(
-        [
-            str(TWISTD), "-n", "--pidfile=", "txvnc",
-            "--listen", f"tcp:{proxy_port}:interface=127.0.0.1",
-            "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
-            "--api-key-file", str(key_file),
-            "--store", f"sqlite:{directory / 'tokens.sqlite'}",
-            "--base-url", f"http://127.0.0.1:{proxy_port}",
-            "--novnc", str(NOVNC),
-            *extra,
-            # qemu's VNC display is wherever a free port was found.
-            "--allowed-target", "127.0.0.1:1024-65535",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=directory,
-        env=clean_env(),
+    server: TxvncServer = start_twistd(
+        directory,
+        *extra,
+        store=f"sqlite:{directory / 'tokens.sqlite'}",
+        kind=TxvncServer,
     )
-    assert process.stdout is not None
-    log = OutputWatcher(process.stdout, "twistd txvnc", directory / "twistd.log")
-    server = TxvncServer(process, log, directory, proxy_port, api_port, key_file)
-    try:
-        for port in (api_port, proxy_port):
-            found = log.wait_for_any(
-                [rf"Site starting on {port}$", r"CannotListenError"],
-                stop_at_end=False,
-            )
-            if found is None or found.group(0) == "CannotListenError":
-                # Exited, or about to: a port was taken under us, or worse.
-                code = process.wait(STOP_TIMEOUT)
-                log.wait_closed(STOP_TIMEOUT)
-                if re.search(r"Couldn't listen on .*Address already in use", log.text()):
-                    return None
-                raise AssertionError(
-                    f"twistd txvnc exited with {code} while starting; "
-                    f"its log:\n{log.text()}"
-                )
-    except BaseException:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        raise
     return server
 
 
@@ -478,26 +272,9 @@ def serve_txvnc(
     The body of the L{txvnc} fixture, for fixtures that add options
     (C{extra}) to the twistd command line.
     """
-    _require(TWISTD.is_file(), f"twistd in {BIN}")
-    _require((NOVNC / "core" / "rfb.js").is_file(), f"noVNC in {NOVNC} (npm ci)")
-    server = None
-    for attempt in range(5):
-        server = _start_txvnc(tmp_path_factory.mktemp(f"txvnc{attempt}"), *extra)
-        if server is not None:
-            break
-    assert server is not None, "every port we picked was taken before twistd bound it"
+    server = start_txvnc(tmp_path_factory.mktemp("txvnc"), *extra)
     yield server
-
-    code = _stop(server.process)
-    server.log.wait_closed(STOP_TIMEOUT)
-    log = server.log.text()
-    # twistd stops its reactor on SIGTERM, then ends itself with the same
-    # signal so its parent sees why it stopped: -SIGTERM is a clean exit.
-    assert code in (0, -signal.SIGTERM), f"twistd txvnc exited with {code}:\n{log}"
-    assert "Server Shut Down." in log, f"twistd did not shut down cleanly:\n{log}"
-    assert "Traceback" not in log, f"twistd logged a traceback:\n{log}"
-    leaked = [token for token in server.minted if token in log]
-    assert not leaked, f"{len(leaked)} minted token(s) appear in the twistd log"
+    server.stop()
 
 
 # The browser
@@ -509,7 +286,7 @@ def browser() -> Iterator[Any]:
     One headless Chromium for the module (the system's: nothing is
     downloaded).
     """
-    _require(os.access(CHROMIUM, os.X_OK), CHROMIUM)
+    require(os.access(CHROMIUM, os.X_OK), CHROMIUM)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -539,12 +316,8 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """
-    Keep each phase's report on the test item, and show twistd's log under
-    any failing test that used it.
+    Keep each phase's report on the test item (for the page's screenshot).
     """
     report = yield
     setattr(item, f"rep_{report.when}", report)
-    server = getattr(item, "funcargs", {}).get("txvnc")
-    if report.failed and isinstance(server, TxvncServer):
-        report.sections.append(("twistd txvnc log", server.log.text()))
     return report

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +20,7 @@ import pytest
 
 from txvnc.proxy import closecodes
 
-from .conftest import (
-    STOP_TIMEOUT,
-    OutputWatcher,
-    TxvncServer,
-    _start_txvnc,
-    _stop,
-    clean_env,
-)
+from .conftest import TxvncServer, start_txvnc
 from .test_console import PAGE_TIMEOUT_MS, new_instance
 
 pytestmark = pytest.mark.e2e
@@ -128,16 +120,11 @@ def rfb_server() -> Iterator[TinyRFBServer]:
 
 
 def start(tmp_path: Path, *extra: str) -> TxvncServer:
-    for _ in range(5):
-        server = _start_txvnc(tmp_path, *extra)
-        if server is not None:
-            return server
-    raise AssertionError("every port we picked was taken before twistd bound it")
+    return start_txvnc(tmp_path, *extra)
 
 
 def stop(server: TxvncServer) -> None:
-    code = _stop(server.process)
-    server.log.wait_closed(STOP_TIMEOUT)
+    code = server.stop()
     assert code == 0, server.log.text()
 
 
@@ -215,23 +202,7 @@ def test_reconnects_after_a_restart_pastes_and_goes_full_screen(
         }
 
         # The same command again: same ports, key file and SQLite store.
-        process = subprocess.Popen(
-            server.process.args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=server.directory,
-            env=clean_env(),
-        )
-        assert process.stdout is not None
-        server = TxvncServer(
-            process,
-            OutputWatcher(process.stdout, "twistd txvnc (restarted)"),
-            server.directory,
-            server.proxy_port,
-            server.api_port,
-            server.key_file,
-        )
+        server = server.rerun()
         wait_state(page, "connected")
         rfb_server.wait(lambda: rfb_server.connections >= 2)
     finally:

@@ -15,19 +15,9 @@ from typing import Any
 import pytest
 
 from tests.rfb.pki import make_pki
+from tests.twistd import start_twistd
 
-from .conftest import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    NOVNC,
-    STOP_TIMEOUT,
-    TWISTD,
-    OutputWatcher,
-    TxvncServer,
-    _stop,
-    clean_env,
-    free_port,
-)
+from .conftest import CHROMIUM, CHROMIUM_ARGS, TxvncServer
 from .test_console import PAGE_TIMEOUT_MS, new_instance
 from .test_console_page import TinyRFBServer, wait_state
 
@@ -53,40 +43,17 @@ def nss_home(directory: Path, ca: Path | None) -> Path:
 
 
 def start_tls_txvnc(directory: Path, key: Path, cert: Path) -> TxvncServer:
-    for _ in range(5):
-        proxy_port, api_port = free_port(), free_port()
-        process = subprocess.Popen(
-            [
-                str(TWISTD), "-n", "--pidfile=", "txvnc",
-                "--listen", f"ssl:{proxy_port}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
-                "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
-                "--api-key-file", str(directory / "api.key"),
-                "--secret-key-file", str(directory / "secret.key"),
-                "--store", "memory:",
-                "--base-url", f"https://localhost:{proxy_port}",
-                "--novnc", str(NOVNC),
-                # The test VNC server listens on any free port.
-                "--allowed-target", "127.0.0.1:1024-65535",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=directory,
-            env=clean_env(),
-        )
-        assert process.stdout is not None
-        log = OutputWatcher(process.stdout, "twistd txvnc (TLS)")
-        server = TxvncServer(process, log, directory, proxy_port, api_port, directory / "api.key")
-        found = log.wait_for_any(
-            [rf"starting on {proxy_port}$", r"Address already in use"], stop_at_end=False
-        )
-        if found is not None and found.group(0) != "Address already in use":
-            log.wait_for(rf"starting on {api_port}$")
-            return server
-        if process.poll() is None:
-            process.kill()
-        process.wait(STOP_TIMEOUT)
-    raise AssertionError("every port we picked was taken before twistd bound it")
+    """
+    C{twistd txvnc} whose proxy listens with TLS, its access URLs on
+    https://localhost (the certificate's name).
+    """
+    server: TxvncServer = start_twistd(
+        directory,
+        listen=f"ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        base_url="https://localhost:{port}",
+        kind=TxvncServer,
+    )
+    return server
 
 
 @pytest.fixture
@@ -136,7 +103,6 @@ def test_console_over_tls_in_a_browser_that_trusts_the_ca(
         with pytest.raises(Exception, match="ERR_CERT_AUTHORITY_INVALID"):
             other.goto(console.url, timeout=PAGE_TIMEOUT_MS)
     finally:
-        code = _stop(server.process)
-        server.log.wait_closed(STOP_TIMEOUT)
+        code = server.stop(clean=False)
         rfb.close()
     assert code == 0, server.log.text()

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.conftest import free_port
 from tests.hostile.conftest import (
     Backend,
     Twistd,
@@ -24,6 +23,7 @@ from tests.hostile.conftest import (
 )
 from tests.hostile.streams import MiB
 from tests.hostile.wsclient import WSClient
+from tests.processes import free_port
 
 #: The proxy's --token-check-timeout in the slow-API case.
 CHECK_TIMEOUT = 2.0

@@ -5,6 +5,8 @@ listeners of a real twistd.
 
 from __future__ import annotations
 
+import signal
+
 import pytest_twisted
 import treq
 from treq.testing import StubTreq
@@ -12,11 +14,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from tests.proxy.harness import KEY
+from tests.twistd import start_twistd_async
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.health import Readiness, WithOps, ops_children
-
-from .twistd import start_twistd
 
 
 def stub(readiness):
@@ -111,7 +112,8 @@ async def test_api_routes_pass_through():
 @pytest_twisted.ensureDeferred
 async def test_both_listeners_of_a_real_twistd(tmp_path):
     """A real twistd answers /healthz and /readyz on the proxy and API ports, and /metrics on the API port only."""
-    process, proxy_port, api_port = await start_twistd(tmp_path)
+    server = await start_twistd_async(tmp_path)
+    proxy_port, api_port = server.proxy_port, server.api_port
     try:
         for port in (proxy_port, api_port):
             base = f"http://127.0.0.1:{port}"
@@ -131,5 +133,5 @@ async def test_both_listeners_of_a_real_twistd(tmp_path):
         )
         assert response.code == 404
     finally:
-        process.transport.signalProcess("TERM")
-        assert await process.ended == 0
+        server.signal(signal.SIGTERM)
+        assert await server.ended() == 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 
 import pytest_twisted
 from twisted.logger import Logger, LogLevel, LogPublisher
@@ -14,9 +15,8 @@ from twisted.python.failure import Failure
 
 from tests.ops.test_shutdown import browse, mint
 from tests.proxy.harness import FakeVNCServer
+from tests.twistd import start_twistd_async
 from txvnc.logs import JSONLineObserver
-
-from .twistd import start_twistd
 
 
 def test_one_object_per_line_with_fields():
@@ -62,27 +62,23 @@ def test_failures_carry_their_traceback():
 async def test_real_twistd_json_log(tmp_path):
     """Every line a real twistd prints with --log-format json parses, and a console's lines share its conn_id."""
     vnc = FakeVNCServer()
-    process, proxy_port, api_port = await start_twistd(
-        tmp_path, "--log-format", "json"
-    )
+    server = await start_twistd_async(tmp_path, "--log-format", "json")
     try:
-        key = (tmp_path / "api.key").read_text().strip()
-        token = await mint(api_port, key, vnc.address.port)
+        token = await mint(server.api_port, server.api_key, vnc.address.port)
         connected = vnc.next_connection()
-        browser = await browse(proxy_port, token)
+        browser = await browse(server.proxy_port, token)
         await connected
         browser.sendClose(1000)
         await browser.closed
-        await process.wait_for(r"console closed")
-        process.transport.signalProcess("TERM")
-        assert await process.ended == 0
+        await server.wait_for(r"console closed")
+        server.signal(signal.SIGTERM)
+        assert await server.ended() == 0
     finally:
-        if process.exit_code is None:
-            process.transport.signalProcess("KILL")
-            await process.ended
+        server.kill()
         await vnc.stop()
 
-    records = [json.loads(line) for line in process.lines if line]
+    lines = server.log.lines()
+    records = [json.loads(line) for line in lines if line]
     assert len(records) > 10
     for record in records:
         assert {"time", "level", "namespace", "message"} <= record.keys()
@@ -94,5 +90,5 @@ async def test_real_twistd_json_log(tmp_path):
     assert "connecting to" in messages and "console closed" in messages
     closed = next(r for r in console if "console closed" in r["message"])
     assert closed["bytes_to_vnc"] == 0 and "duration" in closed
-    assert token not in "\n".join(process.lines)
+    assert token not in "\n".join(lines)
     assert any(r["message"] == "Server Shut Down." for r in records)

@@ -18,11 +18,10 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 
 from tests.proxy.harness import Browser, FakeVNCServer, Stack
+from tests.twistd import start_twistd_async
 from txvnc.health import Readiness
 from txvnc.proxy import closecodes
 from txvnc.shutdown import DrainService
-
-from .twistd import start_twistd
 
 DRAIN = 8.0
 
@@ -65,48 +64,46 @@ def vnc():
 @pytest_twisted.ensureDeferred
 async def test_sigterm_closes_consoles_with_1001_and_exits_0(tmp_path, vnc):
     """On SIGTERM every open console gets 1001 "Service restarting" and twistd exits 0 within the drain time."""
-    process, proxy_port, api_port = await start_twistd(
-        tmp_path, "--drain-timeout", str(DRAIN)
-    )
+    server = await start_twistd_async(tmp_path, "--drain-timeout", str(DRAIN))
     try:
-        key = (tmp_path / "api.key").read_text().strip()
+        key = server.api_key
         browsers = []
         for _ in range(3):
             connected = vnc.next_connection()
-            browsers.append(await browse(proxy_port, await mint(api_port, key, vnc.address.port)))
+            browsers.append(
+                await browse(server.proxy_port, await mint(server.api_port, key, vnc.address.port))
+            )
             await connected
-        since = process.mark()
+        since = server.log.mark()
         started = time.monotonic()
-        os.kill(process.transport.pid, signal.SIGTERM)
+        os.kill(server.pid, signal.SIGTERM)
         for browser in browsers:
             _, code, reason = await browser.closed
             assert code == closecodes.GOING_AWAY
             assert reason == "Service restarting"
-        code = await process.ended
+        code = await server.ended()
         elapsed = time.monotonic() - started
-        assert code == 0, process.text()
+        assert code == 0, server.log.text()
         assert elapsed < DRAIN, f"exit took {elapsed:.1f}s"
-        log = process.text()
+        log = server.log.text()
         assert "closing 3 console(s)" in log
-        assert "every console closed" in "\n".join(process.lines[since:])
+        assert "every console closed" in server.log.text(since)
         assert "Server Shut Down." in log
         assert "Traceback" not in log
         for conn in vnc.connections:
             await conn.lost
     finally:
-        if process.exit_code is None:
-            process.transport.signalProcess("KILL")
-            await process.ended
+        server.kill()
 
 
 @pytest.mark.slow
 @pytest_twisted.ensureDeferred
 async def test_sigterm_without_consoles_exits_0_at_once(tmp_path):
     """An idle twistd exits 0 on SIGTERM without waiting for the drain time."""
-    process, _, _ = await start_twistd(tmp_path, "--drain-timeout", "60")
+    server = await start_twistd_async(tmp_path, "--drain-timeout", "60")
     started = time.monotonic()
-    process.transport.signalProcess("TERM")
-    assert await process.ended == 0, process.text()
+    server.signal(signal.SIGTERM)
+    assert await server.ended() == 0, server.log.text()
     assert time.monotonic() - started < 30
 
 

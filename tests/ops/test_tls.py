@@ -7,6 +7,7 @@ side (Chromium trusting the test CA) is in tests/e2e/test_tls_console.py.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import ssl
 from pathlib import Path
@@ -23,10 +24,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.rfb.pki import _ca, _key_pem, _leaf, make_pki
+from tests.twistd import start_twistd_async
 from txvnc.tap import Options
 from txvnc.tls import TLSConfigError, server_endpoint
-
-from .twistd import start_twistd
 
 
 def peer_serial(port: int, ca: Path, maximum: ssl.TLSVersion | None = None) -> int:
@@ -148,11 +148,11 @@ async def test_sighup_reloads_a_real_twistd_certificate(tmp_path, pki):
     cert, key = tmp_path / "live-cert.pem", tmp_path / "live-key.pem"
     shutil.copy(pki.server_cert, cert)
     shutil.copy(pki.server_key, key)
-    process, proxy_port, _ = await start_twistd(
+    server = await start_twistd_async(
         tmp_path,
         listen=f"ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
-        scheme="https",
     )
+    proxy_port = server.proxy_port
     try:
         assert await deferToThread(peer_serial, proxy_port, pki.ca_cert) == serial_of(
             pki.server_cert
@@ -160,15 +160,15 @@ async def test_sighup_reloads_a_real_twistd_certificate(tmp_path, pki):
         new_cert, new_key = second_server_cert(tmp_path, pki)
         shutil.copy(new_cert, cert)
         shutil.copy(new_key, key)
-        since = process.mark()
-        process.transport.signalProcess("HUP")
-        await process.wait_for(r"TLS certificate reloaded from", since)
+        since = server.log.mark()
+        server.signal(signal.SIGHUP)
+        await server.wait_for(r"TLS certificate reloaded from", since)
         assert await deferToThread(
             peer_serial, proxy_port, tmp_path / "ca2.pem"
         ) == serial_of(new_cert)
     finally:
-        process.transport.signalProcess("TERM")
-        assert await process.ended == 0
+        server.signal(signal.SIGTERM)
+        assert await server.ended() == 0
 
 
 @pytest.mark.slow
@@ -180,7 +180,7 @@ async def test_token_api_over_tls(tmp_path, pki):
     from txvnc.client import pooled_http_client
 
     vnc = FakeVNCServer()
-    process, proxy_port, api_port = await start_twistd(
+    server = await start_twistd_async(
         tmp_path,
         "--consoleauth-ca",
         str(pki.ca_cert),
@@ -189,9 +189,10 @@ async def test_token_api_over_tls(tmp_path, pki):
             f":certKey={pki.server_cert}"
         ),
     )
+    proxy_port, api_port = server.proxy_port, server.api_port
     http = pooled_http_client(reactor, ca_file=str(pki.ca_cert))
     try:
-        key = (tmp_path / "api.key").read_text().strip()
+        key = server.api_key
         response = await http.post(
             f"https://127.0.0.1:{api_port}/v1/tokens",
             json={"host": "127.0.0.1", "port": vnc.address.port},
@@ -208,6 +209,6 @@ async def test_token_api_over_tls(tmp_path, pki):
         await browser.closed
     finally:
         await http._agent._pool.closeCachedConnections()
-        process.transport.signalProcess("TERM")
-        assert await process.ended == 0
+        server.signal(signal.SIGTERM)
+        assert await server.ended() == 0
         await vnc.stop()

@@ -1,27 +1,26 @@
 """
 Real txvnc processes for the scale tests: C{twistd txvnc} (with or without
-workers) on fresh loopback ports, and helpers to mint tokens and open
-consoles against it from this process.
+workers) from L{tests.twistd} with a known API key and an empty web
+directory, and helpers to mint tokens and open consoles against it from
+this process.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import treq
 from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import reactor, threads
+from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.e2e.conftest import TWISTD, OutputWatcher, clean_env, free_port
 from tests.proxy.harness import Browser
+from tests.twistd import Twistd, start_twistd
 
-STOP_TIMEOUT = 30.0
+#: The API key (admin and proxy) of every scale test's twistd.
+KEY = "scale-test-key"
 
 
 def children(pid: int) -> list[int]:
@@ -38,87 +37,33 @@ def children(pid: int) -> list[int]:
     return found
 
 
-@dataclass
-class Txvnc:
-    """A running C{twistd txvnc}; its log is watched line by line."""
-
-    process: subprocess.Popen[str]
-    log: OutputWatcher
-    proxy_port: int
-    api_url: str
-    key: str
-
-    async def mint(self, vnc_port: int, api_url: str | None = None) -> str:
-        response = await treq.post(
-            (api_url or self.api_url) + "/v1/tokens",
-            json={"host": "127.0.0.1", "port": vnc_port, "ttl": 600},
-            headers={"Authorization": "Bearer " + self.key},
-        )
-        assert response.code == 201, await response.text()
-        return str((await response.json())["token"])
-
-    async def wait_for(self, pattern: str, since: int = 0) -> Any:
-        return await threads.deferToThread(self.log.wait_for, pattern, since)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(STOP_TIMEOUT)
-        self.log.wait_closed(STOP_TIMEOUT)
-        return code
-
-
-def start_txvnc(
-    directory: Path, *args: str, proxies: int = 1, key: str = "scale-test-key"
-) -> Txvnc:
+def start_txvnc(directory: Path, *args: str, **options: Any) -> Twistd:
     """
-    C{twistd -n txvnc ARGS} with the proxy and the token API on fresh
-    loopback ports (unless ARGS says otherwise), a memory store, and an
-    empty web directory; returns once the API and C{proxies} proxy
-    processes listen.
+    L{tests.twistd.start_twistd} with L{KEY} in its key file and an empty
+    web directory (the scale tests need no page).
     """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "web").mkdir(exist_ok=True)
     key_file = directory / "api.key"
-    key_file.write_text(key + "\n")
+    key_file.write_text(KEY + "\n")
     key_file.chmod(0o600)
-    proxy_port, api_port = free_port(), free_port()
-    command = [
-        str(TWISTD), "-n", "--pidfile=", "txvnc",
-        "--listen", f"tcp:{proxy_port}:interface=127.0.0.1",
-        "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
-        "--api-key-file", str(key_file),
-        "--store", "memory:",
-        "--web", str(directory / "web"),
-        # Test VNC servers listen on any free port.
-        "--allowed-target", "127.0.0.1:1024-65535",
-        *args,
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=directory,
-        env=clean_env(),
+    return start_twistd(
+        directory, *args, web=directory / "web", api_key_file=key_file, **options
     )
-    assert process.stdout is not None
-    log = OutputWatcher(process.stdout, "twistd txvnc", directory / "twistd.log")
-    server = Txvnc(process, log, proxy_port, f"http://127.0.0.1:{api_port}", key)
-    try:
-        if "--no-api" not in args:
-            log.wait_for(rf"Site starting on {api_port}$")
-        if proxies == 0:
-            pass
-        elif proxies == 1:
-            log.wait_for(rf"ConsoleSite starting on {proxy_port}$")
-        for n in range(1, proxies + 1 if proxies > 1 else 1):
-            log.wait_for(rf"txvnc-worker-{n}\] ConsoleSite starting on {proxy_port}$")
-    except BaseException:
-        process.kill()
-        process.wait()
-        raise
-    return server
+
+
+async def mint(server: Twistd, vnc_port: int, api_url: str | None = None) -> str:
+    """
+    A token for C{127.0.0.1:vnc_port} from C{server}'s API, or the one at
+    C{api_url}.
+    """
+    response = await treq.post(
+        (api_url or server.api_url) + "/v1/tokens",
+        json={"host": "127.0.0.1", "port": vnc_port, "ttl": 600},
+        headers={"Authorization": "Bearer " + KEY},
+    )
+    assert response.code == 201, await response.text()
+    return str((await response.json())["token"])
 
 
 async def open_console(port: int, token: str, host: str = "127.0.0.1") -> Browser:

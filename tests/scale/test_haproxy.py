@@ -19,9 +19,11 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import DeferredList
 
-from tests.e2e.conftest import OutputWatcher, free_port
+from tests.processes import OutputWatcher, free_port, spawn, stop
 from tests.proxy.harness import FakeVNCServer
+from tests.twistd import Twistd
 
+from .processes import mint as mint_from
 from .processes import open_console, start_txvnc
 from .test_workers import round_trip, worker_of
 
@@ -72,34 +74,6 @@ backend apis
 """
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture
-def redis(tmp_path):
-    """A throwaway redis-server on a free loopback port."""
-    if not os.path.exists(REDIS):
-        pytest.fail("redis-server is missing: run scripts/system-deps test", pytrace=False)
-    port = free_port()
-    process = subprocess.Popen(
-        [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    log = OutputWatcher(process.stdout, "redis-server", tmp_path / "redis.log")
-    log.wait_for("Ready to accept connections")
-    yield f"redis://127.0.0.1:{port}/0"
-
-    stop(process)
-
-
 def haproxy_status(sock_path: Path, backend: str) -> dict[str, str]:
     """Server name -> status (UP, DOWN, ...) of one backend, from the stats socket."""
     with socket.socket(socket.AF_UNIX) as s:
@@ -117,23 +91,21 @@ def haproxy_status(sock_path: Path, backend: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def cluster(tmp_path, redis):
+def cluster(tmp_path, redis_url):
     """Two API nodes on one Redis, two proxy nodes, HAProxy in front of each pair."""
     if not os.path.exists(HAPROXY):
         pytest.fail("haproxy is missing: run scripts/system-deps test", pytrace=False)
     started = []
     try:
         apis = [
-            start_txvnc(
-                tmp_path / f"api{n}", "--no-proxy", "--store", redis, proxies=0
-            )
+            start_txvnc(tmp_path / f"api{n}", store=redis_url, proxy=False)
             for n in (1, 2)
         ]
         started += apis
         ports = {"consoles": free_port(), "api": free_port()}
         api_url = f"http://127.0.0.1:{ports['api']}"
         proxies = [
-            start_txvnc(tmp_path / f"proxy{n}", "--no-api", "--consoleauth-url", api_url)
+            start_txvnc(tmp_path / f"proxy{n}", "--consoleauth-url", api_url, api=False)
             for n in (1, 2)
         ]
         started += proxies
@@ -150,10 +122,8 @@ def cluster(tmp_path, redis):
         )
         check = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
-        haproxy = subprocess.Popen(
-            [HAPROXY, "-db", "-f", str(cfg)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
+        haproxy = spawn([HAPROXY, "-db", "-f", str(cfg)])
+        started.append(haproxy)
         hlog = OutputWatcher(haproxy.stdout, "haproxy", tmp_path / "haproxy.log")
         yield {
             "apis": apis,
@@ -164,10 +134,13 @@ def cluster(tmp_path, redis):
             "haproxy_log": hlog,
             "stats": tmp_path / "haproxy.sock",
         }
-        stop(haproxy)
     finally:
-        for server in started:
-            server.stop()
+        # The killed proxy node cannot stop cleanly: just stop and reap all.
+        for process in reversed(started):
+            if isinstance(process, Twistd):
+                process.stop(clean=False)
+            else:
+                stop(process, must_obey=False)
 
 
 async def until(predicate, timeout: float = 20.0, what: str = "") -> None:
@@ -203,7 +176,7 @@ async def test_losing_a_proxy_node_loses_nothing_else(cluster, vnc):
     front = cluster["consoles_port"]
 
     async def mint() -> str:
-        return await api.mint(vnc.address.port, api_url=cluster["api_url"])
+        return await mint_from(api, vnc.address.port, api_url=cluster["api_url"])
 
     # Tokens minted now (alternating API nodes) but used only after the kill.
     later = [await mint() for _ in range(CONSOLES)]
