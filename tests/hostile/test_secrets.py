@@ -86,6 +86,8 @@ def test_no_secret_reaches_the_log(txvnc: Twistd, backend: Backend):
     assert api_call(txvnc, "GET", f"/v1/tokens/{valid[1]}", wrong_key) == 401
     assert api_call(txvnc, "DELETE", f"/v1/tokens/{valid[2]}", txvnc.api_key) == 204
 
+    # The access log line follows the answer: wait for the last call's.
+    txvnc.log.wait_for(r'"DELETE /v1/tokens/~\w+ HTTP/1\.1" 204', since)
     log = txvnc.log.text(since)
     # The log did record these requests, by hash.
     assert log.count("GET /v1/tokens/~") >= 3
