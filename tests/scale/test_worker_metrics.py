@@ -258,22 +258,21 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
 @pytest_twisted.ensureDeferred
 async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc):
     """A --no-api --workers 2 proxy's --metrics-listen counts both workers' token API refusals and outages; the workers' /readyz says the API is down."""
-    api = start_txvnc(tmp_path / "api", "--no-proxy", proxies=0)
+    api = start_txvnc(tmp_path / "api", proxy=False)
     metrics_port = free_port()
     proxy = start_txvnc(
         tmp_path / "proxy",
-        "--no-api",
         "--consoleauth-url", api.api_url,
-        "--workers", "2",
         "--max-auth-failures", "0",
         "--metrics-listen", f"tcp:{metrics_port}:interface=127.0.0.1",
-        proxies=2,
+        api=False,
+        workers=2,
     )  # fmt: skip
     metrics_url = f"http://127.0.0.1:{metrics_port}"
     try:
         await proxy.wait_for(rf"starting on {metrics_port}\b")
         port = proxy.proxy_port
-        token = await api.mint(vnc.address.port)
+        token = await mint(api, vnc.address.port)
 
         async def refused() -> None:
             assert await raw_upgrade(port, f"token={token}") == 503
@@ -324,7 +323,7 @@ async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc)
         assert alive.code == 200
         await treq.content(alive)
     finally:
-        api.stop()
-        code = proxy.stop()
+        api.stop(clean=False)
+        code = proxy.stop(clean=False)
     assert code in (0, -signal.SIGTERM), proxy.log.text()
     assert "Traceback" not in proxy.log.text()
