@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -27,7 +26,7 @@ import pytest
 
 from txvnc.consoleauth.keys import read_key_file
 
-from .conftest import OutputWatcher, TxvncServer, _stop, clean_env
+from .conftest import TxvncServer
 from .test_console import PAGE_TIMEOUT_MS, new_instance
 from .test_console_page import TinyRFBServer, rfb_server, start, stop, wait_state
 
@@ -266,29 +265,13 @@ def test_proxy_killed_then_back_reconnects(page: Any, tmp_path: Path, rfb_server
         page.goto(console.url)
         wait_state(page, "connected")
 
-        assert _stop(server.process, signal.SIGKILL) == -signal.SIGKILL
+        assert server.kill() == -signal.SIGKILL
         text = wait_text(page, UNREACHABLE)
         assert re.search(r"Reconnecting in \d+ s \(attempt \d of 8\)", text), text
         assert page.evaluate("() => window.txvnc.closes[0].code") == 1006
 
-        process = subprocess.Popen(
-            server.process.args,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            cwd=server.directory,
-            env=clean_env(),
-        )
-        assert process.stdout is not None
-        server = TxvncServer(
-            process,
-            OutputWatcher(process.stdout, "twistd txvnc (restarted)"),
-            server.directory,
-            server.proxy_port,
-            server.api_port,
-            server.key_file,
-            [console.token],
-        )
+        # The same command again: same ports, key file and SQLite store.
+        server = server.rerun()
         wait_state(page, "connected")
         rfb_server.wait(lambda: rfb_server.connections >= 2)
         state = page_state(page)
