@@ -2,12 +2,23 @@
 The guarded HTTP channel: a deadline for headers, a limit on bodies.
 """
 
+import io
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_twisted
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectError
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyRequest
 
+from txvnc.client import ConsoleAuthClient, ConsoleAuthUnavailable
 from txvnc.guarded import GuardedSite
+from txvnc.tap import API_POLLED_PATHS
 
 
 class Hello(Resource):
@@ -134,3 +145,44 @@ def test_larger_body_only_under_its_path_prefix():
     assert post(b"/big/report", 1001).startswith(b"HTTP/1.1 413")
     assert post(b"/small", 500).startswith(b"HTTP/1.1 413")
     assert post(b"/small", 100).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_quiet_paths_keep_successes_out_of_the_access_log():
+    """Successful requests under a quiet prefix are not logged; their errors and every other path are."""
+    site = GuardedSite(
+        Resource(),
+        logFormatter=lambda when, request: request.path.decode(),
+        quiet_paths=(b"/healthz", b"/v1/revocations"),
+    )
+    site._logFile = io.StringIO()
+    for path, code in [
+        (b"/healthz", 200),
+        (b"/v1/revocations", 200),
+        (b"/v1/revocations", 503),
+        (b"/v1/tokens", 201),
+    ]:
+        request = DummyRequest([b""])
+        request.path = path
+        request.code = code
+        site.log(request)
+    assert site._logFile.getvalue().split() == ["/v1/revocations", "/v1/tokens"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_proxies_polls_are_quiet_on_the_token_api():
+    """Every path a proxy asks the token API on a timer (revocation feed, session reports) is one of the API's quiet paths."""
+    asked: list[str] = []
+
+    class Recording:
+        def request(self, method: str, url: str, **kwargs: object) -> Deferred:
+            asked.append(urlsplit(url).path)
+            return fail(ConnectError("recorded"))
+
+    client = ConsoleAuthClient(Recording(), "http://api", "key", Clock())
+    with pytest.raises(ConsoleAuthUnavailable):
+        await client.revocations(0)
+    with pytest.raises(ConsoleAuthUnavailable):
+        await client.report_sessions("proxy-1", [], 30)
+    assert len(asked) == 2
+    for path in asked:
+        assert path.encode().startswith(API_POLLED_PATHS), path

@@ -145,9 +145,7 @@ class GuardedChannel(HTTPChannel):
             )
 
     def _refuse(self, status: bytes, what: str) -> None:
-        self._log.info(
-            "refused {peer}: {what}", peer=_peer(self), what=what
-        )
+        self._log.info("refused {peer}: {what}", peer=_peer(self), what=what)
         self._close_with(status)
 
     def _close_with(self, status: bytes) -> None:
@@ -199,6 +197,11 @@ class GuardedSite(Site):
     @param max_body: the largest request body accepted, in bytes (0: none).
     @param larger_bodies: path prefixes allowed a larger body, and their
         limit (the token API's console reports).
+    @param quiet_paths: path prefixes whose successful requests stay out
+        of the access log: machines asking every few seconds (health checks,
+        metrics scrapes, the proxies' revocation polls and session reports)
+        would write tens of thousands of lines a day per caller and bury
+        everything a person needs to read. Their errors are still logged.
     """
 
     # A bare channel, not Twisted's HTTP/2-negotiating wrapper: WebSocket
@@ -212,12 +215,19 @@ class GuardedSite(Site):
         header_timeout: float | None = DEFAULT_HEADER_TIMEOUT,
         max_body: int = 0,
         larger_bodies: dict[bytes, int] | None = None,
+        quiet_paths: tuple[bytes, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, *args, **kwargs)
         self.header_timeout = header_timeout
         self.max_body = max_body
         self.larger_bodies = dict(larger_bodies or {})
+        self.quiet_paths = quiet_paths
+
+    def log(self, request: Any) -> None:
+        if request.code < 400 and request.path.startswith(self.quiet_paths):
+            return
+        super().log(request)
 
     def buildProtocol(self, addr: Any) -> Any:
         channel = super().buildProtocol(addr)

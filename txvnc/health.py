@@ -129,6 +129,11 @@ async def http_ok(http: Any, url: str) -> None:
         raise RuntimeError(f"{url} answered {response.code}")
 
 
+#: The health paths every listener serves: load balancers ask them every
+#: few seconds, so their successful answers stay out of access logs.
+HEALTH_PATHS = (b"/healthz", b"/readyz")
+
+
 def ops_children(
     readiness: Readiness, metrics: IResource | None = None
 ) -> dict[bytes, IResource]:

@@ -52,7 +52,7 @@ from txvnc.consoleauth.store import (
 )
 from txvnc.consoleauth.tokens import MAX_TTL, SECURITY_MODES
 from txvnc.guarded import GuardedSite
-from txvnc.health import Readiness, WithOps, http_ok, ops_children
+from txvnc.health import HEALTH_PATHS, Readiness, WithOps, http_ok, ops_children
 from txvnc.logs import JSONLineObserver, LoggedService
 from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
 from txvnc.policy import DEFAULT_RULES, PolicyError, TargetPolicy
@@ -83,6 +83,10 @@ NO_SUCH_TOKEN = "0" * 64
 
 DEFAULT_LISTEN = "tcp:6080"
 DEFAULT_API_LISTEN = "tcp:6081:interface=127.0.0.1"
+
+#: Token API paths that machines ask all the time, kept out of the access
+#: log when they succeed (see GuardedSite's quiet_paths).
+API_POLLED_PATHS = (b"/metrics", b"/v1/revocations", b"/v1/proxies/")
 
 
 class Options(usage.Options):
@@ -700,6 +704,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             logFormatter=access_log_formatter,
             max_body=MAX_BODY,
             larger_bodies={b"/v1/proxies/": MAX_REPORT_BODY},
+            # Every proxy polls the revocation feed each second and reports
+            # its consoles every 10 s; scrapers and load balancers poll too.
+            quiet_paths=(*HEALTH_PATHS, *API_POLLED_PATHS),
             header_timeout=config["handshake-timeout"],
             reactor=reactor,
         )
@@ -758,7 +765,10 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         for name, child in ops_children(readiness, MetricsResource(registry)).items():
             metrics_root.putChild(name, child)
         metrics_site = GuardedSite(
-            metrics_root, timeout=60, header_timeout=config["handshake-timeout"]
+            metrics_root,
+            timeout=60,
+            header_timeout=config["handshake-timeout"],
+            quiet_paths=(*HEALTH_PATHS, b"/metrics"),
         )
         _listener(
             reactor, config["metrics-listen"], metrics_site, hooks, "--metrics-listen"

@@ -113,12 +113,15 @@ async def test_never_redirects_to_another_site(stack, path):
 
 
 def test_library_files_stay_out_of_the_access_log():
-    """Successful noVNC module requests are not logged; pages and errors are."""
+    """Successful noVNC module requests and health checks are not logged; pages and errors are."""
     site = ConsoleSite(None, logFormatter=lambda when, request: request.path.decode())
     site._logFile = io.StringIO()
     for path, code in [
         (b"/novnc/core/rfb.js", 200),
         (b"/novnc/core/missing.js", 404),
+        (b"/healthz", 200),
+        (b"/readyz", 200),
+        (b"/readyz", 503),
         (b"/vnc_auto.html", 200),
     ]:
         request = DummyRequest([b""])
@@ -127,5 +130,6 @@ def test_library_files_stay_out_of_the_access_log():
         site.log(request)
     assert site._logFile.getvalue().split() == [
         "/novnc/core/missing.js",
+        "/readyz",
         "/vnc_auto.html",
     ]

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.web import http
 from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from txvnc.guarded import GuardedSite
+from txvnc.health import HEALTH_PATHS
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.tokencheck import MAX_BODY as TOKEN_CHECK_BODY
 from txvnc.proxy.tokencheck import PATH as TOKEN_CHECK
@@ -155,16 +155,21 @@ class ConsoleSite(GuardedSite):
     """
     The proxy's L{Site}: its access log keeps page loads and every error,
     but not the fifty-odd successful requests for noVNC's modules that each
-    console page makes, which would bury the console lines. It takes no
-    request bodies but the page's small token check, and a request's
-    headers must arrive within the WebSocket handshake timeout
+    console page makes nor the load balancer's health checks, which would
+    bury the console lines (C{quiet_paths}). It
+    takes no request bodies but the page's small token check, and a
+    request's headers must arrive within the WebSocket handshake timeout
     (L{txvnc.guarded}).
     """
 
-    def log(self, request: http.Request) -> None:
-        if request.path.startswith(b"/novnc/") and request.code < 400:
-            return
-        super().log(request)
+    def __init__(
+        self,
+        resource: Any,
+        *args: Any,
+        quiet_paths: tuple[bytes, ...] = (b"/novnc/", *HEALTH_PATHS),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(resource, *args, quiet_paths=quiet_paths, **kwargs)
 
 
 def console_site(
