@@ -10,7 +10,7 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
-from txvnc.tap import Options, listener_url, makeService
+from txvnc.tap import API_POLLED_PATHS, Options, listener_url, makeService
 
 
 def options(*argv, cwd=None):
@@ -178,3 +178,21 @@ def test_bad_limits(argv, message):
     """A limit that makes no sense is a usage error."""
     with pytest.raises(UsageError, match=message):
         options(*argv)
+
+
+@pytest.mark.parametrize(
+    ("argv", "api_quiet", "proxy_quiet"),
+    [
+        ((), (b"/healthz", b"/readyz", *API_POLLED_PATHS), (b"/novnc/", b"/healthz", b"/readyz")),
+        (("--access-log-polls",), (), (b"/novnc/",)),
+    ],
+)  # fmt: skip
+def test_machine_polls_stay_out_of_access_logs_unless_asked(in_tmp, argv, api_quiet, proxy_quiet):
+    """Health checks, scrapes and the proxies' polls are left out of both access logs, and --access-log-polls puts them back."""
+    config = options("--store", "memory:", "--listen", "tcp:0", "--api-listen", "tcp:0", *argv)
+    top = makeService(config, MemoryReactorClock())
+    sites = [s.factory for s in top if isinstance(s, StreamServerEndpointService)]
+    proxy = [s for s in sites if hasattr(s.resource, "_websocket")]
+    api = [s for s in sites if not hasattr(s.resource, "_websocket")]
+    assert [s.quiet_paths for s in api] == [api_quiet]
+    assert [s.quiet_paths for s in proxy] == [proxy_quiet]

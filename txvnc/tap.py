@@ -111,6 +111,14 @@ class Options(usage.Options):
     optFlags = [
         ["no-api", None, "Do not run the token API (use --consoleauth-url)."],
         ["no-proxy", None, "Do not run the console proxy."],
+        [
+            "access-log-polls",
+            None,
+            (
+                "Also log successful health checks, metrics scrapes and the "
+                "proxies' revocation polls and session reports in the access log."
+            ),
+        ],
     ]
 
     optParameters = [
@@ -642,6 +650,7 @@ def proxy_site(
         web_dir=config["web"],
         novnc_dir=config["novnc"],
         extra=ops_children(readiness),
+        quiet_health=not config.get("access-log-polls"),
     )
     return site, factory
 
@@ -706,7 +715,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             larger_bodies={b"/v1/proxies/": MAX_REPORT_BODY},
             # Every proxy polls the revocation feed each second and reports
             # its consoles every 10 s; scrapers and load balancers poll too.
-            quiet_paths=(*HEALTH_PATHS, *API_POLLED_PATHS),
+            quiet_paths=()
+            if config["access-log-polls"]
+            else (*HEALTH_PATHS, *API_POLLED_PATHS),
             header_timeout=config["handshake-timeout"],
             reactor=reactor,
         )
@@ -768,7 +779,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             metrics_root,
             timeout=60,
             header_timeout=config["handshake-timeout"],
-            quiet_paths=(*HEALTH_PATHS, b"/metrics"),
+            quiet_paths=()
+            if config["access-log-polls"]
+            else (*HEALTH_PATHS, b"/metrics"),
         )
         _listener(
             reactor, config["metrics-listen"], metrics_site, hooks, "--metrics-listen"

@@ -94,6 +94,9 @@ def cluster(
         start(
             directory,
             f"api-{i}",
+            # The tests follow the proxies' revocation polls in the APIs'
+            # access logs.
+            "--access-log-polls",
             api_key_file=keys_file,
             proxy=False,
             store=store,

@@ -178,6 +178,7 @@ def console_site(
     novnc_dir: str | None = None,
     timeout: float = 60.0,
     extra: dict[bytes, IResource] | None = None,
+    quiet_health: bool = True,
 ) -> Site:
     """
     The proxy's L{Site}.
@@ -187,6 +188,8 @@ def console_site(
     @param novnc_dir: noVNC's package, mounted at C{/novnc/} under txvnc's
         own page; ignored with C{web_dir}.
     @param timeout: idle timeout of plain HTTP connections.
+    @param quiet_health: keep successful health checks out of the access
+        log (C{--access-log-polls} turns it off).
     @param extra: resources served at the top level beside the page (the
         health checks).
 
@@ -208,6 +211,7 @@ def console_site(
         logFormatter=access_log_formatter,
         header_timeout=factory.limits.handshake_timeout,
         larger_bodies={b"/" + TOKEN_CHECK: TOKEN_CHECK_BODY},
+        quiet_paths=(b"/novnc/", *HEALTH_PATHS) if quiet_health else (b"/novnc/",),
         reactor=factory.reactor,
     )
     site.displayTracebacks = False
