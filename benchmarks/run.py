@@ -315,6 +315,8 @@ FIGURES = [
     ("memory", "memory per open console (PSS)", "KiB", "lower", 0.01),
     ("download_cpu", "download: proxy CPU per MiB", "ms", "lower", None),
     ("download_load_cpu", "download: client+backend CPU per MiB", "ms", "lower", None),
+    ("download_busy", "download: proxy busy", "cores", "lower", None),
+    ("download_machine", "download: machine CPU busy", "%", "lower", None),
     ("upload_cpu", "upload: proxy CPU per MiB", "ms", "lower", None),
     ("many", "many streams, 100 consoles", "MB/s", "higher", None),
     ("many_cpu", "many streams: proxy CPU per MiB", "ms", "lower", None),
@@ -480,6 +482,27 @@ def workers_ceiling(medians: dict) -> float | None:
     return float(100 / busy)
 
 
+def best_ratio(medians: dict, key: str) -> float | None:
+    """
+    The highest txvnc/websockify rate ratio any proxy could reach for
+    C{key} on this machine, when the machine is the limit: websockify's run
+    cost the whole machine C{M} CPU seconds per MiB (busy share x cores /
+    rate), C{p} of them in websockify itself; a proxy that cost nothing
+    would still pay the rest (load client, backend, kernel), so it could
+    go at most M / (M - p) times as fast.
+    """
+    try:
+        rate = medians[key]["websockify"]
+        busy = medians[f"{key}_machine"]["websockify"] / 100
+        proxy = medians[f"{key}_cpu"]["websockify"] / 1000
+    except KeyError:
+        return None
+    machine = busy * (os.cpu_count() or 1) / rate
+    if machine <= proxy:
+        return None
+    return float(machine / (machine - proxy))
+
+
 def fmt(v: float | None) -> str:
     if v is None:
         return "-"
@@ -532,6 +555,13 @@ def table(medians: dict) -> str:
             rows.append(
                 ["x2 / x1 ceiling here (1 / machine busy)", "", "", "", "", "", "",
                  fmt(ceiling), "", ""]
+            )  # fmt: skip
+    for key, label in (("download", "download"), ("many", "many streams")):
+        best = best_ratio(medians, key)
+        if best is not None:
+            rows.append(
+                [f"{label}: best ratio here (proxy at 0 CPU)", "", "", "", "", "", "",
+                 fmt(best), "", ""]
             )  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []
