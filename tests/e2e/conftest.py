@@ -10,36 +10,28 @@ out.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.processes import (
-    STOP_TIMEOUT,
-    OutputWatcher,
     clean_env,
     free_port,
-    spawn,
-    stop,
 )
 from tests.twistd import Twistd, require, start_twistd
+from tests.vncservers import QEMU, VM, start_vm
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
 BIN = Path(sys.executable).parent
 TXVNC = BIN / "txvnc"
-QEMU = shutil.which("qemu-system-x86_64")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -51,10 +43,6 @@ CHROMIUM_ARGS = [
 
 CLI_TIMEOUT = 60.0
 
-#: qemu's accelerators, best first: KVM when this machine lets us use it,
-#: else TCG. TXVNC_E2E_ACCEL=tcg shows how the tests fare on a CI box
-#: without KVM.
-QEMU_ACCEL = os.environ.get("TXVNC_E2E_ACCEL", "kvm:tcg")
 
 @pytest.fixture(name="free_port")
 def free_port_fixture() -> Callable[[], int]:
@@ -67,109 +55,13 @@ def free_port_fixture() -> Callable[[], int]:
 # The VM
 
 
-@dataclass
-class VM:
-    """
-    A running qemu with no disk (SeaBIOS: "No bootable device") whose VNC
-    server listens on 127.0.0.1:C{port}; C{accel} is "kvm" or "tcg".
-    """
-
-    process: subprocess.Popen[str]
-    qmp: OutputWatcher
-    stderr: OutputWatcher
-    port: int
-    accel: str
-    _qmp_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def command(self, execute: str, **arguments: Any) -> Any:
-        """
-        Run a QMP command and return its answer's C{return} value.
-        """
-        with self._qmp_lock:
-            since = self.qmp.mark()
-            message: dict[str, Any] = {"execute": execute}
-            if arguments:
-                message["arguments"] = arguments
-            assert self.process.stdin is not None
-            self.process.stdin.write(json.dumps(message) + "\n")
-            self.process.stdin.flush()
-            line = self.qmp.wait_for(r'^\{"(return|error)"', since=since).string
-        answer = json.loads(line)
-        if "error" in answer:
-            raise AssertionError(f"QMP {execute} failed: {answer['error']}")
-        return answer["return"]
-
-    def stop(self) -> None:
-        """
-        Quit through QMP; killed if it has not exited in time; always reaped.
-        """
-        try:
-            self.command("quit")
-        except (AssertionError, OSError):
-            pass  # qemu is already gone; wait() below says so at once
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            stop(self.process, signal.SIGKILL, must_obey=False)
-        self.qmp.wait_closed()
-        self.stderr.wait_closed()
-
-
-def _start_vm(tmp: Path, vnc_options: str = "", extra: tuple[str, ...] = ()) -> VM:
-    """
-    Start qemu; C{vnc_options} are appended to C{-vnc} (e.g.
-    C{,password=on}) and C{extra} to the command line (e.g. an C{-object}).
-    """
-    # Start at a port nothing holds now; `to=` lets qemu move up a few
-    # displays if something takes it first, and QMP tells us where it is.
-    port = free_port()
-    display = port - 5900 if port > 5900 else 100
-    process = spawn(
-        [
-            QEMU,
-            "-display", "none",
-            "-nodefaults",
-            "-vga", "std",
-            "-m", "64",
-            "-name", "txvnc-e2e",
-            "-machine", f"accel={QEMU_ACCEL}",
-            "-vnc", f"127.0.0.1:{display},to={display + 50}{vnc_options}",
-            "-qmp", "stdio",
-            *extra,
-        ],
-        stdin=True,
-        stderr=subprocess.PIPE,
-        cwd=tmp,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    qmp = OutputWatcher(process.stdout, "qemu QMP", tmp / "qmp.log")
-    errors = OutputWatcher(process.stderr, "qemu stderr", tmp / "qemu.log")
-    vm = VM(process, qmp, errors, port=0, accel="?")
-    try:
-        qmp.wait_for(r'^\{"QMP"')
-        vm.command("qmp_capabilities")
-        # The VNC server is listening once QMP can report it.
-        vnc = vm.command("query-vnc")
-        assert vnc["enabled"], f"qemu's VNC server is not enabled: {vnc}"
-        vm.port = int(vnc["service"])
-        vm.accel = "kvm" if vm.command("query-kvm")["enabled"] else "tcg"
-    except BaseException as e:
-        stop(process, signal.SIGKILL, must_obey=False)
-        if isinstance(e, AssertionError | KeyError | ValueError):
-            raise AssertionError(
-                f"qemu did not start: {e}\nqemu's stderr:\n{errors.text()}"
-            ) from None
-        raise
-    return vm
-
-
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
     """
     One VM for the module: it only has to draw SeaBIOS's screen.
     """
     require(QEMU is not None, "qemu-system-x86_64")
-    vm = _start_vm(tmp_path_factory.mktemp("qemu"))
+    vm = start_vm(tmp_path_factory.mktemp("qemu"))
     yield vm
     vm.stop()
 
