@@ -45,6 +45,21 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     assert not found, "secrets in twistd logs:\n" + "\n".join(found[:50])
 
 
+@pytest.fixture
+def vnc() -> Iterator[Any]:
+    """
+    A scriptable stand-in VNC server on a free loopback port, in this
+    process (L{tests.proxy.harness.FakeVNCServer}), stopped after the test.
+    """
+    import pytest_twisted
+
+    from tests.proxy.harness import FakeVNCServer
+
+    server = FakeVNCServer()
+    yield server
+    pytest_twisted.blockon(server.stop())
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """

@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.proxy.harness import Browser, FakeVNCServer
+from tests.proxy.harness import Browser
 from txvnc.consoleauth.tokens import token_hash
 
 from .conftest import ADMIN_KEY, PROXY_KEY, Cluster, Node
@@ -25,13 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 #: The issue's bound for revocation reaching open consoles.
 REVOCATION_BOUND = 5.0
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 def auth(key: str = ADMIN_KEY) -> dict[str, str]:

@@ -5,7 +5,6 @@ read from a real GET /metrics over loopback.
 
 from __future__ import annotations
 
-import pytest
 import pytest_twisted
 import treq
 from prometheus_client import CollectorRegistry
@@ -60,13 +59,6 @@ def samples(text):
 
 def value(found, name, **labels):
     return found.get((name, frozenset(labels.items())), 0.0)
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 @pytest_twisted.ensureDeferred

@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 
-from tests.proxy.harness import Browser, FakeVNCServer, Stack
+from tests.proxy.harness import Browser, Stack
 from tests.twistd import start_twistd_async
 from txvnc.health import Readiness
 from txvnc.proxy import closecodes
@@ -51,13 +51,6 @@ async def browse(proxy_port: int, token: str) -> Browser:
     )
     await browser.opened
     return browser
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from tests.proxy.harness import Browser, FakeVNCServer, Stack
+from tests.proxy.harness import Browser, Stack
 from txvnc.proxy.forwarded import client_address, parse_networks
 from txvnc.proxy.site import console_site, find_novnc
 
@@ -44,13 +44,6 @@ def test_forwarded_for_only_from_trusted_proxies(peer, header, expected):
 def test_no_trusted_proxies_means_the_peer():
     """Without --trusted-proxy the header is ignored."""
     assert client_address("10.1.2.3:4000", "203.0.113.7", ()) == "10.1.2.3:4000"
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 @pytest_twisted.ensureDeferred

@@ -4,7 +4,6 @@ connect, single use, the brute-force guard, and revocation closing an open
 console.
 """
 
-import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred, gatherResults
@@ -13,14 +12,7 @@ from txvnc.consoleauth.tokens import TokenRecord, new_token, token_hash
 from txvnc.policy import TargetPolicy
 from txvnc.proxy.relay import INVALID_TOKEN, TARGET_NOT_ALLOWED, TOO_MANY_FAILURES
 
-from .harness import KEY, FakeVNCServer, Stack
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
+from .harness import KEY, Stack
 
 
 def make_stack(**options):

@@ -24,7 +24,7 @@ from txvnc.proxy.fastpath import (
     unmask,
 )
 
-from .harness import FakeVNCServer, Stack
+from .harness import Stack
 
 
 def frame(payload: bytes, opcode: int = 2, fin: bool = True, masked: bool = True,
@@ -127,13 +127,6 @@ def stack():
     s = Stack()
     yield s
     pytest_twisted.blockon(Deferred.fromCoroutine(s.stop()))
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 @pytest.mark.timeout(120)

@@ -13,7 +13,7 @@ from twisted.internet.protocol import Factory, Protocol
 
 from txvnc.proxy.relay import INVALID_TOKEN
 
-from .harness import FakeVNCServer, Stack, random_block
+from .harness import Stack, random_block
 
 MiB = 1024 * 1024
 
@@ -23,13 +23,6 @@ def stack():
     s = Stack()
     yield s
     pytest_twisted.blockon(Deferred.fromCoroutine(s.stop()))
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 def after(seconds):

@@ -20,7 +20,6 @@ import treq
 from twisted.internet.defer import DeferredList
 
 from tests.processes import OutputWatcher, free_port, spawn, stop
-from tests.proxy.harness import FakeVNCServer
 from tests.twistd import Twistd
 
 from .processes import mint as mint_from
@@ -152,13 +151,6 @@ async def until(predicate, timeout: float = 20.0, what: str = "") -> None:
     while not predicate():
         assert reactor.seconds() < deadline, f"timed out waiting for {what}"
         await deferLater(reactor, 0.1, lambda: None)
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 @pytest.mark.timeout(180)

@@ -92,13 +92,6 @@ async def raw_upgrade(port: int, query: str, origin: str | None = None) -> int:
 
 
 @pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
-
-
-@pytest.fixture
 def txvnc2(tmp_path):
     server = start_txvnc(tmp_path, "--max-auth-failures", "0", workers=2)
     yield server

@@ -12,20 +12,11 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
 
-from tests.proxy.harness import FakeVNCServer
-
 from .processes import KEY, children, mint, open_console, start_txvnc
 
 pytestmark = pytest.mark.scale
 
 CONSOLES = 24
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 @pytest.fixture
