@@ -2,10 +2,13 @@
 Tokens never reach the access log.
 """
 
+import pytest
+from twisted.internet.address import IPv4Address
 from twisted.web.test.requesthelper import DummyRequest
 
 from txvnc.consoleauth.tokens import new_token, token_ref
-from txvnc.redact import access_log_formatter, redact
+from txvnc.proxy.forwarded import parse_networks
+from txvnc.redact import access_log_formatter, access_log_formatter_for, redact
 
 
 def test_each_token_form_is_redacted():
@@ -45,3 +48,32 @@ def test_access_log_line_has_no_token():
     line = access_log_formatter("[23/Nov/2026:19:00:00 +0000]", request)
     assert token not in line
     assert line.count("~" + token_ref(token)) == 2
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "logged"),
+    [
+        # A trusted load balancer: the first hop it did not add.
+        (IPv4Address("TCP", "10.0.0.2", 4000), "203.0.113.7", "203.0.113.7"),
+        (IPv4Address("TCP", "10.0.0.2", 4000), "198.51.100.9, 203.0.113.7", "203.0.113.7"),
+        (IPv4Address("TCP", "10.0.0.2", 4000), "2001:db8::7", "2001:db8::7"),
+        (IPv4Address("TCP", "10.0.0.2", 4000), "not-an-address", "10.0.0.2"),
+        (IPv4Address("TCP", "10.0.0.2", 4000), None, "10.0.0.2"),
+        # Anyone else's X-Forwarded-For is not believed.
+        (IPv4Address("TCP", "198.51.100.2", 4000), "203.0.113.7", "198.51.100.2"),
+    ],
+)  # fmt: skip
+def test_access_log_names_the_client_a_trusted_proxy_forwarded(peer, forwarded, logged):
+    """Behind a --trusted-proxy the access log names the forwarded client, as the proxy's own lines do; other peers are logged as they are."""
+    request = DummyRequest([b""])
+    request.code = 200
+    request.sentLength = 10
+    request.clientproto = b"HTTP/1.1"
+    request.uri = b"/vnc_auto.html"
+    request.client = peer
+    if forwarded is not None:
+        request.requestHeaders.setRawHeaders(b"x-forwarded-for", [forwarded.encode()])
+    formatter = access_log_formatter_for(parse_networks(["10.0.0.0/8"]))
+    line = formatter("[24/Nov/2026:05:00:00 +0000]", request)
+    assert line.startswith(f'"{logged}" - - ')
+    assert access_log_formatter_for(())("t", request).startswith(f'"{peer.host}" ')

@@ -63,7 +63,7 @@ from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.revocation import DEFAULT_INTERVAL, RevocationFollower
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
-from txvnc.redact import access_log_formatter
+from txvnc.redact import access_log_formatter_for
 from txvnc.reload import ReloadHooks
 from txvnc.sharedmetrics import WorkerMetricsDirectory
 from txvnc.shutdown import DrainService, SignalService
@@ -710,7 +710,9 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         api_site = GuardedSite(
             WithOps(api, ops_children(readiness, MetricsResource(registry))),
             timeout=60,
-            logFormatter=access_log_formatter,
+            logFormatter=access_log_formatter_for(
+                parse_networks(config.get("trusted-proxy", []))
+            ),
             max_body=MAX_BODY,
             larger_bodies={b"/v1/proxies/": MAX_REPORT_BODY},
             # Every proxy polls the revocation feed each second and reports

@@ -22,7 +22,7 @@ from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.tokencheck import MAX_BODY as TOKEN_CHECK_BODY
 from txvnc.proxy.tokencheck import PATH as TOKEN_CHECK
 from txvnc.proxy.tokencheck import TokenCheckResource
-from txvnc.redact import access_log_formatter
+from txvnc.redact import access_log_formatter_for
 
 #: Where `npm ci` puts noVNC, relative to a source checkout or the cwd.
 NOVNC_PACKAGE = Path("node_modules") / "@novnc" / "novnc"
@@ -208,7 +208,7 @@ def console_site(
     site = ConsoleSite(
         root,
         timeout=timeout,
-        logFormatter=access_log_formatter,
+        logFormatter=access_log_formatter_for(factory.trusted_proxies),
         header_timeout=factory.limits.handshake_timeout,
         larger_bodies={b"/" + TOKEN_CHECK: TOKEN_CHECK_BODY},
         quiet_paths=(b"/novnc/", *HEALTH_PATHS) if quiet_health else (b"/novnc/",),
