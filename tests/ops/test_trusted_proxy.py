@@ -6,11 +6,13 @@ haproxy: endpoint, over real sockets.
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 
 import pytest
 import pytest_twisted
+import treq
 from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
@@ -68,6 +70,19 @@ async def test_forwarded_for_over_real_sockets(vnc):
         await browser.opened
         (console,) = stack.factory.consoles
         assert console.client == "203.0.113.7"
+
+        # The access log names the same client for a page load.
+        stack.proxy_port.factory._logFile = io.StringIO()
+        response = await treq.get(
+            f"http://127.0.0.1:{stack.port}/vnc_auto.html",
+            headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7"},
+            persistent=False,
+        )
+        await treq.content(response)
+        assert response.code == 200
+        access = stack.proxy_port.factory._logFile.getvalue()
+        assert access.startswith('"203.0.113.7" - - '), access
+        assert "GET /vnc_auto.html" in access
     finally:
         await stack.stop()
 

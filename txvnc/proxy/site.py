@@ -208,7 +208,11 @@ def console_site(
     site = ConsoleSite(
         root,
         timeout=timeout,
-        logFormatter=access_log_formatter_for(factory.trusted_proxies),
+        # Read the factory's trusted networks at each line: they are set
+        # (and may be changed) after the site is made.
+        logFormatter=lambda timestamp, request: access_log_formatter_for(
+            factory.trusted_proxies
+        )(timestamp, request),
         header_timeout=factory.limits.handshake_timeout,
         larger_bodies={b"/" + TOKEN_CHECK: TOKEN_CHECK_BODY},
         quiet_paths=(b"/novnc/", *HEALTH_PATHS) if quiet_health else (b"/novnc/",),
