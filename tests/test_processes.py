@@ -19,16 +19,20 @@ from pathlib import Path
 import pytest_twisted
 
 from tests.processes import OutputWatcher, die_with_parent, spawn, stop
+from tests.vncservers import QEMU, require
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: A parent that starts a long sleep (with the helper, or with plain Popen),
-#: prints its pid, and waits to be killed.
+#: A parent that starts a child (a long sleep with the helper or with plain
+#: Popen, or the tests' qemu VM), prints its pid, and waits to be killed.
 PARENT = """
-import subprocess, sys
+import pathlib, subprocess, sys
 from tests.processes import spawn
+from tests.vncservers import start_vm
 if sys.argv[1] == "spawn":
     child = spawn(["sleep", "600"])
+elif sys.argv[1] == "qemu":
+    child = start_vm(pathlib.Path(sys.argv[2])).process
 else:
     child = subprocess.Popen(["sleep", "600"], stdout=subprocess.DEVNULL)
 print(child.pid, flush=True)
@@ -40,12 +44,12 @@ GONE_WITHIN = 30.0
 
 
 @contextmanager
-def orphan_of_killed_parent(how: str) -> Iterator[int]:
+def orphan_of_killed_parent(how: str, *args: str) -> Iterator[int]:
     """
     Start a parent that starts a child C{how}, SIGKILL the parent, and yield
     a pidfd of the child (killed and closed afterwards, whatever happened).
     """
-    parent = spawn([sys.executable, "-c", PARENT, how], cwd=REPO, stdin=True)
+    parent = spawn([sys.executable, "-c", PARENT, how, *args], cwd=REPO, stdin=True)
     assert parent.stdout is not None
     try:
         out = OutputWatcher(parent.stdout, f"parent ({how})")
@@ -76,6 +80,13 @@ def test_a_spawned_child_dies_with_its_killed_parent() -> None:
     """When a parent is killed with SIGKILL, the child it started with spawn() is killed too."""
     with orphan_of_killed_parent("spawn") as child:
         assert ended(child, GONE_WITHIN), "the child outlived its killed parent"
+
+
+def test_the_qemu_vm_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    """The tests' qemu (on -qmp stdio) no longer outlives a test run killed with SIGKILL."""
+    require(QEMU, "qemu-system-x86")
+    with orphan_of_killed_parent("qemu", str(tmp_path)) as child:
+        assert ended(child, GONE_WITHIN), "qemu outlived its killed parent"
 
 
 def test_a_plain_child_outlives_its_killed_parent() -> None:
