@@ -705,6 +705,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             max_ttl=config["max-token-ttl"],
             audit=audit,
         )
+        api.trusted_proxies = parse_networks(config.get("trusted-proxy", []))
         readiness.add("store", lambda: store.get(NO_SUCH_TOKEN, reactor.seconds()))
         # A mint takes 64 KiB at most; only a proxy's console report more.
         api_site = GuardedSite(

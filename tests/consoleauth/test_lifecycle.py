@@ -18,6 +18,7 @@ from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.consoleauth.tokens import token_hash
 from txvnc.policy import TargetPolicy
+from txvnc.proxy.forwarded import parse_networks
 
 KEY = "lifecycle-key"
 REPO = Path(__file__).resolve().parents[2]
@@ -39,8 +40,10 @@ class Api:
         )
         self.http = StubTreq(self.resource)
 
-    async def call(self, method, path, body=None, key=KEY):
+    async def call(self, method, path, body=None, key=KEY, forwarded_for=None):
         headers = {b"Authorization": [b"Bearer " + key.encode()]}
+        if forwarded_for is not None:
+            headers[b"X-Forwarded-For"] = [forwarded_for.encode()]
         data = json.dumps(body).encode() if body is not None else None
         response = await self.http.request(
             method, "http://api.test" + path, headers=headers, data=data
@@ -292,6 +295,17 @@ async def test_audit_log_never_holds_a_token(api):
     assert minted["target"] == "10.0.0.6:5900"
     assert minted["instance_uuid"] == "i-1"
     assert minted["time"] == "1970-01-12T13:46:40Z"
+
+
+@pytest_twisted.ensureDeferred
+async def test_audit_lines_name_the_client_as_trusted_proxies_resolve_it(api):
+    """Each audit line names the caller: the peer, or behind a --trusted-proxy the client it forwarded for."""
+    await api.call("DELETE", "/v1/instances/i-1/tokens", forwarded_for="203.0.113.7")
+    api.resource.trusted_proxies = parse_networks(["0.0.0.0/0"])
+    await api.call("DELETE", "/v1/instances/i-2/tokens", forwarded_for="203.0.113.7")
+    first, second = api.audit()
+    assert first["client"] != "203.0.113.7" and first["client"] != "-"
+    assert second["client"] == "203.0.113.7"
 
 
 @pytest_twisted.ensureDeferred

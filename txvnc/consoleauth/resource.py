@@ -59,6 +59,7 @@ from txvnc.consoleauth.tokens import (
     token_ref,
 )
 from txvnc.policy import TargetPolicy
+from txvnc.proxy.forwarded import Network, client_address
 from txvnc.unixtargets import unix_path_allowed
 
 MAX_BODY = 64 * 1024
@@ -156,6 +157,9 @@ class ConsoleAuthResource(Resource):
         self.policy = policy if policy is not None else TargetPolicy.parse([])
         self.max_ttl = max_ttl
         self.audit = audit if audit is not None else AuditLog(clock)
+        #: Networks whose X-Forwarded-For names the client in audit lines
+        #: (--trusted-proxy): behind a balancer the peer is the balancer.
+        self.trusted_proxies: tuple[Network, ...] = ()
         self._openapi = openapi_document()
         self._routes = [
             _Route(
@@ -181,6 +185,19 @@ class ConsoleAuthResource(Resource):
                 PUT=(self._report_sessions, PROXY),
             ),
         ]
+
+    def _client(self, request: Request) -> str:
+        """The caller's address, as the audit log names it."""
+        peer = request.getClientAddress()
+        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+        if host is None:
+            return "-"
+        forwarded = request.getHeader(b"x-forwarded-for")
+        return client_address(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            forwarded.decode("latin-1") if forwarded else None,
+            self.trusted_proxies,
+        )
 
     def render(self, request: Request) -> bytes | int:
         segments = [s.decode("utf-8", "replace") for s in request.postpath or []]
@@ -305,6 +322,7 @@ class ConsoleAuthResource(Resource):
             self.audit.record(
                 "token.refused",
                 actor=_role_name(roles),
+                client=self._client(request),
                 instance_uuid=wanted.instance_uuid,
                 target=f"{wanted.host}:{wanted.port}",
                 reason="target not allowed",
@@ -342,6 +360,7 @@ class ConsoleAuthResource(Resource):
         self.audit.record(
             "token.minted",
             actor=_role_name(roles),
+            client=self._client(request),
             instance_uuid=record.instance_uuid,
             target=f"{record.host}:{record.port}",
             token_hash=record.token_hash,
@@ -367,9 +386,14 @@ class ConsoleAuthResource(Resource):
         return 200, {"tokens": [r.metadata() for r in records]}
 
     def _check_failed(
-        self, token: str, roles: frozenset[str], event: str
+        self, request: Request, token: str, roles: frozenset[str], event: str
     ) -> tuple[int, Any]:
-        self.audit.record(event, actor=_role_name(roles), token_hash=token_hash(token))
+        self.audit.record(
+            event,
+            actor=_role_name(roles),
+            client=self._client(request),
+            token_hash=token_hash(token),
+        )
         return 404, {"error": "the token is invalid or has expired"}
 
     async def _check(
@@ -378,7 +402,7 @@ class ConsoleAuthResource(Resource):
         (token,) = params
         record = await self.store.get(token_hash(token), self.clock.seconds())
         if record is None:
-            return self._check_failed(token, roles, "token.check_failed")
+            return self._check_failed(request, token, roles, "token.check_failed")
         return self._connect_info(token, record, roles)
 
     def _connect_info(
@@ -412,11 +436,12 @@ class ConsoleAuthResource(Resource):
             token_hash(token), self.clock.seconds()
         )
         if record is None:
-            return self._check_failed(token, roles, "token.use_failed")
+            return self._check_failed(request, token, roles, "token.use_failed")
         if record.single_use:
             self.audit.record(
                 "token.used",
                 actor=_role_name(roles),
+                client=self._client(request),
                 instance_uuid=record.instance_uuid,
                 target=f"{record.host}:{record.port}",
                 token_hash=record.token_hash,
@@ -441,7 +466,11 @@ class ConsoleAuthResource(Resource):
             existed=existed,
         )
         self.audit.record(
-            "token.revoked", actor=_role_name(roles), token_hash=hashed, known=existed
+            "token.revoked",
+            actor=_role_name(roles),
+            client=self._client(request),
+            token_hash=hashed,
+            known=existed,
         )
         return 204, None
 
@@ -459,6 +488,7 @@ class ConsoleAuthResource(Resource):
         self.audit.record(
             "instance.revoked",
             actor=_role_name(roles),
+            client=self._client(request),
             instance_uuid=instance_uuid,
             tokens=count,
         )
@@ -495,6 +525,7 @@ class ConsoleAuthResource(Resource):
         self.audit.record(
             "session.killed",
             actor=_role_name(roles),
+            client=self._client(request),
             session_id=session_id,
             instance_uuid=session.instance_uuid,
             target=f"{session.host}:{session.port}",
