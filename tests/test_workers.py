@@ -11,7 +11,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
-from txvnc.tap import Options, makeService
+from txvnc.tap import Options, makeService, worker_config
 from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
 
 
@@ -64,6 +64,19 @@ def test_workers_get_a_pool_and_the_api_stays():
         assert len([s for s in top if isinstance(s, StreamServerEndpointService)]) == 1
     finally:
         pool._close_sockets(None)
+
+
+@pytest.mark.parametrize(
+    ("workers", "limit", "share"),
+    [(1, 20, 20), (2, 20, 10), (3, 20, 7), (2, 5, 3), (2, 1, 1), (4, 0, 0)],
+)
+def test_workers_share_the_brute_force_limit(workers, limit, share):
+    """Each worker is told its share of --max-auth-failures (rounded up; 0 stays no limit), so N workers do not let N times as many failures through."""
+    config = options(
+        "--workers", str(workers), "--max-auth-failures", str(limit),
+        "--listen", "tcp:0:interface=127.0.0.1",
+    )  # fmt: skip
+    assert worker_config(config)["max-auth-failures"] == share
 
 
 def test_workers_metrics_directory_is_made_and_removed_with_the_pool():

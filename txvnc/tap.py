@@ -662,7 +662,15 @@ def worker_config(config: Options) -> dict[str, Any]:
     again in the worker), with the API left to this process.
     """
     plain = (str, int, float, bool, type(None), list, tuple)
-    return {k: v for k, v in config.items() if isinstance(v, plain)} | {"no-api": 1}
+    told = {k: v for k, v in config.items() if isinstance(v, plain)} | {"no-api": 1}
+    # Each worker keeps its own brute-force guard, and the kernel spreads a
+    # client's connections over the workers by their source ports, so each
+    # takes its share of the limit: together they let about as many
+    # failures through as one process would, not N times as many.
+    failures = config["max-auth-failures"]
+    if failures > 0:
+        told["max-auth-failures"] = -(-failures // config["workers"])
+    return told
 
 
 def makeService(config: Options, reactor: Any = None) -> IService:
