@@ -15,8 +15,6 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 
-from tests.proxy.harness import FakeVNCServer
-
 from .processes import KEY, children, open_console, start_txvnc
 from .test_workers import round_trip, worker_of
 
@@ -28,13 +26,6 @@ MAX_TRIES = 40
 #: Seconds from the revocation to the last close: one poll interval (1 s)
 #: plus the time both workers take to close, with room for a busy machine.
 REVOCATION_BOUND = 10.0
-
-
-@pytest.fixture
-def vnc():
-    server = FakeVNCServer()
-    yield server
-    pytest_twisted.blockon(server.stop())
 
 
 @pytest.fixture
