@@ -54,6 +54,7 @@ class CuttableRelay:
         #: (None: it is reset at once).
         self._answer: bytes | None = None
         self._hold = False
+        self._frozen = False
         self._lock = threading.Lock()
         self._open: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -80,10 +81,12 @@ class CuttableRelay:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._frozen:
+                    dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
+        # A frozen path carries no close either: only this side ends.
+        for s in (src,) if self._frozen else (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -123,13 +126,25 @@ class CuttableRelay:
             self._cut = True
             self._answer = answer
             self._hold = hold
+            if self._frozen:
+                return
             for s in self._open:
                 _reset(s)
             self._open.clear()
 
+    def freeze(self) -> None:
+        """
+        Drop packets: what open connections carry is read and thrown away
+        (nothing is closed), and new connections are held unanswered.
+        """
+        with self._lock:
+            self._frozen = True
+        self.cut(hold=True)
+
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+            self._frozen = False
 
     def close(self) -> None:
         self.cut()
@@ -369,4 +384,36 @@ def test_silent_network_times_out_backs_off_then_reconnects(
         rfb_server.wait(lambda: rfb_server.connections >= 2)
         assert page_state(page)["checks"] == [0, 0]
     finally:
+        stop(server)
+
+
+def test_silent_drop_of_an_open_console_is_noticed_then_reconnected(
+    page: Any, tmp_path: Path, rfb_server: TinyRFBServer, relays: list[CuttableRelay]
+) -> None:
+    """An open console whose path starts dropping packets (nothing closes) is taken for lost after three silent keepalive intervals, checked, backed off from, and reconnected once the path is back. The page's clock is Playwright's, fast-forwarded."""
+    page.clock.install()
+    server = start(tmp_path)
+    console = server.create_console("127.0.0.1", rfb_server.port, new_instance())
+    relay = relay_to(relays, server.proxy_port)
+    try:
+        page.goto(f"http://127.0.0.1:{relay.port}/vnc_auto.html?token={console.token}")
+        wait_state(page, "connected")
+        page.wait_for_function("() => window.txvnc.keepalive === 20", timeout=PAGE_TIMEOUT_MS)
+
+        relay.freeze()
+        page.clock.run_for(59_000)
+        assert wait_state(page, "connected")  # not yet three silent intervals
+        page.clock.run_for(2_000)
+        page.clock.run_for(3_500)  # noVNC gives up on the dead socket's close
+        wait_text(page, "checking the console's link")
+        relay.restore()
+        page.clock.fast_forward(10_500)  # the check the frozen path held
+        text = wait_text(page, UNREACHABLE)
+        assert "attempt 1 of 8" in text, text
+        page.clock.fast_forward(1_500)
+        wait_state(page, "connected")
+        rfb_server.wait(lambda: rfb_server.connections >= 2)
+        assert page_state(page)["checks"] == [0]
+    finally:
+        relay.close()  # the frozen console's socket, which would hold the drain
         stop(server)

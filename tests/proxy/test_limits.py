@@ -172,10 +172,19 @@ class NoticeBrowser(Browser):
         super().__init__()
         self.notices = []
         self._notice_waiters = []
+        #: The proxy's keepalive notices, apart from the other notices.
+        self.keepalives = []
+        self._keepalive_waiters = []
         self.pings = 0
         self._ping_waiters = []
 
     def onMessage(self, payload, isBinary):
+        if not isBinary and json.loads(payload).get("type") == "keepalive":
+            self.keepalives.append(json.loads(payload))
+            waiters, self._keepalive_waiters = self._keepalive_waiters, []
+            for d in waiters:
+                d.callback(len(self.keepalives))
+            return
         if not isBinary:
             self.notices.append(json.loads(payload))
             waiters, self._notice_waiters = self._notice_waiters, []
@@ -183,6 +192,11 @@ class NoticeBrowser(Browser):
                 d.callback(self.notices[-1])
             return
         super().onMessage(payload, isBinary)
+
+    def next_keepalive(self):
+        d = Deferred()
+        self._keepalive_waiters.append(d)
+        return d
 
     def next_notice(self):
         d = Deferred()
@@ -401,6 +415,39 @@ async def test_keepalive_pings_a_healthy_browser(vnc):
         for _ in range(2):
             await browser.next_ping()
         assert stack.factory.consoles and not browser.closed.called
+
+    await with_stack(stack, body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_keepalive_notices_tell_the_page_the_path_is_alive(vnc):
+    """A page that asked for notices hears the keepalive interval at open and a notice after each answered ping; a page that did not ask hears none."""
+    stack = make_stack(keepalive_interval=1, keepalive_timeout=1)
+
+    async def body():
+        browser, _ = await open_console(stack, vnc)
+        quiet, _ = await open_console(stack, vnc, notices=False)
+        while len(browser.keepalives) < 3:
+            await browser.next_keepalive()
+        assert browser.keepalives[0] == {"type": "keepalive", "seconds": 1}
+        assert browser.keepalives[1:] == [{"type": "keepalive"}] * (len(browser.keepalives) - 1)
+        assert browser.notices == []
+        await quiet.next_ping()
+        assert quiet.keepalives == [] and quiet.notices == []
+
+    await with_stack(stack, body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_keepalive_no_keepalive_notices(vnc):
+    """With --keepalive-interval 0 the page is told nothing, so it never takes a quiet console for dead."""
+    stack = make_stack(keepalive_interval=0)
+
+    async def body():
+        browser, _ = await open_console(stack, vnc)
+        browser.sendMessage(KEY_DOWN, isBinary=True)
+        await vnc.received_at_least(len(KEY_DOWN))
+        assert browser.keepalives == [] and browser.notices == []
 
     await with_stack(stack, body)
 

@@ -367,6 +367,11 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 self._expire,
             )
             self._timers.start()
+        if limits.keepalive_interval > 0:
+            # A page cannot see pings: it hears a notice after each answered
+            # one, and takes a silence of a few intervals for a dead path.
+            interval = limits.keepalive_interval
+            self.send_notice({"type": "keepalive", "seconds": interval})
         self._log.info(
             "[{conn_id}] {client}: connecting to: {target} "
             "(instance {instance_uuid})",
@@ -456,6 +461,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         """
         if self._notices and self.state == self.STATE_OPEN:
             self.sendMessage(json.dumps(notice).encode("utf-8"), isBinary=False)
+
+    def onPong(self, payload: bytes) -> None:
+        self.send_notice({"type": "keepalive"})
 
     def close_console(self, code: int, reason: str) -> None:
         """

@@ -2,7 +2,8 @@
 // proxy that served this page. The page opens the WebSocket itself (noVNC
 // accepts a ready channel) so it can show the close code and reason the
 // proxy sends, read the proxy's text notices (a warning before an idle
-// timeout or the session cap), and reconnect after an unexpected drop.
+// timeout or the session cap, keepalives that show the path is alive), and
+// reconnect after an unexpected drop.
 //
 // A browser reports a refused WebSocket handshake (an expired token, a
 // token API that is down) as the same bare 1006 as a proxy it cannot
@@ -97,11 +98,12 @@ function websocketURL(token) {
 // A WebSocket as noVNC sees it, minus the proxy's text notices: noVNC
 // attaches to anything with these properties (core/websock.js).
 class NoticeChannel {
-  constructor(socket, onNotice) {
+  constructor(socket, onNotice, onHeard) {
     this._socket = socket;
     this._onNotice = onNotice;
     this._onmessage = null;
     socket.addEventListener("message", (e) => {
+      onHeard();
       if (typeof e.data === "string") {
         try {
           this._onNotice(JSON.parse(e.data));
@@ -129,6 +131,11 @@ class NoticeChannel {
   get readyState() { return this._socket.readyState; }
 }
 
+// A connection over which nothing (screen updates, the proxy's keepalive
+// notices) arrived for this many of the proxy's keepalive intervals is
+// taken for dead: a path that drops packets never closes by itself.
+const SILENT_INTERVALS = 3;
+
 const page = {
   rfb: null,
   socket: null,
@@ -139,6 +146,9 @@ const page = {
   // The answers of the token checks: an HTTP status, or 0 when the proxy
   // could not be reached.
   checks: [],
+  // The proxy's keepalive interval in seconds, once it has said it (0:
+  // it sends none, and a silent connection is never taken for dead).
+  keepalive: 0,
 };
 window.txvnc = page;
 
@@ -177,11 +187,33 @@ function connect(token) {
   });
   socket.addEventListener("close", (e) => {
     clearTimeout(deadline);
+    clearInterval(watchdog);
     closeEvent = e;
     page.closes.push({ code: e.code, reason: e.reason });
   });
 
-  const rfb = new RFB(document.getElementById("screen"), new NoticeChannel(socket, onNotice));
+  // Silence for SILENT_INTERVALS keepalive intervals ends the connection as
+  // a lost one (noVNC's disconnect gives up on a dead socket's closing
+  // handshake after a few seconds).
+  let heard = Date.now();
+  let watchdog = null;
+  let silent = false;
+  const listen = (message) => {
+    if (message.type === "keepalive" && message.seconds > 0 && watchdog === null) {
+      page.keepalive = message.seconds;
+      const limit = SILENT_INTERVALS * message.seconds * 1000;
+      watchdog = setInterval(() => {
+        if (Date.now() - heard > limit) {
+          clearInterval(watchdog);
+          silent = true;
+          rfb.disconnect();
+        }
+      }, 1000);
+    }
+    onNotice(message);
+  };
+  const channel = new NoticeChannel(socket, listen, () => { heard = Date.now(); });
+  const rfb = new RFB(document.getElementById("screen"), channel);
   rfb.scaleViewport = true;
   rfb.resizeSession = false;
   page.rfb = rfb;
@@ -208,8 +240,9 @@ function connect(token) {
   rfb.addEventListener("disconnect", () => {
     cad.disabled = true;
     paste.disabled = true;
+    clearInterval(watchdog);
     // noVNC may report the disconnect before the socket's close event.
-    setTimeout(() => ended(token, closeEvent, opened), 0);
+    setTimeout(() => ended(token, silent ? null : closeEvent, opened), 0);
   });
 }
 
