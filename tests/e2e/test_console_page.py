@@ -173,7 +173,7 @@ def test_idle_warning_then_close_without_reconnect(page: Any, tmp_path: Path, rf
 def test_reconnects_after_a_restart_pastes_and_goes_full_screen(
     page: Any, tmp_path: Path, rfb_server: TinyRFBServer
 ) -> None:
-    """Paste reaches the VNC server, full screen works, and a restart (1001) is followed by a reconnect."""
+    """Paste reaches the VNC server, full screen works, and a restart (1001) is followed by a reconnect after a jittered wait."""
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     server = start(tmp_path)
     console = server.create_console("127.0.0.1", rfb_server.port, new_instance())
@@ -196,6 +196,15 @@ def test_reconnects_after_a_restart_pastes_and_goes_full_screen(
         # Told 1001, then retrying with back-off while nothing listens.
         text = wait_state(page, "reconnecting")
         assert "Reconnecting in " in text
+        # Waits are jittered within half to all of each doubling step, so
+        # pages told 1001 together do not all come back together.
+        assert 500 <= page.evaluate("() => window.txvnc.delays[0]") <= 1000
+        for attempt, step in [(0, 1000), (3, 8000), (10, 30000)]:
+            draws = page.evaluate(
+                f"() => Array.from({{length: 200}}, () => window.txvnc.backoffDelay({attempt}))"
+            )
+            assert step / 2 <= min(draws) and max(draws) <= step, (attempt, draws)
+            assert len(set(draws)) > 50, (attempt, draws)
         assert page.evaluate("() => window.txvnc.closes[0]") == {
             "code": 1001,
             "reason": "Service restarting",

@@ -142,6 +142,8 @@ const page = {
   attempts: 0,
   everConnected: false,
   retryTimer: null,
+  // The back-off delays used so far, in ms.
+  delays: [],
   closes: [],
   // The answers of the token checks: an HTTP status, or 0 when the proxy
   // could not be reached.
@@ -322,12 +324,24 @@ async function ended(token, closeEvent, opened) {
   }
 }
 
+// The wait before reconnect attempt C{attempt} (from 0), in ms: doubling
+// steps, jittered to half to all of the step. After a restart every open
+// page is told 1001 at the same moment; without jitter they would all come
+// back in the same millisecond, step after step, and queue up on the token
+// checks together.
+function backoffDelay(attempt) {
+  const step = Math.min(BACKOFF_FIRST_MS * 2 ** attempt, BACKOFF_MAX_MS);
+  return Math.round(step * (0.5 + Math.random() / 2));
+}
+page.backoffDelay = backoffDelay;
+
 function retryLater(token, code, text) {
   if (page.attempts >= MAX_ATTEMPTS) {
     giveUp(code, `${text} Reconnecting failed: reload the page to try again.`);
     return;
   }
-  const delay = Math.min(BACKOFF_FIRST_MS * 2 ** page.attempts, BACKOFF_MAX_MS);
+  const delay = backoffDelay(page.attempts);
+  page.delays.push(delay);
   page.attempts += 1;
   setStatus("reconnecting",
     `Disconnected: ${text} Reconnecting in ${Math.round(delay / 1000)} s `
