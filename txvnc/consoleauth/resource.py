@@ -186,6 +186,14 @@ class ConsoleAuthResource(Resource):
             ),
         ]
 
+    def _audit(
+        self, request: Request, roles: frozenset[str], event: str, **fields: Any
+    ) -> None:
+        """One audit line, naming the caller by role and address."""
+        self.audit.record(
+            event, actor=_role_name(roles), client=self._client(request), **fields
+        )
+
     def _client(self, request: Request) -> str:
         """The caller's address, as the audit log names it."""
         peer = request.getClientAddress()
@@ -319,10 +327,10 @@ class ConsoleAuthResource(Resource):
                 port=wanted.port,
                 instance_uuid=wanted.instance_uuid,
             )
-            self.audit.record(
+            self._audit(
+                request,
+                roles,
                 "token.refused",
-                actor=_role_name(roles),
-                client=self._client(request),
                 instance_uuid=wanted.instance_uuid,
                 target=f"{wanted.host}:{wanted.port}",
                 reason="target not allowed",
@@ -357,10 +365,10 @@ class ConsoleAuthResource(Resource):
             expires_at=iso8601(record.expires_at),
             single_use=", single use" if record.single_use else "",
         )
-        self.audit.record(
+        self._audit(
+            request,
+            roles,
             "token.minted",
-            actor=_role_name(roles),
-            client=self._client(request),
             instance_uuid=record.instance_uuid,
             target=f"{record.host}:{record.port}",
             token_hash=record.token_hash,
@@ -388,10 +396,10 @@ class ConsoleAuthResource(Resource):
     def _check_failed(
         self, request: Request, token: str, roles: frozenset[str], event: str
     ) -> tuple[int, Any]:
-        self.audit.record(
+        self._audit(
+            request,
+            roles,
             event,
-            actor=_role_name(roles),
-            client=self._client(request),
             token_hash=token_hash(token),
         )
         return 404, {"error": "the token is invalid or has expired"}
@@ -438,10 +446,10 @@ class ConsoleAuthResource(Resource):
         if record is None:
             return self._check_failed(request, token, roles, "token.use_failed")
         if record.single_use:
-            self.audit.record(
+            self._audit(
+                request,
+                roles,
                 "token.used",
-                actor=_role_name(roles),
-                client=self._client(request),
                 instance_uuid=record.instance_uuid,
                 target=f"{record.host}:{record.port}",
                 token_hash=record.token_hash,
@@ -465,10 +473,10 @@ class ConsoleAuthResource(Resource):
             token_ref=token_ref(token),
             existed=existed,
         )
-        self.audit.record(
+        self._audit(
+            request,
+            roles,
             "token.revoked",
-            actor=_role_name(roles),
-            client=self._client(request),
             token_hash=hashed,
             known=existed,
         )
@@ -485,10 +493,10 @@ class ConsoleAuthResource(Resource):
             count=count,
             instance_uuid=instance_uuid,
         )
-        self.audit.record(
+        self._audit(
+            request,
+            roles,
             "instance.revoked",
-            actor=_role_name(roles),
-            client=self._client(request),
             instance_uuid=instance_uuid,
             tokens=count,
         )
@@ -522,10 +530,10 @@ class ConsoleAuthResource(Resource):
             instance_uuid=session.instance_uuid,
             node=session.node,
         )
-        self.audit.record(
+        self._audit(
+            request,
+            roles,
             "session.killed",
-            actor=_role_name(roles),
-            client=self._client(request),
             session_id=session_id,
             instance_uuid=session.instance_uuid,
             target=f"{session.host}:{session.port}",
