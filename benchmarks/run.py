@@ -177,7 +177,7 @@ class Bench:
         assert proc.stdout is not None
         self.backend = json.loads(proc.stdout.readline())
 
-    def start_txvnc(self, workers: int = 1, extra: tuple[str, ...] = ()) -> Proxy:
+    def start_txvnc(self, workers: int = 1) -> Proxy:
         port = free_port()
         key = self.tmp / "api.key"
         key.write_text("bench-key-" + os.urandom(8).hex() + "\n")
@@ -195,7 +195,6 @@ class Bench:
         ]  # fmt: skip
         if workers > 1:
             args += ["--workers", str(workers)]
-        args += extra
         proc = subprocess.Popen(
             args,
             stdout=log.open("wb"),
@@ -279,10 +278,10 @@ class Bench:
         raise RuntimeError(f"load client failed three times: {mode} {target}")
 
     @contextlib.contextmanager
-    def holding(self, target: str, count: int, concurrency: int = 64) -> Iterator[dict]:
+    def holding(self, target: str, count: int) -> Iterator[dict]:
         """C{count} consoles held open by the load client while inside."""
         proc = subprocess.Popen(
-            [NODE, str(HERE / "load.mjs"), "hold", target, str(count), str(concurrency)],
+            [NODE, str(HERE / "load.mjs"), "hold", target, str(count), "64"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             start_new_session=True,

@@ -20,7 +20,7 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IRequest
 
 from txvnc.consoleauth.tokens import token_ref
-from txvnc.proxy.forwarded import Network, client_address
+from txvnc.proxy.forwarded import Network, request_client
 
 _TOKEN_PATTERNS = [
     # token=T, and its percent-encoded form inside noVNC's path parameter.
@@ -63,15 +63,10 @@ class _ResolvedClient(proxyForInterface(IRequest, "_request")):  # type: ignore[
 
     def getClientAddress(self) -> Any:
         peer = self._request.getClientAddress()
-        if not isinstance(peer, (IPv4Address, IPv6Address)):
-            return peer
-        forwarded = self._request.getHeader(b"x-forwarded-for")
-        if forwarded is None:
-            return peer
-        resolved = client_address(
-            f"[{peer.host}]:{peer.port}", forwarded.decode("latin-1"), self._trusted
-        )
-        if resolved.startswith("["):
+        resolved = request_client(self._request, self._trusted)
+        if not isinstance(peer, (IPv4Address, IPv6Address)) or resolved == (
+            f"{peer.host}:{peer.port}"
+        ):
             return peer  # not a trusted proxy's request: the peer itself
         kind = IPv6Address if ":" in resolved else IPv4Address
         return kind("TCP", resolved, 0)

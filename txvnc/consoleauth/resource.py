@@ -59,7 +59,7 @@ from txvnc.consoleauth.tokens import (
     token_ref,
 )
 from txvnc.policy import TargetPolicy
-from txvnc.proxy.forwarded import Network, client_address
+from txvnc.proxy.forwarded import Network, request_client
 from txvnc.unixtargets import unix_path_allowed
 
 MAX_BODY = 64 * 1024
@@ -191,20 +191,10 @@ class ConsoleAuthResource(Resource):
     ) -> None:
         """One audit line, naming the caller by role and address."""
         self.audit.record(
-            event, actor=_role_name(roles), client=self._client(request), **fields
-        )
-
-    def _client(self, request: Request) -> str:
-        """The caller's address, as the audit log names it."""
-        peer = request.getClientAddress()
-        host, port = getattr(peer, "host", None), getattr(peer, "port", None)
-        if host is None:
-            return "-"
-        forwarded = request.getHeader(b"x-forwarded-for")
-        return client_address(
-            f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-            forwarded.decode("latin-1") if forwarded else None,
-            self.trusted_proxies,
+            event,
+            actor=_role_name(roles),
+            client=request_client(request, self.trusted_proxies),
+            **fields,
         )
 
     def render(self, request: Request) -> bytes | int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -68,3 +69,19 @@ def _valid(hop: str) -> str | None:
         return str(ipaddress.ip_address(hop.strip("[]")))
     except ValueError:
         return None
+
+
+def request_client(request: Any, networks: Sequence[Network]) -> str:
+    """
+    The client of a twisted.web request as C{host:port}, or the address a
+    trusted proxy forwarded for (L{client_address}); C{-} when the request
+    did not come over IP.
+    """
+    address = request.getClientAddress()
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None:
+        return "-"
+    forwarded = request.getHeader(b"x-forwarded-for")
+    if isinstance(forwarded, bytes):
+        forwarded = forwarded.decode("latin-1")
+    return client_address(f"{host}:{port}", forwarded, networks)

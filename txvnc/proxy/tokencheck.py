@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -43,7 +42,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from txvnc.client import ConsoleAuthError, ConsoleAuthUnavailable
 from txvnc.consoleauth.tokens import token_hash, token_ref
-from txvnc.proxy.forwarded import client_address
+from txvnc.proxy.forwarded import request_client
 from txvnc.proxy.guard import address_of
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.relay import (
@@ -98,13 +97,6 @@ def token_from_body(body: bytes) -> str | None:
     return token
 
 
-def _peer(request: Request) -> str:
-    address = request.getClientAddress()
-    if isinstance(address, (IPv4Address, IPv6Address)):
-        return f"{address.host}:{address.port}"
-    return "-"
-
-
 class TokenCheckResource(Resource):
     """
     The page's question to the proxy, answered with the proxy's own token
@@ -152,11 +144,7 @@ class TokenCheckResource(Resource):
         What the handshake would answer for the token in C{request}'s body.
         """
         factory = self._factory
-        client = client_address(
-            _peer(request),
-            _header(request, b"x-forwarded-for"),
-            factory.trusted_proxies,
-        )
+        client = request_client(request, factory.trusted_proxies)
         if not origin_allowed(
             _header(request, b"origin"),
             _header(request, b"host"),
