@@ -58,6 +58,8 @@ def test_allowed_origin_repeats():
         (["--allowed-target", "10.0.0.0/8"], "HOST:PORTS"),
         (["--max-token-ttl", "0"], "must be positive"),
         (["--max-auth-failures", "-1"], "0 or more"),
+        (["--poll-spin", "-1"], "--poll-spin must be 0 to 1000"),
+        (["--poll-spin", "1001"], "--poll-spin must be 0 to 1000"),
         (["--connect-timeout", "0"], "--connect-timeout must be positive"),
         (["--listen", "unix:/tmp/x.sock"], "set --base-url"),
         (["--api-listen", "unix:/tmp/a.sock"], "set --consoleauth-url"),

@@ -67,6 +67,8 @@ from txvnc.redact import access_log_formatter_for
 from txvnc.reload import ReloadHooks
 from txvnc.sharedmetrics import WorkerMetricsDirectory
 from txvnc.shutdown import DrainService, SignalService
+from txvnc.spin import DEFAULT_SPIN_US, MAX_SPIN_US
+from txvnc.spin import install as install_spin
 from txvnc.tls import (
     TLSConfigError,
     TLSServerEndpoint,
@@ -233,6 +235,17 @@ class Options(usage.Options):
         ],
         *LIMIT_PARAMETERS,
         [
+            "poll-spin",
+            None,
+            DEFAULT_SPIN_US,
+            (
+                "Microseconds a proxy process keeps polling before it sleeps "
+                "while traffic flows; cuts round trips, costs at most 2% of a "
+                "core in polls that find nothing (0: always sleep)."
+            ),
+            float,
+        ],
+        [
             "drain-timeout",
             None,
             10.0,
@@ -374,6 +387,8 @@ class Options(usage.Options):
             raise usage.UsageError("--no-api needs --consoleauth-url")
         if self["workers"] < 1:
             raise usage.UsageError("--workers must be at least 1")
+        if not 0 <= self["poll-spin"] <= MAX_SPIN_US:
+            raise usage.UsageError(f"--poll-spin must be 0 to {MAX_SPIN_US:g}")
         if self["workers"] > 1:
             if not run_proxy:
                 raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
@@ -761,6 +776,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             pool.setServiceParent(top)
             hooks.add("the workers (SIGHUP passed on)", pool.reload)
         else:
+            install_spin(reactor, config["poll-spin"])
             site, factory = proxy_site(
                 config,
                 reactor,

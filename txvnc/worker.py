@@ -22,6 +22,7 @@ from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.reload import ReloadHooks
 from txvnc.sharedmetrics import ENV, ProxyMetricsPublisher
+from txvnc.spin import install as install_spin
 from txvnc.workers import LISTEN_FD
 
 _log = Logger()
@@ -50,6 +51,7 @@ def run(config: dict[str, Any], reactor: Any) -> None:
     keys.key_for(PROXY)
     hooks = ReloadHooks()
     hooks.add("API keys", keys.reload)
+    install_spin(reactor, config["poll-spin"])
     site, factory = proxy_site(
         config,
         reactor,
