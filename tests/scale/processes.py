@@ -8,6 +8,7 @@ this process.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,48 @@ async def open_console(port: int, token: str, host: str = "127.0.0.1") -> Browse
     browser: Browser = await TCP4ClientEndpoint(reactor, host, port).connect(factory)
     await browser.opened
     return browser
+
+
+async def until_every_worker(
+    workers: list,
+    attempt: Callable[[], Awaitable[tuple[Any, Any]]],
+    each: int,
+    tries: int,
+) -> dict[Any, list]:
+    """
+    Call C{attempt} (which returns the worker that served it and what it
+    made) until every one of C{workers} has served C{each}; what each made.
+    The kernel spreads connections over the workers by a hash, so how many
+    tries that takes is luck: past C{tries} the test fails here, saying so.
+    """
+    made: dict[Any, list] = {worker: [] for worker in workers}
+    for _ in range(tries):
+        if all(len(items) >= each for items in made.values()):
+            break
+        worker, item = await attempt()
+        made[worker].append(item)
+    counts = {worker: len(items) for worker, items in made.items()}
+    assert all(n >= each for n in counts.values()), f"after {tries} tries: {counts}"
+    return made
+
+
+async def until_every_worker_logs(
+    server: Twistd,
+    attempt: Callable[[], Awaitable[object]],
+    line: str,
+    each: int,
+    tries: int,
+) -> int:
+    """
+    Call C{attempt} until each of C{server}'s two workers has logged C{line}
+    C{each} times; how many calls that took.
+    """
+
+    async def logged() -> tuple[int, None]:
+        mark = server.log.mark()
+        await attempt()
+        found = await server.wait_for(rf"\[txvnc-worker-(\d)\] .*{line}", mark)
+        return int(found.group(1)), None
+
+    made = await until_every_worker([1, 2], logged, each, tries)
+    return sum(len(items) for items in made.values())

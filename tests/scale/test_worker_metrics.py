@@ -24,7 +24,14 @@ from twisted.internet.task import deferLater
 from tests.e2e.conftest import free_port
 from tests.proxy.harness import FakeVNCServer
 
-from .processes import children, mint, open_console, start_txvnc
+from .processes import (
+    children,
+    mint,
+    open_console,
+    start_txvnc,
+    until_every_worker,
+    until_every_worker_logs,
+)
 from .test_workers import round_trip, worker_of
 
 pytestmark = pytest.mark.scale
@@ -111,20 +118,23 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
 
     # Good consoles, each with a round trip of a different size, until
     # each worker holds PER_WORKER * 2 of them.
-    consoles: dict[int, list] = {pid: [] for pid in workers}
-    for n in range(MAX_TRIES * 2):
-        if all(len(c) >= PER_WORKER * 2 for c in consoles.values()):
-            break
+    sizes = iter(range(1000, 2000))
+
+    async def good_console() -> tuple[int, tuple]:
+        nonlocal sent
         token = await mint(txvnc2, vnc.address.port)
         connected = vnc.next_connection()
         browser = await open_console(port, token)
         server_side = await connected
         checks["valid"] += 1
-        payload = os.urandom(1000 + n)
+        payload = os.urandom(next(sizes))
         await round_trip(browser, server_side, payload)
         sent += len(payload)
-        consoles[worker_of(server_side, workers)].append((browser, server_side))
-    assert all(len(c) >= PER_WORKER * 2 for c in consoles.values()), consoles
+        return worker_of(server_side, workers), (browser, server_side)
+
+    consoles = await until_every_worker(
+        workers, good_console, PER_WORKER * 2, MAX_TRIES * 2
+    )
 
     # Half of each worker's consoles closed by the browser: outcome ok.
     closed = 0
@@ -160,14 +170,9 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
         ("bad_origin", bad_origin, r"refused: origin"),
         ("target_down", target_down, r"cannot connect to 127\.0\.0\.1"),
     ]:
-        seen = {1: 0, 2: 0}
-        while min(seen.values()) < PER_WORKER:
-            assert sum(seen.values()) < MAX_TRIES, f"{outcome}: {seen}"
-            mark = txvnc2.log.mark()
-            await attempt()
-            found = await txvnc2.wait_for(rf"\[txvnc-worker-(\d)\] .*{line}", mark)
-            seen[int(found.group(1))] += 1
-        bad[outcome] = sum(seen.values())
+        bad[outcome] = await until_every_worker_logs(
+            txvnc2, attempt, line, PER_WORKER, MAX_TRIES
+        )
 
     still_open = sum(len(c) for c in consoles.values())
     expected = {
@@ -189,7 +194,9 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
         ),
     }
     before = await metrics_reach(api, expected)
-    assert not any(k[0] == "txvnc_token_api_errors_total" and v for k, v in before.items())
+    assert not any(
+        k[0] == "txvnc_token_api_errors_total" and v for k, v in before.items()
+    )
 
     # SIGKILL one worker: its consoles go from the gauge into worker_died,
     # every count it made stays.
@@ -198,7 +205,9 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
     os.kill(victim, signal.SIGKILL)
     await DeferredList([b.closed for b, _ in consoles[victim]])
     await txvnc2.wait_for(r"worker \d ended \(signal 9\); starting it again", mark)
-    restarted = int((await txvnc2.wait_for(r"worker \d started \(pid (\d+)\)", mark)).group(1))
+    restarted = int(
+        (await txvnc2.wait_for(r"worker \d started \(pid (\d+)\)", mark)).group(1)
+    )
     await txvnc2.wait_for(r"txvnc-worker-\d\] ConsoleSite starting on", mark)
     expected[key("txvnc_consoles_open")] = len(consoles[survivor])
     expected[key("txvnc_consoles_total", outcome="worker_died")] = len(consoles[victim])
@@ -272,14 +281,9 @@ async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc)
 
         async def until_both(line: str) -> int:
             """Console requests until both workers logged C{line}; how many."""
-            seen = {1: 0, 2: 0}
-            while min(seen.values()) < PER_WORKER:
-                assert sum(seen.values()) < MAX_TRIES, f"{line}: {seen}"
-                mark = proxy.log.mark()
-                await refused()
-                found = await proxy.wait_for(rf"\[txvnc-worker-(\d)\] .*{line}", mark)
-                seen[int(found.group(1))] += 1
-            return sum(seen.values())
+            return await until_every_worker_logs(
+                proxy, refused, line, PER_WORKER, MAX_TRIES
+            )
 
         # The proxy's key is replaced by one the API does not know.
         key_file = tmp_path / "proxy" / "api.key"

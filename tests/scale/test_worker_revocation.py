@@ -15,7 +15,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 
-from .processes import KEY, children, open_console, start_txvnc
+from .processes import KEY, children, open_console, start_txvnc, until_every_worker
 from .test_workers import round_trip, worker_of
 
 pytestmark = pytest.mark.scale
@@ -56,19 +56,17 @@ async def test_revoking_an_instance_closes_its_consoles_in_both_workers(txvnc2, 
     """Both workers close the revoked instance's consoles with 4001 within a poll or two; the other instance's consoles, in both workers, keep relaying."""
     workers = sorted(children(txvnc2.process.pid))
     assert len(workers) == 2, txvnc2.log.text()
-    held: dict[str, dict[int, list]] = {
-        name: {pid: [] for pid in workers} for name in ("doomed", "kept")
-    }
-    for name, by_worker in held.items():
-        for _ in range(MAX_TRIES):
-            if all(by_worker.values()):
-                break
+    held: dict[str, dict[int, list]] = {}
+    for name in ("doomed", "kept"):
+
+        async def console(name: str = name) -> tuple[int, tuple]:
             token = await mint(txvnc2.api_url, vnc.address.port, f"inst-{name}")
             connected = vnc.next_connection()
             browser = await open_console(txvnc2.proxy_port, token)
             server_side = await connected
-            by_worker[worker_of(server_side, workers)].append((browser, server_side))
-        assert all(by_worker.values()), f"the kernel gave every {name} console to one worker"
+            return worker_of(server_side, workers), (browser, server_side)
+
+        held[name] = await until_every_worker(workers, console, 1, MAX_TRIES)
 
     started = time.monotonic()
     response = await treq.delete(
