@@ -101,7 +101,7 @@ class SpinningPoller:
     def poll(self, timeout: float = -1, maxevents: int = -1) -> list[tuple[int, int]]:
         poll = self._poller.poll
         if timeout == 0:
-            return list(poll(0, maxevents))
+            return poll(0, maxevents)
         clock = self._clock
         start = clock()
         spin = self._spin_allowed(start, timeout)
@@ -120,12 +120,12 @@ class SpinningPoller:
                 self._yield()
                 events = poll(0, maxevents)
             else:
-                return list(events)
+                return events
             if timeout > 0:
                 timeout = max(0.0, timeout - (now - start))
         events = poll(timeout, maxevents)
         self._flowing = bool(events) and clock() - start <= self._window
-        return list(events)
+        return events
 
     def _spin_allowed(self, now: float, timeout: float) -> float:
         """
