@@ -103,6 +103,18 @@ class TinyRFBServer:
         with self.changed:
             assert self.changed.wait_for(predicate, timeout), "the RFB server waited in vain"
 
+    def reset_all(self) -> None:
+        """
+        Reset (RST) every connection so far: with a zero linger, the close
+        that follows the serving thread's wake-up (SHUT_RD) sends a reset.
+        """
+        for conn in self._clients:
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
     def close(self) -> None:
         self.sock.close()
         for conn in self._clients:
@@ -166,6 +178,26 @@ def test_idle_warning_then_close_without_reconnect(page: Any, tmp_path: Path, rf
         assert text == "Disconnected: The console was closed after a period without input."
         assert page.evaluate("() => document.body.dataset.closeCode") == "4002"
         assert page.evaluate("() => [window.txvnc.attempts, window.txvnc.retryTimer]") == [0, None]
+    finally:
+        stop(server)
+
+
+def test_vnc_connection_reset_is_retried(page: Any, tmp_path: Path, rfb_server: TinyRFBServer) -> None:
+    """A VNC connection reset under an open console closes it with 1011 and the proxy's reason, and the page opens the console again by itself."""
+    server = start(tmp_path)
+    try:
+        console = server.create_console("127.0.0.1", rfb_server.port, new_instance())
+        page.goto(console.url)
+        wait_state(page, "connected")
+        rfb_server.reset_all()
+        page.wait_for_function("() => window.txvnc.closes.length > 0", timeout=PAGE_TIMEOUT_MS)
+        assert page.evaluate("() => window.txvnc.closes[0]") == {
+            "code": 1011,
+            "reason": "The console is unavailable: the connection to its VNC server was lost",
+        }
+        rfb_server.wait(lambda: rfb_server.connections >= 2)
+        wait_state(page, "connected")
+        assert server.log.wait_for(r"VNC server reset the connection")
     finally:
         stop(server)
 

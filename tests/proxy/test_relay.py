@@ -280,6 +280,25 @@ async def test_vnc_server_closing_closes_the_browser(stack, vnc):
 
 
 @pytest_twisted.ensureDeferred
+async def test_vnc_server_reset_is_an_unavailable_console(stack, vnc):
+    """A VNC connection that breaks (reset) under an open console closes it with 1011, which the page retries, not 1000, which it takes as the end; the bytes before the reset still arrive."""
+    token = await stack.mint(vnc.address.port)
+    connected = vnc.next_connection()
+    browser = await stack.open_browser(f"token={token}")
+    await browser.opened
+    server_side = await connected
+    server_side.transport.write(b"last words")
+    await browser.received_at_least(10)
+    server_side.transport.abortConnection()
+    wasClean, code, reason = await browser.closed
+    assert (wasClean, code) == (True, 1011)
+    assert (
+        reason
+        == "The console is unavailable: the connection to its VNC server was lost"
+    )
+
+
+@pytest_twisted.ensureDeferred
 async def test_browser_vanishing_closes_the_vnc_side(stack, vnc):
     """When the browser's connection drops, the VNC connection is closed."""
     token = await stack.mint(vnc.address.port)

@@ -74,6 +74,11 @@ CLOSE_NORMAL = closecodes.NORMAL
 CLOSE_UNSUPPORTED_DATA = closecodes.UNSUPPORTED_DATA
 CLOSE_INTERNAL_ERROR = closecodes.INTERNAL_ERROR
 
+#: The close reason when the VNC connection breaks under an open console.
+VNC_CONNECTION_LOST = (
+    "The console is unavailable: the connection to its VNC server was lost"
+)
+
 #: What a client over its failed-check budget is told (HTTP 429).
 TOO_MANY_FAILURES = "Too many failed console requests; try again later"
 #: What the browser is told when the token names a target the policy refuses.
@@ -650,13 +655,19 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self._rfb_failed(handshake_lost_reason(reason))
             return
         if self.state == self.STATE_OPEN:
+            if reason.check(ConnectionDone):
+                # The VNC server hung up: the VM went away or its console
+                # was taken; the console is over.
+                if self.close_why is None:
+                    self.close_why = "VNC server closed the connection"
+                self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
+                return
+            # A reset or a broken path: the VNC server may well be back in
+            # a moment, so the page is told the console is unavailable
+            # (which it retries) rather than that it is over.
             if self.close_why is None:
-                self.close_why = (
-                    "VNC server closed the connection"
-                    if reason.check(ConnectionDone)
-                    else "VNC server reset the connection"
-                )
-            self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
+                self.close_why = "VNC server reset the connection"
+            self.close_console(CLOSE_INTERNAL_ERROR, VNC_CONNECTION_LOST)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._cancel_rfb_deadline()
