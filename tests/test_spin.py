@@ -12,7 +12,13 @@ import pytest
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.testing import MemoryReactorClock
 
-from txvnc.spin import BUDGET_CAP, BUDGET_SHARE, SpinningPoller, install
+from txvnc.spin import (
+    BUDGET_CAP,
+    BUDGET_SHARE,
+    SpinningPoller,
+    SpinService,
+    install,
+)
 
 WINDOW = 100e-6
 EVENT = [(7, select.EPOLLIN)]
@@ -207,3 +213,21 @@ def test_install_wraps_an_epoll_reactor_once():
     finally:
         reactor._poller.close()
     assert not install(MemoryReactorClock(), 100, cpus=2)
+
+
+def test_spin_service_installs_while_running():
+    """
+    The reactor spins only while the service runs: untouched when the
+    service is made, wrapped when it starts, given back when it stops.
+    """
+    reactor = EPollReactor()
+    epoll = reactor._poller
+    try:
+        service = SpinService(reactor, 100, cpus=2)
+        assert reactor._poller is epoll
+        service.startService()
+        assert isinstance(reactor._poller, SpinningPoller)
+        service.stopService()
+        assert reactor._poller is epoll
+    finally:
+        epoll.close()

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.logger import Logger
 
 _log = Logger()
@@ -172,3 +173,32 @@ def install(reactor: Any, microseconds: float, cpus: int | None = None) -> bool:
         spin_us=microseconds,
     )
     return True
+
+
+def uninstall(reactor: Any) -> None:
+    """Give C{reactor} back the poller L{install} wrapped."""
+    poller = getattr(reactor, "_poller", None)
+    if isinstance(poller, SpinningPoller):
+        reactor._poller = poller._poller
+
+
+class SpinService(Service):
+    """
+    Spinning for as long as the service runs: the reactor is left as it was
+    until the service starts, and given back when it stops.
+    """
+
+    def __init__(
+        self, reactor: Any, microseconds: float, cpus: int | None = None
+    ) -> None:
+        self._reactor = reactor
+        self._microseconds = microseconds
+        self._cpus = cpus
+
+    def startService(self) -> None:
+        super().startService()
+        install(self._reactor, self._microseconds, self._cpus)
+
+    def stopService(self) -> Any:
+        uninstall(self._reactor)
+        return super().stopService()

@@ -67,8 +67,7 @@ from txvnc.redact import access_log_formatter_for
 from txvnc.reload import ReloadHooks
 from txvnc.sharedmetrics import WorkerMetricsDirectory
 from txvnc.shutdown import DrainService, SignalService
-from txvnc.spin import DEFAULT_SPIN_US, MAX_SPIN_US
-from txvnc.spin import install as install_spin
+from txvnc.spin import DEFAULT_SPIN_US, MAX_SPIN_US, SpinService
 from txvnc.tls import (
     TLSConfigError,
     TLSServerEndpoint,
@@ -776,7 +775,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
             pool.setServiceParent(top)
             hooks.add("the workers (SIGHUP passed on)", pool.reload)
         else:
-            install_spin(reactor, config["poll-spin"])
+            SpinService(reactor, config["poll-spin"]).setServiceParent(top)
             site, factory = proxy_site(
                 config,
                 reactor,
