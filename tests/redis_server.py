@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
+from typing import Any
 
 from tests.processes import listen_on_free_port, stop
 
@@ -19,13 +20,31 @@ class RedisServer:
     One redis-server process; L{url} names database C{db} of it.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, tls: Any = None) -> None:
+        """
+        With C{tls} (a L{tests.rfb.pki.PKI}), the server speaks TLS only,
+        with that PKI's server certificate, and asks no client certificate.
+        """
         self.directory = directory
+        self.tls = tls is not None
+
+        def ports(port: int) -> list[str]:
+            if tls is None:
+                return ["--port", str(port)]
+            return [
+                "--port", "0",
+                "--tls-port", str(port),
+                "--tls-cert-file", str(tls.server_cert),
+                "--tls-key-file", str(tls.server_key),
+                "--tls-ca-cert-file", str(tls.ca_cert),
+                "--tls-auth-clients", "no",
+            ]  # fmt: skip
+
         server = listen_on_free_port(
             lambda port: [
                 REDIS_SERVER,
                 "--bind", "127.0.0.1",
-                "--port", str(port),
+                *ports(port),
                 "--dir", str(directory),
                 "--save", "",
                 "--appendonly", "no",
@@ -40,7 +59,8 @@ class RedisServer:
         self.port = server.port
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/{db}"
 
     def flush(self, db: int) -> None:
         """

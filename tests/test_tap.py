@@ -59,6 +59,8 @@ def test_allowed_origin_repeats():
         (["--max-token-ttl", "0"], "must be positive"),
         (["--max-auth-failures", "-1"], "0 or more"),
         (["--poll-spin", "-1"], "--poll-spin must be 0 to 1000"),
+        (["--redis-ca", "/no/such/ca.pem"], "--redis-ca /no/such/ca.pem: No such file"),
+        (["--store", "rediss://h/x"], "database must be a number"),
         (["--poll-spin", "1001"], "--poll-spin must be 0 to 1000"),
         (["--connect-timeout", "0"], "--connect-timeout must be positive"),
         (["--listen", "unix:/tmp/x.sock"], "set --base-url"),

@@ -267,6 +267,13 @@ class Options(usage.Options):
             "to. [default: the system's trusted CAs]"),
         ],
         [
+            "redis-ca",
+            None,
+            None,
+            ("PEM CA certificate a rediss:// store's server certificate must "
+            "chain to. [default: the system's trusted CAs]"),
+        ],
+        [
             "log-format",
             None,
             "text",
@@ -403,16 +410,18 @@ class Options(usage.Options):
             if self[name] <= 0:
                 raise usage.UsageError(f"--{name} must be positive")
         check_limits(self)
-        ca = self["consoleauth-ca"]
-        if ca is not None:
+        for name in ("consoleauth-ca", "redis-ca"):
+            ca = self[name]
+            if ca is None:
+                continue
             try:
                 with open(ca, "rb") as f:
                     Certificate.loadPEM(f.read())
             except OSError as e:
-                raise usage.UsageError(f"--consoleauth-ca {ca}: {e.strerror}") from None
+                raise usage.UsageError(f"--{name} {ca}: {e.strerror}") from None
             except Exception:
                 raise usage.UsageError(
-                    f"--consoleauth-ca {ca}: not a PEM certificate"
+                    f"--{name} {ca}: not a PEM certificate"
                 ) from None
         if self["max-auth-failures"] < 0:
             raise usage.UsageError("--max-auth-failures must be 0 or more")
@@ -712,7 +721,7 @@ def makeService(config: Options, reactor: Any = None) -> IService:
     AuditService(audit).setServiceParent(top)
 
     if not config["no-api"]:
-        store = store_from_string(config["store"])
+        store = store_from_string(config["store"], redis_ca=config.get("redis-ca"))
         StoreService(store).setServiceParent(top)
         base_url = config["base-url"]
         secrets = SecretBox(load_or_create_key_file(config["secret-key-file"]))

@@ -283,7 +283,9 @@ def test_store_from_string(tmp_path):
     assert isinstance(s, SQLiteTokenStore)
     s.close()
     for bad in ["", "memory", "sqlite:", "redis:x", "mysql:x"]:
-        with pytest.raises(UnknownStore, match="memory:, sqlite:PATH or redis://"):
+        with pytest.raises(
+            UnknownStore, match=r"memory:, sqlite:PATH or redis://.*rediss://"
+        ):
             store_from_string(bad)
 
 
@@ -302,6 +304,21 @@ def test_redis_urls():
             parse_redis_url(bad)
     redacted = redact_store_description("redis://:s3cret@h:6380/1")
     assert "s3cret" not in redacted and "h:6380/1" in redacted
+    assert not a.tls
+    c = parse_redis_url("rediss://:s3cret@cache.example:6390/2")
+    assert (c.host, c.port, c.db, c.password, c.tls) == (
+        "cache.example",
+        6390,
+        2,
+        "s3cret",
+        True,
+    )
+    redacted = redact_store_description("rediss://:s3cret@h:6390/1")
+    assert (
+        "s3cret" not in redacted
+        and redacted.startswith("rediss://")
+        and "h:6390/1" in redacted
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -312,6 +329,59 @@ async def test_redis_away_is_store_unavailable(tmp_path):
 
     store = RedisTokenStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     store.timeout = 0.5
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.remove("x")
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="module")
+def redis_tls(tmp_path_factory):
+    """A redis-server that speaks TLS only, and the PKI of its certificate."""
+    from tests.redis_server import RedisServer
+    from tests.rfb.pki import make_pki
+
+    pki = make_pki(tmp_path_factory.mktemp("redis-pki"))
+    server = RedisServer(tmp_path_factory.mktemp("redis-tls"), tls=pki)
+    yield server, pki
+    server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rediss_store_over_tls(redis_tls):
+    """A rediss:// store checks the server's certificate against --redis-ca and keeps tokens there like a plain one."""
+    server, pki = redis_tls
+    store = store_from_string(server.url(5), redis_ca=str(pki.ca_cert))
+    try:
+        record = TokenRecord(
+            token_hash=token_hash("tls-token"),
+            host="127.0.0.1",
+            port=5900,
+            instance_uuid="inst-tls",
+            console_type="novnc",
+            created_at=1_000_000_000.0,
+            expires_at=4_000_000_000.0,
+        )
+        await store.add(record)
+        got = await store.get(record.token_hash, 1_000_000_000.0)
+        assert got is not None and got.instance_uuid == "inst-tls"
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("how", ["other CA", "no TLS"])
+@pytest_twisted.ensureDeferred
+async def test_rediss_refuses_what_it_cannot_trust(redis_tls, how):
+    """A certificate from another CA, or a plain redis:// client on the TLS port, is Redis being unavailable (503), never a silent plain-text session."""
+    from txvnc.consoleauth.store import StoreUnavailable
+
+    server, pki = redis_tls
+    if how == "other CA":
+        store = store_from_string(server.url(6), redis_ca=str(pki.other_ca_cert))
+    else:
+        store = store_from_string(server.url(6).replace("rediss://", "redis://"))
+    store.timeout = 2.0
     try:
         with pytest.raises(StoreUnavailable):
             await store.remove("x")

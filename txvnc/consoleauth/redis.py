@@ -27,6 +27,7 @@ import txredisapi  # type: ignore[import-untyped]
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -172,6 +173,18 @@ def _unavailable(failure: Failure) -> Failure:
     return failure
 
 
+def redis_tls_options(host: str, ca_file: str | None) -> Any:
+    """
+    Client TLS toward a Redis server: its certificate must chain to the PEM
+    CA in C{ca_file} (or a system CA) and name C{host}.
+    """
+    trust = None
+    if ca_file is not None:
+        with open(ca_file, "rb") as f:
+            trust = Certificate.loadPEM(f.read())
+    return optionsForClientTLS(host, trustRoot=trust)
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -205,9 +218,19 @@ class RedisTokenStore:
 
     @classmethod
     def from_url(
-        cls, url: str, prefix: str = DEFAULT_PREFIX, clock: IReactorTime | None = None
+        cls,
+        url: str,
+        prefix: str = DEFAULT_PREFIX,
+        clock: IReactorTime | None = None,
+        ca_file: str | None = None,
     ) -> RedisTokenStore:
+        """
+        A store on the Redis that C{url} names; for C{rediss://}, over TLS
+        with the server's certificate checked against C{ca_file} (PEM) or
+        the system's CAs, and its name against the URL's host.
+        """
         address = parse_redis_url(url)
+        tls = redis_tls_options(address.host, ca_file) if address.tls else False
         redis = txredisapi.lazyConnectionPool(
             host=address.host,
             port=address.port,
@@ -217,6 +240,7 @@ class RedisTokenStore:
             connectTimeout=5,
             replyTimeout=5,
             convertNumbers=False,
+            ssl_context_factory=tls,
         )
         if clock is None:
             from twisted.internet import reactor

@@ -221,17 +221,24 @@ class MemoryTokenStore:
         return succeed(None)
 
 
+#: URL schemes of a Redis store: plain TCP, and TLS.
+REDIS_SCHEMES = ("redis", "rediss")
+
+
 @dataclass(frozen=True)
 class RedisAddress:
     host: str
     port: int
     db: int
     password: str | None
+    #: rediss://: TLS to the server, its certificate checked.
+    tls: bool = False
 
 
 def parse_redis_url(url: str) -> RedisAddress:
     """
-    The parts of C{redis://[:PASSWORD@]HOST[:PORT][/DB]}.
+    The parts of C{redis://[:PASSWORD@]HOST[:PORT][/DB]}, or of the same
+    with C{rediss://} (TLS).
 
     @raise UnknownStore: naming what is wrong (never the password).
     """
@@ -240,15 +247,17 @@ def parse_redis_url(url: str) -> RedisAddress:
         port = parts.port or 6379
     except ValueError:
         raise UnknownStore("redis store: the port must be a number") from None
-    if parts.scheme != "redis" or not parts.hostname:
-        raise UnknownStore("redis store: use redis://HOST:PORT/DB")
+    if parts.scheme not in REDIS_SCHEMES or not parts.hostname:
+        raise UnknownStore("redis store: use redis://HOST:PORT/DB or rediss://")
     path = parts.path.strip("/") or "0"
     if not path.isdigit():
         raise UnknownStore("redis store: the database must be a number (/0)")
     if parts.query or parts.fragment:
         raise UnknownStore("redis store: no query or fragment is understood")
     password = unquote(parts.password) if parts.password else None
-    return RedisAddress(parts.hostname, port, int(path), password)
+    return RedisAddress(
+        parts.hostname, port, int(path), password, tls=parts.scheme == "rediss"
+    )
 
 
 def redact_store_description(description: str) -> str:
@@ -256,14 +265,14 @@ def redact_store_description(description: str) -> str:
     A C{--store} value fit for a log line: a Redis password becomes C{***}.
     """
     parts = urlsplit(description)
-    if parts.scheme == "redis" and parts.password:
+    if parts.scheme in REDIS_SCHEMES and parts.password:
         host = parts.hostname or ""
         netloc = f":***@{host}" + (f":{parts.port}" if parts.port else "")
         return parts._replace(netloc=netloc).geturl()
     return description
 
 
-STORE_FORMS = "memory:, sqlite:PATH or redis://HOST:PORT/DB"
+STORE_FORMS = "memory:, sqlite:PATH or redis://HOST:PORT/DB (rediss:// for TLS)"
 
 
 def parse_store_description(description: str) -> tuple[str, str]:
@@ -275,15 +284,17 @@ def parse_store_description(description: str) -> tuple[str, str]:
     kind, sep, rest = description.partition(":")
     if sep and ((kind == "memory" and not rest) or (kind == "sqlite" and rest)):
         return kind, rest
-    if kind == "redis" and rest.startswith("//"):
+    if kind in REDIS_SCHEMES and rest.startswith("//"):
         parse_redis_url(description)
-        return kind, description
+        return "redis", description
     raise UnknownStore(f"unknown token store {description!r}: use {STORE_FORMS}")
 
 
-def store_from_string(description: str) -> ITokenStore:
+def store_from_string(description: str, redis_ca: str | None = None) -> ITokenStore:
     """
-    Build a store from a C{--store} value.
+    Build a store from a C{--store} value; C{redis_ca} is the PEM file a
+    C{rediss://} server's certificate must chain to (default: the system's
+    CAs).
 
     @raise UnknownStore: for anything else, with the accepted forms.
     """
@@ -293,7 +304,7 @@ def store_from_string(description: str) -> ITokenStore:
     if kind == "redis":
         from txvnc.consoleauth.redis import RedisTokenStore
 
-        return RedisTokenStore.from_url(argument)
+        return RedisTokenStore.from_url(argument, ca_file=redis_ca)
     from txvnc.consoleauth.sqlite import SQLiteTokenStore
 
     return SQLiteTokenStore(argument)
