@@ -363,6 +363,7 @@ async def test_rediss_store_over_tls(redis_tls):
             created_at=1_000_000_000.0,
             expires_at=4_000_000_000.0,
         )
+        assert await store.tls_checked is None
         await store.add(record)
         got = await store.get(record.token_hash, 1_000_000_000.0)
         assert got is not None and got.instance_uuid == "inst-tls"
@@ -383,6 +384,9 @@ async def test_rediss_refuses_what_it_cannot_trust(redis_tls, how):
         store = store_from_string(server.url(6).replace("rediss://", "redis://"))
     store.timeout = 2.0
     try:
+        if how == "other CA":
+            # Said once at start-up, in words an operator can act on.
+            assert "certificate verify failed" in await store.tls_checked
         with pytest.raises(StoreUnavailable):
             await store.remove("x")
     finally:

@@ -26,8 +26,11 @@ from typing import Any
 import txredisapi  # type: ignore[import-untyped]
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -161,6 +164,8 @@ return redis.call('ZREMRANGEBYSCORE', p..'tokens', '-inf', ARGV[2])
 """
 
 
+_log = Logger()
+
 #: Seconds a Redis call may take, queueing for a connection included.
 CALL_TIMEOUT = 5.0
 
@@ -185,6 +190,59 @@ def redis_tls_options(host: str, ca_file: str | None) -> Any:
     return optionsForClientTLS(host, trustRoot=trust)
 
 
+@implementer(IHandshakeListener)
+class _TLSProbe(Protocol):
+    """Connects, completes the TLS handshake, hangs up."""
+
+    def __init__(self) -> None:
+        self.done: Deferred[None] = Deferred()
+
+    def handshakeCompleted(self) -> None:
+        assert self.transport is not None
+        self.transport.loseConnection()
+        if not self.done.called:
+            self.done.callback(None)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.done.called:
+            self.done.errback(reason)
+
+
+def check_tls(
+    reactor: Any, host: str, port: int, options: Any, timeout: float = CALL_TIMEOUT
+) -> Deferred[str | None]:
+    """
+    One TLS handshake with the Redis at C{host:port}, logged: the pool's
+    own connections only say "Lost connection" when the certificate is
+    refused, which names neither TLS nor the reason. Fires with None, or
+    with why it failed.
+    """
+    probe = _TLSProbe()
+    endpoint = wrapClientTLS(
+        options, HostnameEndpoint(reactor, host, port, timeout=timeout)
+    )
+    d: Deferred[Any] = endpoint.connect(Factory.forProtocol(lambda: probe))
+    d.addCallback(lambda _: probe.done)
+    d.addTimeout(timeout, reactor)
+
+    def checked(_: object) -> None:
+        _log.info(
+            "TLS with Redis at {host}:{port}: certificate checked", host=host, port=port
+        )
+
+    def failed(failure: Failure) -> str:
+        why = failure.getErrorMessage() or failure.type.__name__
+        _log.error(
+            "TLS with Redis at {host}:{port} failed: {why}",
+            host=host,
+            port=port,
+            why=why,
+        )
+        return why
+
+    return d.addCallbacks(checked, failed)
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
@@ -207,6 +265,8 @@ class RedisTokenStore:
         self.prefix = prefix
         self._clock = clock
         self.timeout = timeout
+        #: For rediss://, the start-up TLS check (L{check_tls}).
+        self.tls_checked: Deferred[str | None] | None = None
 
     def _guard(self, d: Deferred[Any]) -> Deferred[Any]:
         """
@@ -246,7 +306,10 @@ class RedisTokenStore:
             from twisted.internet import reactor
 
             clock = reactor
-        return cls(redis, prefix, clock)
+        store = cls(redis, prefix, clock)
+        if tls:
+            store.tls_checked = check_tls(clock, address.host, address.port, tls)
+        return store
 
     def _eval(self, script: str, *args: object) -> Deferred[Any]:
         d: Deferred[Any] = self._redis.eval(
