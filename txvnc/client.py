@@ -21,13 +21,14 @@ from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.ssl import Certificate
 from twisted.web.client import (
     Agent,
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     ResponseFailed,
 )
+
+from txvnc.tls import load_ca
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -119,9 +120,7 @@ def pooled_http_client(
     pool.cachedConnectionTimeout = 120
     if ca_file is None:
         return HTTPClient(Agent(reactor, pool=pool))
-    with open(ca_file, "rb") as f:
-        trust = Certificate.loadPEM(f.read())
-    policy = BrowserLikePolicyForHTTPS(trustRoot=trust)
+    policy = BrowserLikePolicyForHTTPS(trustRoot=load_ca(ca_file))
     return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService, TimerService
 from twisted.application.service import IService, Service
-from twisted.internet.ssl import Certificate
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.resource import Resource
@@ -71,6 +70,7 @@ from txvnc.spin import DEFAULT_SPIN_US, MAX_SPIN_US, SpinService
 from txvnc.tls import (
     TLSConfigError,
     TLSServerEndpoint,
+    load_ca,
     load_options,
     parse_ssl_description,
     server_endpoint,
@@ -412,11 +412,8 @@ class Options(usage.Options):
         check_limits(self)
         for name in ("consoleauth-ca", "redis-ca"):
             ca = self[name]
-            if ca is None:
-                continue
             try:
-                with open(ca, "rb") as f:
-                    Certificate.loadPEM(f.read())
+                load_ca(ca)
             except OSError as e:
                 raise usage.UsageError(f"--{name} {ca}: {e.strerror}") from None
             except Exception:

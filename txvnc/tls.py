@@ -110,6 +110,20 @@ def load_options(
     return options
 
 
+def load_ca(path: str | None) -> Certificate | None:
+    """
+    The PEM CA certificate at C{path} that a server's certificate must chain
+    to, or None (the system's CAs) without one.
+
+    @raise OSError: the file cannot be read.
+    @raise Exception: it is not a PEM certificate (OpenSSL's error).
+    """
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return Certificate.loadPEM(f.read())
+
+
 def _pem_blocks(data: bytes) -> list[bytes]:
     return re.findall(
         rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S

@@ -29,7 +29,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -43,6 +43,7 @@ from txvnc.consoleauth.sessions import (
 )
 from txvnc.consoleauth.store import ITokenStore, StoreUnavailable, parse_redis_url
 from txvnc.consoleauth.tokens import TokenRecord
+from txvnc.tls import load_ca
 
 DEFAULT_PREFIX = "txvnc:"
 
@@ -183,11 +184,7 @@ def redis_tls_options(host: str, ca_file: str | None) -> Any:
     Client TLS toward a Redis server: its certificate must chain to the PEM
     CA in C{ca_file} (or a system CA) and name C{host}.
     """
-    trust = None
-    if ca_file is not None:
-        with open(ca_file, "rb") as f:
-            trust = Certificate.loadPEM(f.read())
-    return optionsForClientTLS(host, trustRoot=trust)
+    return optionsForClientTLS(host, trustRoot=load_ca(ca_file))
 
 
 @implementer(IHandshakeListener)

@@ -26,6 +26,7 @@ from txvnc.rfb.policy import ConsolePolicy, SecuritySettings
 from txvnc.rfb.protocol import BrowserReady, Send, ServerReady, StartTLS
 from txvnc.rfb.server import VNCServerHandshake
 from txvnc.rfb.server_messages import ServerMessageFilter
+from txvnc.tls import load_ca
 
 #: What a browser may send before its handshake is done: noVNC sends
 #: nothing until it has the server's version, then a few bytes at a time.
@@ -48,11 +49,7 @@ class VNCTLSConfig:
         client_cert: str | None = None,
         client_key: str | None = None,
     ) -> None:
-        self._ca = (
-            ssl.Certificate.loadPEM(FilePath(ca_cert).getContent())
-            if ca_cert
-            else None
-        )
+        self._ca = load_ca(ca_cert or None)
         self._client: ssl.PrivateCertificate | None = None
         if client_cert:
             pem = FilePath(client_cert).getContent()
