@@ -29,8 +29,8 @@ def measure(consoles: int) -> dict[str, float]:
     from prometheus_client import CollectorRegistry
     from twisted.internet.task import Clock
 
-    from txvnc.metrics import PrometheusConsoleEvents
-    from txvnc.sharedmetrics import ProxyMetricsPublisher
+    from txvnc.ops.metrics import PrometheusConsoleEvents
+    from txvnc.ops.sharedmetrics import ProxyMetricsPublisher
 
     events = PrometheusConsoleEvents(CollectorRegistry(), Clock())
     ok = events.consoles.labels("ok")

@@ -14,9 +14,9 @@ import json
 import sys
 
 from txvnc.consoleauth.tokens import InvalidRequest, parse_token_request
+from txvnc.core.accesslog import redact
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.tokens import MAX_TOKEN_LENGTH, extract_token
-from txvnc.redact import redact
 
 URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 

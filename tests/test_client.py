@@ -20,8 +20,8 @@ from txvnc.client import (
     ConsoleAuthUnavailable,
     pooled_http_client,
 )
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore
 
 KEY = "client-test-key"
 

@@ -17,7 +17,7 @@ from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyRequest
 
 from txvnc.client import ConsoleAuthClient, ConsoleAuthUnavailable
-from txvnc.guarded import GuardedSite
+from txvnc.core.guarded import GuardedSite
 from txvnc.tap import API_POLLED_PATHS
 
 

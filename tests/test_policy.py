@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from txvnc.policy import PolicyError, TargetPolicy, parse_rule
+from txvnc.core.targets import PolicyError, TargetPolicy, parse_rule
 
 
 def test_default_policy_is_loopback_and_private_vnc_ports():

@@ -6,9 +6,10 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.web.test.requesthelper import DummyRequest
 
-from txvnc.consoleauth.tokens import new_token, token_ref
-from txvnc.proxy.forwarded import parse_networks
-from txvnc.redact import access_log_formatter, access_log_formatter_for, redact
+from txvnc.consoleauth.tokens import new_token
+from txvnc.core.accesslog import access_log_formatter, access_log_formatter_for, redact
+from txvnc.core.forwarded import parse_networks
+from txvnc.core.tokens import token_ref
 
 
 def test_each_token_form_is_redacted():

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
 
-from txvnc.sharedmetrics import (
+from txvnc.ops.sharedmetrics import (
     ENV,
     WORKER_DIED,
     ProxyMetricsPublisher,
@@ -29,8 +29,8 @@ WORKER = """
 import json, os, sys
 from prometheus_client import CollectorRegistry
 from twisted.internet.task import Clock
-from txvnc.metrics import PrometheusConsoleEvents
-from txvnc.sharedmetrics import ProxyMetricsPublisher
+from txvnc.ops.metrics import PrometheusConsoleEvents
+from txvnc.ops.sharedmetrics import ProxyMetricsPublisher
 
 spec = json.loads(sys.argv[1])
 clock = Clock()

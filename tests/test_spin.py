@@ -1,5 +1,5 @@
 """
-The reactor's spin before sleeping (L{txvnc.spin}): when it spins, for how
+The reactor's spin before sleeping (L{txvnc.ops.spin}): when it spins, for how
 long, and that the CPU it wastes stays within its budget.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.testing import MemoryReactorClock
 
-from txvnc.spin import (
+from txvnc.ops.spin import (
     BUDGET_CAP,
     BUDGET_SHARE,
     SpinningPoller,

@@ -10,7 +10,8 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
-from txvnc.tap import API_POLLED_PATHS, Options, listener_url, makeService
+from txvnc.service.endpoints import listener_url
+from txvnc.tap import API_POLLED_PATHS, Options, makeService
 
 
 def options(*argv, cwd=None):

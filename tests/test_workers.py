@@ -11,8 +11,12 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
+from txvnc.service.workers import (
+    WorkerPool,
+    parse_tcp_listener,
+    shared_listening_sockets,
+)
 from txvnc.tap import Options, makeService, worker_config
-from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
 
 
 @pytest.fixture(autouse=True)

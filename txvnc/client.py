@@ -28,7 +28,7 @@ from twisted.web.client import (
     ResponseFailed,
 )
 
-from txvnc.tls import load_ca
+from txvnc.core.pem import load_ca
 
 DEFAULT_TIMEOUT = 5.0
 

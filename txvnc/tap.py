@@ -9,12 +9,9 @@ one L{MultiService}. Everything it builds takes the reactor as an argument.
 from __future__ import annotations
 
 import os
-import re
-import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService, TimerService
@@ -25,9 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from txvnc import __version__
-from txvnc.audit import AuditLog
 from txvnc.client import DEFAULT_TIMEOUT, ConsoleAuthClient, pooled_http_client
-from txvnc.config import apply_config, config_path, load_config
 from txvnc.consoleauth.keys import (
     PROXY,
     KeyFileError,
@@ -41,41 +36,53 @@ from txvnc.consoleauth.resource import (
     ConsoleAuthResource,
 )
 from txvnc.consoleauth.secretbox import SecretBox
-from txvnc.consoleauth.store import (
+from txvnc.consoleauth.store import ITokenStore, UnknownStore
+from txvnc.consoleauth.stores import (
     STORE_FORMS,
-    ITokenStore,
-    UnknownStore,
     parse_store_description,
     redact_store_description,
     store_from_string,
 )
 from txvnc.consoleauth.tokens import MAX_TTL, SECURITY_MODES
-from txvnc.guarded import GuardedSite
-from txvnc.health import HEALTH_PATHS, Readiness, WithOps, http_ok, ops_children
-from txvnc.logs import JSONLineObserver, LoggedService
-from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
-from txvnc.policy import DEFAULT_RULES, PolicyError, TargetPolicy
-from txvnc.proxy.forwarded import parse_networks
+from txvnc.core.accesslog import access_log_formatter_for
+from txvnc.core.audit import AuditLog
+from txvnc.core.forwarded import parse_networks
+from txvnc.core.guarded import GuardedSite
+from txvnc.core.pem import load_ca
+from txvnc.core.targets import DEFAULT_RULES, PolicyError, TargetPolicy
+from txvnc.ops.health import (
+    HEALTH_PATHS,
+    Readiness,
+    WithOps,
+    http_ok,
+    ops_children,
+)
+from txvnc.ops.logs import JSONLineObserver, LoggedService
+from txvnc.ops.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
+from txvnc.ops.reload import ReloadHooks
+from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
+from txvnc.ops.shutdown import DrainService, SignalService
+from txvnc.ops.spin import DEFAULT_SPIN_US, MAX_SPIN_US, SpinService
 from txvnc.proxy.guard import DEFAULT_MAX_FAILURES, AuthFailureGuard
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.revocation import DEFAULT_INTERVAL, RevocationFollower
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
-from txvnc.redact import access_log_formatter_for
-from txvnc.reload import ReloadHooks
-from txvnc.sharedmetrics import WorkerMetricsDirectory
-from txvnc.shutdown import DrainService, SignalService
-from txvnc.spin import DEFAULT_SPIN_US, MAX_SPIN_US, SpinService
-from txvnc.tls import (
+from txvnc.service.config import apply_config, config_path, load_config
+from txvnc.service.endpoints import default_base_url, listener_url, node_name
+from txvnc.service.tls import (
     TLSConfigError,
     TLSServerEndpoint,
-    load_ca,
     load_options,
     parse_ssl_description,
     server_endpoint,
 )
-from txvnc.workers import WorkerPool, parse_tcp_listener, shared_listening_sockets
+from txvnc.service.workers import (
+    WorkerPool,
+    parse_tcp_listener,
+    shared_listening_sockets,
+)
 
 _log = Logger()
 
@@ -517,59 +524,6 @@ def _check_writable_dir(path: str, what: str) -> None:
         raise usage.UsageError(f"{what} {path}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK):
         raise usage.UsageError(f"{what} {path}: directory {directory} is not writable")
-
-
-def _split_endpoint(description: str) -> list[str]:
-    # Endpoint strings escape literal colons (IPv6 addresses) as "\:".
-    return [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
-
-
-def listener_url(description: str, option: str) -> str:
-    """
-    The URL a local client uses to reach a server endpoint description
-    (C{tcp:6081:interface=127.0.0.1} -> C{http://127.0.0.1:6081}).
-
-    @param option: the option that sets the URL by hand, named in errors.
-    @raise usage.UsageError: for endpoints that are not TCP or SSL.
-    """
-    kind, *rest = _split_endpoint(description)
-    scheme = {"tcp": "http", "tcp6": "http", "ssl": "https"}.get(kind)
-    port = None
-    host = "::1" if kind == "tcp6" else "127.0.0.1"
-    for i, part in enumerate(rest):
-        key, eq, value = part.partition("=")
-        if not eq and i == 0:
-            port = key
-        elif key == "port":
-            port = value
-        elif key == "interface" and value not in ("", "0.0.0.0", "::"):
-            host = value
-    if scheme is None or not port or not port.isdigit():
-        raise usage.UsageError(
-            f"cannot derive a URL from the listener {description!r}: set {option}"
-        )
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
-
-
-def node_name(listen: str) -> str:
-    """
-    C{<hostname>:<port>} of the proxy's listener, its default node name.
-    """
-    try:
-        port = urlsplit(listener_url(listen, "--node-name")).port
-    except usage.UsageError:
-        return socket.gethostname()
-    return f"{socket.gethostname()}:{port}"
-
-
-def default_base_url(listen: str, option: str) -> str:
-    """
-    C{http://<hostname>:<port>} for the proxy's listener.
-    """
-    url = urlsplit(listener_url(listen, option))
-    return f"{url.scheme}://{socket.gethostname()}:{url.port}"
 
 
 class AuditService(Service):

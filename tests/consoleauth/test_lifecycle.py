@@ -13,12 +13,12 @@ import treq
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
-from txvnc.audit import AuditLog
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore
-from txvnc.consoleauth.tokens import token_hash
-from txvnc.policy import TargetPolicy
-from txvnc.proxy.forwarded import parse_networks
+from txvnc.core.audit import AuditLog
+from txvnc.core.forwarded import parse_networks
+from txvnc.core.targets import TargetPolicy
+from txvnc.core.tokens import token_hash
 
 KEY = "lifecycle-key"
 REPO = Path(__file__).resolve().parents[2]

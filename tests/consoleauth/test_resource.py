@@ -12,10 +12,10 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.web.server import Site
 
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.sqlite import SQLiteTokenStore
-from txvnc.consoleauth.store import MemoryTokenStore
-from txvnc.consoleauth.tokens import token_hash
+from txvnc.core.tokens import token_hash
 
 KEY = "test-api-key"
 AUTH = {b"Authorization": [b"Bearer " + KEY.encode()]}

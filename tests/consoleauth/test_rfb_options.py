@@ -19,10 +19,12 @@ from twisted.internet.task import Clock
 
 from txvnc.client import ConnectInfo
 from txvnc.consoleauth.keys import ADMIN, PROXY, ApiKey, KeyRing
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox, SecretError
-from txvnc.consoleauth.store import MemoryTokenStore, SQLiteTokenStore
-from txvnc.consoleauth.tokens import InvalidRequest, parse_token_request, token_hash
+from txvnc.consoleauth.sqlite import SQLiteTokenStore
+from txvnc.consoleauth.tokens import InvalidRequest, parse_token_request
+from txvnc.core.tokens import token_hash
 
 KEY = "test-api-key"
 AUTH = {b"Authorization": [b"Bearer " + KEY.encode()]}

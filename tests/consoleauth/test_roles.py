@@ -18,8 +18,8 @@ from txvnc.consoleauth.keys import (
     parse_keys,
     read_key_file,
 )
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore
 
 ADMIN_KEY = "admin-key-0123456789"
 ADMIN_KEY_2 = "admin-key-next-98765"

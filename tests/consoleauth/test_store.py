@@ -10,18 +10,14 @@ import pytest_twisted
 from twisted.internet.defer import gatherResults
 from zope.interface.verify import verifyObject
 
-from txvnc.consoleauth.redis import RedisTokenStore
+from txvnc.consoleauth.memory import MemoryTokenStore
+from txvnc.consoleauth.redis import RedisTokenStore, parse_redis_url
 from txvnc.consoleauth.sessions import SessionRecord
 from txvnc.consoleauth.sqlite import SQLiteTokenStore
-from txvnc.consoleauth.store import (
-    ITokenStore,
-    MemoryTokenStore,
-    UnknownStore,
-    parse_redis_url,
-    redact_store_description,
-    store_from_string,
-)
-from txvnc.consoleauth.tokens import TokenRecord, token_hash
+from txvnc.consoleauth.store import ITokenStore, UnknownStore
+from txvnc.consoleauth.stores import redact_store_description, store_from_string
+from txvnc.consoleauth.tokens import TokenRecord
+from txvnc.core.tokens import token_hash
 
 
 def record(name, instance="i-1", created=100.0, ttl=600.0, single_use=False):

@@ -8,14 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from txvnc.consoleauth.tokens import (
-    InvalidRequest,
-    iso8601,
-    new_token,
-    parse_token_request,
-    token_hash,
-    token_ref,
-)
+from txvnc.consoleauth.tokens import InvalidRequest, new_token, parse_token_request
+from txvnc.core.tokens import iso8601, token_hash, token_ref
 
 
 def test_token_is_long_random_and_url_safe():

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from txvnc.consoleauth.tokens import token_ref
+from txvnc.core.tokens import token_ref
 
 from .conftest import (
     ARTIFACTS,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from txvnc.consoleauth.tokens import token_hash
+from txvnc.core.tokens import token_hash
 
 from .conftest import VM, TxvncServer
 from .test_console import open_console

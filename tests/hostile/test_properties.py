@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore
 from txvnc.consoleauth.tokens import InvalidRequest, parse_token_request
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.tokens import MAX_TOKEN_LENGTH, extract_token

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
 from tests.proxy.harness import Browser
-from txvnc.consoleauth.tokens import token_hash
+from txvnc.core.tokens import token_hash
 
 from .conftest import ADMIN_KEY, PROXY_KEY, Cluster, Node
 

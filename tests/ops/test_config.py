@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from twisted.python.usage import UsageError
 
-from txvnc.config import apply_config, load_config
+from txvnc.service.config import apply_config, load_config
 from txvnc.tap import Options
 
 REPO = Path(__file__).resolve().parents[2]

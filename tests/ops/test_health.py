@@ -15,9 +15,9 @@ from twisted.internet.task import Clock
 
 from tests.proxy.harness import KEY
 from tests.twistd import start_twistd_async
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore
-from txvnc.health import Readiness, WithOps, ops_children
+from txvnc.ops.health import Readiness, WithOps, ops_children
 
 
 def stub(readiness):

@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from tests.ops.test_shutdown import browse, mint
 from tests.proxy.harness import FakeVNCServer
 from tests.twistd import start_twistd_async
-from txvnc.logs import JSONLineObserver
+from txvnc.ops.logs import JSONLineObserver
 
 
 def test_one_object_per_line_with_fields():

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.web.server import Site
 
 from tests.proxy.harness import FakeVNCServer, Stack
-from txvnc.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
+from txvnc.ops.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
 from txvnc.proxy.limits import Limits
 
 

@@ -19,9 +19,9 @@ from twisted.internet.task import Clock
 
 from tests.proxy.harness import Browser, Stack
 from tests.twistd import start_twistd_async
-from txvnc.health import Readiness
+from txvnc.ops.health import Readiness
+from txvnc.ops.shutdown import DrainService
 from txvnc.proxy import closecodes
-from txvnc.shutdown import DrainService
 
 DRAIN = 8.0
 

@@ -25,8 +25,8 @@ from twisted.web.server import Site
 
 from tests.rfb.pki import _ca, _key_pem, _leaf, make_pki
 from tests.twistd import start_twistd_async
+from txvnc.service.tls import TLSConfigError, server_endpoint
 from txvnc.tap import Options
-from txvnc.tls import TLSConfigError, server_endpoint
 
 
 def peer_serial(port: int, ca: Path, maximum: ssl.TLSVersion | None = None) -> int:

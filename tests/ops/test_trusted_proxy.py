@@ -19,7 +19,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from tests.proxy.harness import Browser, Stack
-from txvnc.proxy.forwarded import client_address, parse_networks
+from txvnc.core.forwarded import client_address, parse_networks
 from txvnc.proxy.site import console_site, find_novnc
 
 LB = parse_networks(["10.0.0.0/8", "127.0.0.1"])

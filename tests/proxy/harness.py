@@ -19,10 +19,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.web.server import Site
 
 from txvnc.client import ConsoleAuthClient, pooled_http_client
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
-from txvnc.consoleauth.store import MemoryTokenStore
-from txvnc.policy import TargetPolicy
+from txvnc.core.targets import TargetPolicy
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.revocation import RevocationFollower

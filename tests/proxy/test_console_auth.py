@@ -8,8 +8,9 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred, gatherResults
 
-from txvnc.consoleauth.tokens import TokenRecord, new_token, token_hash
-from txvnc.policy import TargetPolicy
+from txvnc.consoleauth.tokens import TokenRecord, new_token
+from txvnc.core.targets import TargetPolicy
+from txvnc.core.tokens import token_hash
 from txvnc.proxy.relay import INVALID_TOKEN, TARGET_NOT_ALLOWED, TOO_MANY_FAILURES
 
 from .harness import KEY, Stack

@@ -9,9 +9,9 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from txvnc.client import ConsoleAuthClient
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore
-from txvnc.consoleauth.tokens import token_hash
+from txvnc.core.tokens import token_hash
 from txvnc.proxy.revocation import RevocationFollower, matches
 
 KEY = "follower-key"

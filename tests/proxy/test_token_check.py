@@ -22,12 +22,12 @@ from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from txvnc.audit import AuditLog
 from txvnc.client import ConsoleAuthClient
+from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
-from txvnc.consoleauth.store import MemoryTokenStore
-from txvnc.policy import TargetPolicy
-from txvnc.proxy.forwarded import parse_networks
+from txvnc.core.audit import AuditLog
+from txvnc.core.forwarded import parse_networks
+from txvnc.core.targets import TargetPolicy
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.site import ConsoleRoot, console_site

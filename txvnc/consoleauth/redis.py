@@ -21,7 +21,9 @@ Keys (all under the prefix, C{txvnc:} by default)::
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import txredisapi  # type: ignore[import-untyped]
 from twisted.internet import defer
@@ -41,9 +43,9 @@ from txvnc.consoleauth.sessions import (
     sessions_from_json,
     sessions_to_json,
 )
-from txvnc.consoleauth.store import ITokenStore, StoreUnavailable, parse_redis_url
+from txvnc.consoleauth.store import ITokenStore, StoreUnavailable, UnknownStore
 from txvnc.consoleauth.tokens import TokenRecord
-from txvnc.tls import load_ca
+from txvnc.core.pem import load_ca
 
 DEFAULT_PREFIX = "txvnc:"
 
@@ -166,6 +168,46 @@ return redis.call('ZREMRANGEBYSCORE', p..'tokens', '-inf', ARGV[2])
 
 
 _log = Logger()
+
+
+#: URL schemes of a Redis store: plain TCP, and TLS.
+REDIS_SCHEMES = ("redis", "rediss")
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    host: str
+    port: int
+    db: int
+    password: str | None
+    #: rediss://: TLS to the server, its certificate checked.
+    tls: bool = False
+
+
+def parse_redis_url(url: str) -> RedisAddress:
+    """
+    The parts of C{redis://[:PASSWORD@]HOST[:PORT][/DB]}, or of the same
+    with C{rediss://} (TLS).
+
+    @raise UnknownStore: naming what is wrong (never the password).
+    """
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise UnknownStore("redis store: the port must be a number") from None
+    if parts.scheme not in REDIS_SCHEMES or not parts.hostname:
+        raise UnknownStore("redis store: use redis://HOST:PORT/DB or rediss://")
+    path = parts.path.strip("/") or "0"
+    if not path.isdigit():
+        raise UnknownStore("redis store: the database must be a number (/0)")
+    if parts.query or parts.fragment:
+        raise UnknownStore("redis store: no query or fragment is understood")
+    password = unquote(parts.password) if parts.password else None
+    return RedisAddress(
+        parts.hostname, port, int(path), password, tls=parts.scheme == "rediss"
+    )
+
 
 #: Seconds a Redis call may take, queueing for a connection included.
 CALL_TIMEOUT = 5.0

@@ -37,7 +37,6 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from txvnc.audit import AuditLog
 from txvnc.consoleauth.keys import ADMIN, PROXY, ROLES, KeyRing
 from txvnc.consoleauth.secretbox import (
     PLAIN,
@@ -52,15 +51,13 @@ from txvnc.consoleauth.tokens import (
     MAX_TTL,
     InvalidRequest,
     TokenRecord,
-    iso8601,
     new_token,
     parse_token_request,
-    token_hash,
-    token_ref,
 )
-from txvnc.policy import TargetPolicy
-from txvnc.proxy.forwarded import Network, request_client
-from txvnc.unixtargets import unix_path_allowed
+from txvnc.core.audit import AuditLog
+from txvnc.core.forwarded import Network, request_client
+from txvnc.core.targets import TargetPolicy, unix_path_allowed
+from txvnc.core.tokens import iso8601, token_hash, token_ref
 
 MAX_BODY = 64 * 1024
 #: Longest path parameter (a token, instance, console or node name) or

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from txvnc.consoleauth.tokens import iso8601
+from txvnc.core.tokens import iso8601
 
 #: What a revocation names: one token (by hash), every token of an
 #: instance, or one console (by session id).

@@ -9,12 +9,12 @@ once, directly, and shared by the HTTP resource and the stores.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import secrets
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
+
+from txvnc.core.tokens import iso8601, token_hash
 
 #: 32 random bytes: 256 bits, twice what the issue asks for, URL-safe base64.
 TOKEN_BYTES = 32
@@ -51,29 +51,6 @@ def new_token() -> str:
         token = secrets.token_urlsafe(TOKEN_BYTES)
         if not token.startswith("-"):
             return token
-
-
-def token_hash(token: str) -> str:
-    """
-    The SHA-256 of a token, hex. Stores key on this, never on the token, so a
-    copy of the database grants no console.
-    """
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def token_ref(token: str) -> str:
-    """
-    A short, non-reversible name for a token, fit for log lines.
-    """
-    return token_hash(token)[:12]
-
-
-def iso8601(timestamp: float) -> str:
-    """
-    A POSIX time as ISO 8601 UTC with a Z, the form every API answer uses.
-    """
-    moment = datetime.fromtimestamp(timestamp, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

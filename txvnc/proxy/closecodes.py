@@ -65,19 +65,3 @@ OUTCOMES: dict[int, str] = {
     VNC_SECURITY: "vnc_security",
     KILLED: "killed",
 }
-
-# The names the RFB security proxy uses.
-CLOSE_NORMAL = NORMAL
-CLOSE_GOING_AWAY = GOING_AWAY
-CLOSE_UNSUPPORTED_DATA = UNSUPPORTED_DATA
-CLOSE_INTERNAL_ERROR = INTERNAL_ERROR
-#: The VNC server's security could not be negotiated (no common type, wrong
-#: password, TLS failure), or the browser broke the console's RFB policy or
-#: limits. The close reason says which.
-CLOSE_RFB_SECURITY = VNC_SECURITY
-
-# The names consoleauth's revocation uses.
-CLOSE_REVOKED = REVOKED
-REVOKED_REASON = REASONS[REVOKED]
-CLOSE_KILLED = KILLED
-KILLED_REASON = REASONS[KILLED]

@@ -31,26 +31,19 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from txvnc.audit import AuditLog
 from txvnc.client import (
     ConnectInfo,
     ConsoleAuthClient,
     ConsoleAuthError,
     ConsoleAuthUnavailable,
 )
-from txvnc.consoleauth.tokens import token_hash, token_ref
-from txvnc.policy import TargetPolicy
+from txvnc.core.audit import AuditLog
+from txvnc.core.forwarded import Network, client_address
+from txvnc.core.targets import TargetPolicy, unix_path_allowed
+from txvnc.core.tokens import token_hash, token_ref
 from txvnc.proxy import closecodes
-from txvnc.proxy.closecodes import (
-    CLOSE_KILLED,
-    CLOSE_REVOKED,
-    CLOSE_RFB_SECURITY,
-    KILLED_REASON,
-    REVOKED_REASON,
-)
 from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.fastpath import BinaryFrameReader, binary_frame_header, send_now, tune
-from txvnc.proxy.forwarded import Network, client_address
 from txvnc.proxy.guard import AuthFailureGuard, address_of
 from txvnc.proxy.limits import (
     ConnectionCounter,
@@ -63,16 +56,10 @@ from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.revocation import RevocationFollower
 from txvnc.proxy.security import RFBConfig, RFBError, RFBSession
 from txvnc.proxy.tokens import extract_token
-from txvnc.unixtargets import unix_path_allowed
 
 #: What the browser is told when its token does not open a console; the
 #: same words nova uses, and the same for unknown, expired and revoked.
 INVALID_TOKEN = "The token is invalid or has expired"
-
-#: Close codes (RFC 6455 section 7.4); all of them are in closecodes.
-CLOSE_NORMAL = closecodes.NORMAL
-CLOSE_UNSUPPORTED_DATA = closecodes.UNSUPPORTED_DATA
-CLOSE_INTERNAL_ERROR = closecodes.INTERNAL_ERROR
 
 #: The close reason when the VNC connection breaks under an open console.
 VNC_CONNECTION_LOST = (
@@ -436,7 +423,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             self._stream.resumeProducing()
             self.outcome = "target_down"
             self.close_console(
-                CLOSE_INTERNAL_ERROR,
+                closecodes.INTERNAL_ERROR,
                 "The console is unavailable: cannot reach its VNC server",
             )
 
@@ -490,9 +477,9 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         an administrator closed it, else 4001.
         """
         code, reason = (
-            (CLOSE_KILLED, KILLED_REASON)
+            (closecodes.KILLED, closecodes.REASONS[closecodes.KILLED])
             if kind == "session"
-            else (CLOSE_REVOKED, REVOKED_REASON)
+            else (closecodes.REVOKED, closecodes.REASONS[closecodes.REVOKED])
         )
         if self.close_why is None:
             self.close_why = (
@@ -560,7 +547,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         if not isBinary:
             self.close_why = "text message on a binary console"
             self.close_console(
-                CLOSE_UNSUPPORTED_DATA, "This console accepts binary messages only"
+                closecodes.UNSUPPORTED_DATA, "This console accepts binary messages only"
             )
             return
         self._relay_to_vnc([payload])
@@ -609,7 +596,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         )
         if self._vnc_transport is not None:
             self._vnc_transport.loseConnection()
-        self.close_console(CLOSE_RFB_SECURITY, why)
+        self.close_console(closecodes.VNC_SECURITY, why)
 
     def to_browser(self, data: bytes) -> None:
         if self.state == self.STATE_OPEN:
@@ -660,14 +647,16 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
                 # was taken; the console is over.
                 if self.close_why is None:
                     self.close_why = "VNC server closed the connection"
-                self.close_console(CLOSE_NORMAL, "The VNC server closed the console")
+                self.close_console(
+                    closecodes.NORMAL, "The VNC server closed the console"
+                )
                 return
             # A reset or a broken path: the VNC server may well be back in
             # a moment, so the page is told the console is unavailable
             # (which it retries) rather than that it is over.
             if self.close_why is None:
                 self.close_why = "VNC server reset the connection"
-            self.close_console(CLOSE_INTERNAL_ERROR, VNC_CONNECTION_LOST)
+            self.close_console(closecodes.INTERNAL_ERROR, VNC_CONNECTION_LOST)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._cancel_rfb_deadline()
@@ -696,7 +685,7 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
         info = self.connect_info
         assert info is not None
         if self.close_why is None:
-            if self.localCloseCode not in (None, CLOSE_NORMAL):
+            if self.localCloseCode not in (None, closecodes.NORMAL):
                 # Autobahn failed the connection: the browser broke the protocol.
                 reason_bytes: bytes = self.localCloseReason or b""
                 self.close_why = (

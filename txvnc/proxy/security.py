@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.python.filepath import FilePath
 
 from txvnc.client import ConnectInfo
+from txvnc.core.pem import load_ca
 from txvnc.rfb.browser import BrowserHandshake
 from txvnc.rfb.client_messages import ClientMessageFilter, Limits, StreamState
 from txvnc.rfb.errors import ProtocolViolation, RFBError, SecurityNegotiationFailed
@@ -26,7 +27,6 @@ from txvnc.rfb.policy import ConsolePolicy, SecuritySettings
 from txvnc.rfb.protocol import BrowserReady, Send, ServerReady, StartTLS
 from txvnc.rfb.server import VNCServerHandshake
 from txvnc.rfb.server_messages import ServerMessageFilter
-from txvnc.tls import load_ca
 
 #: What a browser may send before its handshake is done: noVNC sends
 #: nothing until it has the server's version, then a few bytes at a time.

@@ -16,13 +16,12 @@ from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
-from txvnc.guarded import GuardedSite
-from txvnc.health import HEALTH_PATHS
+from txvnc.core.accesslog import access_log_formatter_for
+from txvnc.core.guarded import GuardedSite
 from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.tokencheck import MAX_BODY as TOKEN_CHECK_BODY
 from txvnc.proxy.tokencheck import PATH as TOKEN_CHECK
 from txvnc.proxy.tokencheck import TokenCheckResource
-from txvnc.redact import access_log_formatter_for
 
 #: Where `npm ci` puts noVNC, relative to a source checkout or the cwd.
 NOVNC_PACKAGE = Path("node_modules") / "@novnc" / "novnc"
@@ -159,14 +158,14 @@ class ConsoleSite(GuardedSite):
     bury the console lines (C{quiet_paths}). It
     takes no request bodies but the page's small token check, and a
     request's headers must arrive within the WebSocket handshake timeout
-    (L{txvnc.guarded}).
+    (L{txvnc.core.guarded}).
     """
 
     def __init__(
         self,
         resource: Any,
         *args: Any,
-        quiet_paths: tuple[bytes, ...] = (b"/novnc/", *HEALTH_PATHS),
+        quiet_paths: tuple[bytes, ...] = (b"/novnc/",),
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, *args, quiet_paths=quiet_paths, **kwargs)
@@ -188,8 +187,9 @@ def console_site(
     @param novnc_dir: noVNC's package, mounted at C{/novnc/} under txvnc's
         own page; ignored with C{web_dir}.
     @param timeout: idle timeout of plain HTTP connections.
-    @param quiet_health: keep successful health checks out of the access
-        log (C{--access-log-polls} turns it off).
+    @param quiet_health: keep successful requests for the C{extra}
+        resources (health checks) out of the access log
+        (C{--access-log-polls} turns it off).
     @param extra: resources served at the top level beside the page (the
         health checks).
 
@@ -204,6 +204,7 @@ def console_site(
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     children = {TOKEN_CHECK: TokenCheckResource(factory), **(extra or {})}
+    quiet_extra = tuple(b"/" + name for name in extra or {}) if quiet_health else ()
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static, children)
     site = ConsoleSite(
         root,
@@ -215,7 +216,7 @@ def console_site(
         )(timestamp, request),
         header_timeout=factory.limits.handshake_timeout,
         larger_bodies={b"/" + TOKEN_CHECK: TOKEN_CHECK_BODY},
-        quiet_paths=(b"/novnc/", *HEALTH_PATHS) if quiet_health else (b"/novnc/",),
+        quiet_paths=(b"/novnc/", *quiet_extra),
         reactor=factory.reactor,
     )
     site.displayTracebacks = False

@@ -41,8 +41,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from txvnc.client import ConsoleAuthError, ConsoleAuthUnavailable
-from txvnc.consoleauth.tokens import token_hash, token_ref
-from txvnc.proxy.forwarded import request_client
+from txvnc.core.forwarded import request_client
+from txvnc.core.tokens import token_hash, token_ref
 from txvnc.proxy.guard import address_of
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.relay import (

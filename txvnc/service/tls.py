@@ -15,7 +15,6 @@ C{extraCertChain=}), but txvnc builds the listener itself so that:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from OpenSSL import SSL
@@ -35,6 +34,9 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from txvnc.core.pem import pem_blocks
+from txvnc.service.endpoints import parse_endpoint
+
 #: The oldest protocol version a client may use.
 MINIMUM_TLS = TLSVersion.TLSv1_2
 
@@ -45,25 +47,17 @@ class TLSConfigError(ValueError):
     """
 
 
-def _split(description: str) -> list[str]:
-    return [p.replace("\\:", ":") for p in re.split(r"(?<!\\):", description)]
-
-
 def parse_ssl_description(description: str) -> dict[str, str]:
     """
     The parts of an C{ssl:} endpoint string: port, interface, backlog,
     privateKey, certKey, extraCertChain.
     """
-    kind, *rest = _split(description)
-    if kind != "ssl":
+    endpoint = parse_endpoint(description)
+    if endpoint.kind != "ssl":
         raise ValueError(f"not an ssl: endpoint: {description!r}")
-    parts: dict[str, str] = {}
-    for i, part in enumerate(rest):
-        key, eq, value = part.partition("=")
-        if not eq and i == 0:
-            parts["port"] = key
-        elif eq:
-            parts[key] = value
+    parts = dict(endpoint.kwargs)
+    if endpoint.port is not None:
+        parts["port"] = endpoint.port
     if "port" not in parts or "privateKey" not in parts:
         raise TLSConfigError(
             f"{description!r}: an ssl: listener needs a port and privateKey="
@@ -91,7 +85,7 @@ def load_options(
             with open(chain_path, "rb") as f:
                 chain_pem = f.read()
             chain = [
-                Certificate.loadPEM(block).original for block in _pem_blocks(chain_pem)
+                Certificate.loadPEM(block).original for block in pem_blocks(chain_pem)
             ]
         private = PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
         options = CertificateOptions(
@@ -108,26 +102,6 @@ def load_options(
             f"{cert_path} / {key_path}: not a matching PEM certificate and key ({e})"
         ) from None
     return options
-
-
-def load_ca(path: str | None) -> Certificate | None:
-    """
-    The PEM CA certificate at C{path} that a server's certificate must chain
-    to, or None (the system's CAs) without one.
-
-    @raise OSError: the file cannot be read.
-    @raise Exception: it is not a PEM certificate (OpenSSL's error).
-    """
-    if path is None:
-        return None
-    with open(path, "rb") as f:
-        return Certificate.loadPEM(f.read())
-
-
-def _pem_blocks(data: bytes) -> list[bytes]:
-    return re.findall(
-        rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S
-    )
 
 
 @implementer(IOpenSSLServerConnectionCreator)

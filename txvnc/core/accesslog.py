@@ -19,8 +19,8 @@ from twisted.python.components import proxyForInterface
 from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IRequest
 
-from txvnc.consoleauth.tokens import token_ref
-from txvnc.proxy.forwarded import Network, request_client
+from txvnc.core.forwarded import Network, request_client
+from txvnc.core.tokens import token_ref
 
 _TOKEN_PATTERNS = [
     # token=T, and its percent-encoded form inside noVNC's path parameter.

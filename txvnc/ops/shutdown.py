@@ -17,10 +17,10 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from txvnc.health import Readiness
+from txvnc.ops.health import Readiness
+from txvnc.ops.reload import ReloadHooks
 from txvnc.proxy import closecodes
 from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.reload import ReloadHooks
 
 
 class DrainService(Service):

@@ -2,7 +2,7 @@
 C{--workers N}: N proxy processes accepting from one listening socket.
 
 The twistd process binds the proxy's port N times with C{SO_REUSEPORT} and
-hands socket I to worker process I (C{python -m txvnc.worker}) as its file
+hands socket I to worker process I (C{python -m txvnc.service.worker}) as its file
 descriptor 3. The kernel spreads new connections evenly over the sockets
 (by a hash of their addresses), so each worker gets its share; with one
 socket shared by all, whichever worker woke first would accept a whole
@@ -33,9 +33,9 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.python.usage import UsageError
 
-from txvnc.sharedmetrics import WorkerMetricsDirectory
+from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
+from txvnc.service.endpoints import parse_tcp_listener
 
 #: The listening socket's descriptor number in every worker.
 LISTEN_FD = 3
@@ -49,38 +49,6 @@ HEALTHY_AFTER = 10.0
 #: Seconds a stopping worker gets beyond its --drain-timeout before it is
 #: killed.
 STOP_GRACE = 5.0
-
-
-def parse_tcp_listener(description: str) -> tuple[int, str, int, int]:
-    """
-    (address family, interface, port, backlog) of a C{tcp:} or C{tcp6:}
-    endpoint description, the only kinds a shared socket can be made for.
-
-    @raise UsageError: for any other description.
-    """
-    from txvnc.tap import _split_endpoint
-
-    kind, *rest = _split_endpoint(description)
-    if kind not in ("tcp", "tcp6"):
-        raise UsageError(
-            f"--workers needs a tcp: or tcp6: --listen, not {description!r}"
-        )
-    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
-    interface = "::" if kind == "tcp6" else ""
-    port, backlog = None, 50
-    for i, part in enumerate(rest):
-        key, eq, value = part.partition("=")
-        if not eq and i == 0:
-            port = key
-        elif key == "port":
-            port = value
-        elif key == "interface":
-            interface = value
-        elif key == "backlog":
-            backlog = int(value)
-    if port is None or not port.isdigit():
-        raise UsageError(f"--listen {description!r}: no port")
-    return family, interface, int(port), backlog
 
 
 def shared_listening_sockets(description: str, count: int) -> list[socket.socket]:
@@ -222,7 +190,7 @@ class WorkerPool(Service):
         self.reactor.spawnProcess(
             worker,
             self.executable,
-            [self.executable, "-m", "txvnc.worker"],
+            [self.executable, "-m", "txvnc.service.worker"],
             env=env,
             childFDs={
                 0: "w",

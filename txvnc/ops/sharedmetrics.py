@@ -52,7 +52,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from txvnc.metrics import CONSOLE_BYTES, CONSOLES_ENDED, CONSOLES_OPEN
+from txvnc.ops.metrics import CONSOLE_BYTES, CONSOLES_ENDED, CONSOLES_OPEN
 
 if TYPE_CHECKING:
     from txvnc.proxy.relay import ConsoleProxyFactory
@@ -158,7 +158,7 @@ class WorkerMetricsDirectory:
 class ProxyMetricsPublisher:
     """
     In a worker: writes the open consoles and the bytes relayed (which the
-    relay keeps in plain integers, L{txvnc.metrics.ProxyCollector} reads
+    relay keeps in plain integers, L{txvnc.ops.metrics.ProxyCollector} reads
     them at scrape time in one process) into the worker's metric files.
 
     @param registry: where else to register the metrics (multiprocess mode

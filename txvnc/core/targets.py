@@ -1,5 +1,7 @@
 """
-Target policy: which VNC servers a console token may point at.
+Target policy: which VNC servers a console token may point at, by address
+and port (L{TargetPolicy}) or, for libvirt's per-domain unix sockets, by
+directory (L{unix_path_allowed}, C{--allowed-unix-dir}).
 
 A token API that mints tokens for any host and port is a way into every port
 of the cloud's network, so both the API (when minting) and the proxy (before
@@ -15,6 +17,7 @@ Pure: no I/O, no DNS.
 from __future__ import annotations
 
 import ipaddress
+import posixpath
 from dataclasses import dataclass
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -150,3 +153,16 @@ class TargetPolicy:
 
     def __str__(self) -> str:
         return ", ".join(str(r) for r in self.rules)
+
+def unix_path_allowed(path: str, allowed_dirs: tuple[str, ...]) -> bool:
+    """
+    Whether C{path} is an absolute, normalised path inside one of
+    C{allowed_dirs}; no directory allowed means no unix target.
+    """
+    if not path.startswith("/") or posixpath.normpath(path) != path:
+        return False
+    for directory in allowed_dirs:
+        directory = posixpath.normpath(directory)
+        if path.startswith(directory.rstrip("/") + "/"):
+            return True
+    return False

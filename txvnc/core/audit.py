@@ -15,7 +15,7 @@ from typing import IO, Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from txvnc.consoleauth.tokens import iso8601
+from txvnc.core.tokens import iso8601
 
 
 class AuditLog:
@@ -56,8 +56,3 @@ class AuditLog:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-#: An audit log that writes nothing, for components built without one.
-def no_audit(clock: IReactorTime) -> AuditLog:
-    return AuditLog(clock)

@@ -1,7 +1,7 @@
 """
-C{python -m txvnc.worker}: one proxy process of C{twistd txvnc --workers N}.
+C{python -m txvnc.service.worker}: one proxy process of C{twistd txvnc --workers N}.
 
-Started by L{txvnc.workers.WorkerPool}, never by hand: it reads its
+Started by L{txvnc.service.workers.WorkerPool}, never by hand: it reads its
 configuration (the twistd options) as one JSON line on stdin, serves the
 console page and WebSockets on the listening socket it inherits as file
 descriptor 3, logs JSON lines to stdout, and stops when told to (SIGTERM,
@@ -20,10 +20,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
 from txvnc.consoleauth.keys import PROXY, KeyRing
-from txvnc.reload import ReloadHooks
-from txvnc.sharedmetrics import ENV, ProxyMetricsPublisher
-from txvnc.spin import install as install_spin
-from txvnc.workers import LISTEN_FD
+from txvnc.ops.reload import ReloadHooks
+from txvnc.ops.sharedmetrics import ENV, ProxyMetricsPublisher
+from txvnc.ops.spin import install as install_spin
+from txvnc.service.workers import LISTEN_FD
 
 _log = Logger()
 
@@ -34,12 +34,12 @@ def run(config: dict[str, Any], reactor: Any) -> None:
     """
     from prometheus_client import CollectorRegistry
 
-    from txvnc.health import Readiness
-    from txvnc.shutdown import DrainService, SignalService
+    from txvnc.ops.health import Readiness
+    from txvnc.ops.shutdown import DrainService, SignalService
     from txvnc.tap import proxy_site
 
     readiness = Readiness(reactor)
-    from txvnc.tap import node_name
+    from txvnc.service.endpoints import node_name
 
     # Each worker reports its own consoles to the token API, so each needs
     # its own name there.

@@ -38,7 +38,7 @@ TOKEN_CHECK_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 )
 
-#: (name, help) of the metrics that L{txvnc.sharedmetrics} also writes:
+#: (name, help) of the metrics that L{txvnc.ops.sharedmetrics} also writes:
 #: under C{--workers} each worker publishes the open consoles and bytes that
 #: L{ProxyCollector} reads in one process, and the twistd process counts the
 #: consoles of a worker that died; the same names either way.
@@ -158,16 +158,3 @@ class MetricsResource(Resource):
 
     def render_HEAD(self, request: Request) -> bytes:
         return self.render_GET(request)
-
-
-def registry_with_proxy(
-    factory: ConsoleProxyFactory | None, registry: CollectorRegistry | None = None
-) -> CollectorRegistry:
-    """
-    A registry, with the proxy's open consoles and bytes when there is one.
-    """
-    registry = registry or CollectorRegistry()
-    if factory is not None:
-        registry.register(ProxyCollector(factory))
-    return registry
-
