@@ -78,6 +78,7 @@ fuzz: $(VENV)/.fuzz-deps
 lint: install $(VENV)/.test-deps
 	$(BIN)/ruff check txvnc tests fuzz
 	$(BIN)/mypy txvnc
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts .fuzz benchmarks/.venv benchmarks/node_modules
