@@ -190,3 +190,39 @@ def test_the_publisher_writes_deltas_every_second_and_once_more_on_stop():
     publisher.stop()
     assert value(scrape(registry), "txvnc_console_bytes_total", direction="from_vnc") == 110
     assert not clock.getDelayedCalls()
+
+
+def test_a_failed_publication_is_logged_and_the_next_one_runs():
+    """One publication that raises is logged, and the publisher still writes at the next interval."""
+    from twisted.logger import capturedLogs
+
+    class Flaky(Console):
+        """A console whose byte count cannot be read the first time."""
+
+        reads = 0
+
+        @property
+        def bytes_to_vnc(self) -> int:
+            Flaky.reads += 1
+            if Flaky.reads == 1:
+                raise RuntimeError("torn read")
+            return 7
+
+        @bytes_to_vnc.setter
+        def bytes_to_vnc(self, value: int) -> None:
+            pass
+
+    registry = CollectorRegistry()
+    factory = SimpleNamespace(
+        consoles={Flaky()}, closed_bytes_to_vnc=0, closed_bytes_from_vnc=0
+    )
+    publisher = ProxyMetricsPublisher(factory, registry)
+    clock = Clock()
+    with capturedLogs() as events:
+        publisher.start(clock)
+        clock.advance(1)
+    assert value(scrape(registry), "txvnc_console_bytes_total", direction="to_vnc") == 7
+    (failed,) = [e for e in events if "log_failure" in e]
+    assert failed["log_failure"].check(RuntimeError)
+    publisher.stop()
+    assert not clock.getDelayedCalls()

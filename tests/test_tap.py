@@ -201,3 +201,31 @@ def test_machine_polls_stay_out_of_access_logs_unless_asked(in_tmp, argv, api_qu
     api = [s for s in sites if not hasattr(s.resource, "_websocket")]
     assert [s.quiet_paths for s in api] == [api_quiet]
     assert [s.quiet_paths for s in proxy] == [proxy_quiet]
+
+
+def test_a_failed_purge_is_logged_and_purging_goes_on(in_tmp):
+    """One failed purge is logged, and the purge timer still runs at the next interval."""
+    from twisted.internet.defer import fail, succeed
+    from twisted.logger import capturedLogs
+
+    reactor = MemoryReactorClock()
+    config = options("--no-proxy", "--store", "memory:", "--purge-interval", "60")
+    top = makeService(config, reactor)
+    (store,) = [s.store for s in top if hasattr(s, "store")]
+    purged = []
+
+    def purge(now):
+        purged.append(now)
+        return fail(RuntimeError("store blip")) if len(purged) == 1 else succeed(0)
+
+    store.purge = purge
+    (timer,) = [s for s in top if isinstance(s, TimerService)]
+    with capturedLogs() as events:
+        timer.startService()
+        reactor.advance(60)
+        reactor.advance(60)
+    timer.stopService()
+    assert purged == [0, 60, 120]
+    (failed,) = [e for e in events if "log_failure" in e]
+    assert failed["log_failure"].check(RuntimeError)
+    assert "purging expired tokens" in failed["log_format"]

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from twisted.application.internet import StreamServerEndpointService, TimerService
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, Service
 from twisted.logger import Logger
 from twisted.python import usage
@@ -63,6 +63,7 @@ from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.ops.spin import DEFAULT_SPIN_US, MAX_SPIN_US, SpinService
+from txvnc.ops.timers import timer_service
 from txvnc.proxy.guard import DEFAULT_MAX_FAILURES, AuthFailureGuard
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
 from txvnc.proxy.relay import ConsoleProxyFactory
@@ -710,11 +711,12 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         _listener(
             reactor, config["api-listen"], api_site, hooks, "--api-listen"
         ).setServiceParent(top)
-        purge = TimerService(
-            config["purge-interval"], lambda: store.purge(reactor.seconds())
-        )
-        purge.clock = reactor
-        purge.setServiceParent(top)
+        timer_service(
+            reactor,
+            config["purge-interval"],
+            lambda: store.purge(reactor.seconds()),
+            "purging expired tokens failed",
+        ).setServiceParent(top)
         _log.info(
             "token API on {listen}, store {store}, key file {key_file}, "
             "access URLs under {base_url}, targets allowed: {policy}",

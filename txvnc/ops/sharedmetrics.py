@@ -53,6 +53,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from txvnc.ops.metrics import CONSOLE_BYTES, CONSOLES_ENDED, CONSOLES_OPEN
+from txvnc.ops.timers import looping
 
 if TYPE_CHECKING:
     from txvnc.proxy.relay import ConsoleProxyFactory
@@ -202,11 +203,10 @@ class ProxyMetricsPublisher:
 
     def start(self, clock: IReactorTime, interval: float = PUBLISH_INTERVAL) -> None:
         """Publish every C{interval} seconds from now on."""
-        self._loop = LoopingCall(self.publish)
-        self._loop.clock = clock
-        self._loop.start(interval, now=True).addErrback(
-            lambda f: self._log.failure("publishing the metrics failed", f)
+        self._loop = looping(
+            clock, self.publish, "publishing the metrics failed", self._log
         )
+        self._loop.start(interval, now=True)
 
     def stop(self) -> None:
         """Publish a last time and stop."""

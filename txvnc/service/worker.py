@@ -16,13 +16,13 @@ import socket
 import sys
 from typing import Any
 
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
 
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.sharedmetrics import ENV, ProxyMetricsPublisher
 from txvnc.ops.spin import install as install_spin
+from txvnc.ops.timers import looping
 from txvnc.service.workers import LISTEN_FD
 
 _log = Logger()
@@ -87,9 +87,7 @@ def run(config: dict[str, Any], reactor: Any) -> None:
             _log.warn("supervisor {pid} is gone; stopping", pid=parent)
             reactor.stop()
 
-    LoopingCall(orphaned).start(1.0, now=False).addErrback(
-        lambda f: _log.failure("parent check failed", f)
-    )
+    looping(reactor, orphaned, "parent check failed", _log).start(1.0, now=False)
     _log.info(
         "console proxy worker {pid} serving {address}",
         pid=os.getpid(),
