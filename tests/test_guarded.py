@@ -18,7 +18,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from txvnc.client import ConsoleAuthClient, ConsoleAuthUnavailable
 from txvnc.core.guarded import GuardedSite
-from txvnc.tap import API_POLLED_PATHS
+from txvnc.service.api import API_POLLED_PATHS
 
 
 class Hello(Resource):

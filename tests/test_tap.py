@@ -10,8 +10,9 @@ from twisted.application.internet import StreamServerEndpointService, TimerServi
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
+from txvnc.service.api import API_POLLED_PATHS
 from txvnc.service.endpoints import listener_url
-from txvnc.tap import API_POLLED_PATHS, Options, makeService
+from txvnc.tap import Options, makeService
 
 
 def options(*argv, cwd=None):
@@ -37,8 +38,8 @@ def test_defaults():
     assert config["api-listen"] == "tcp:6081:interface=127.0.0.1"
     assert config["store"] == "sqlite:txvnc.sqlite"
     assert config["api-key-file"] == "txvnc-api.key"
-    assert config["consoleauth-url"] == "http://127.0.0.1:6081"
-    assert config["base-url"].endswith(":6080")
+    assert config.settings.consoleauth_url == "http://127.0.0.1:6081"
+    assert config.settings.base_url.endswith(":6080")
     assert config["allowed-origin"] == []
 
 

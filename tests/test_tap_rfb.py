@@ -14,8 +14,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from tests.rfb.pki import make_pki
-from txvnc import tap
 from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.service import proxy
 from txvnc.tap import Options, makeService
 
 
@@ -38,8 +38,8 @@ def options(*argv: str) -> Options:
 def test_defaults_relay_untouched() -> None:
     """Without RFB options the proxy has no default security: plain relaying."""
     config = options()
-    assert config["rfb"].default_security is None
-    assert config["rfb"].tls is None
+    assert config.settings.rfb.default_security is None
+    assert config.settings.rfb.tls is None
     assert config["secret-key-file"] == "txvnc-secret.key"
     assert config["allowed-unix-dir"] == []
 
@@ -71,8 +71,8 @@ def test_tls_files_and_unix_dirs_reach_the_proxy(in_tmp: Path, monkeypatch: pyte
         "--allowed-unix-dir", "/run/vnc",
         "--allowed-unix-dir", "/var/lib/libvirt/qemu",
     )
-    assert config["rfb"].default_security == "vencrypt"
-    assert config["rfb"].tls is not None
+    assert config.settings.rfb.default_security == "vencrypt"
+    assert config.settings.rfb.tls is not None
     built: list[ConsoleProxyFactory] = []
 
     def recording(*args: object, **kwargs: object) -> ConsoleProxyFactory:
@@ -80,9 +80,9 @@ def test_tls_files_and_unix_dirs_reach_the_proxy(in_tmp: Path, monkeypatch: pyte
         built.append(factory)
         return factory
 
-    monkeypatch.setattr(tap, "ConsoleProxyFactory", recording)
+    monkeypatch.setattr(proxy, "ConsoleProxyFactory", recording)
     makeService(config, MemoryReactorClock())
     (factory,) = built
-    assert factory.rfb is config["rfb"]
+    assert factory.rfb is config.settings.rfb
     assert factory.allowed_unix_dirs == ("/run/vnc", "/var/lib/libvirt/qemu")
     assert stat.S_IMODE(os.stat(in_tmp / "txvnc-secret.key").st_mode) == 0o600

@@ -15,8 +15,9 @@ from txvnc.service.workers import (
     WorkerPool,
     parse_tcp_listener,
     shared_listening_sockets,
+    worker_config,
 )
-from txvnc.tap import Options, makeService, worker_config
+from txvnc.tap import Options, makeService
 
 
 @pytest.fixture(autouse=True)
@@ -80,7 +81,7 @@ def test_workers_share_the_brute_force_limit(workers, limit, share):
         "--workers", str(workers), "--max-auth-failures", str(limit),
         "--listen", "tcp:0:interface=127.0.0.1",
     )  # fmt: skip
-    assert worker_config(config)["max-auth-failures"] == share
+    assert worker_config(config.settings)["max-auth-failures"] == share
 
 
 def test_workers_metrics_directory_is_made_and_removed_with_the_pool():
@@ -118,3 +119,22 @@ def test_shared_sockets_share_one_port_and_are_inheritable():
     finally:
         for s in socks:
             s.close()
+
+
+def test_a_worker_builds_the_same_proxy_settings_from_what_it_is_told():
+    """The options sent to a worker check again in the worker and give the proxy the parent's settings, without the API."""
+    from txvnc.service.settings import Settings
+
+    parent = options(
+        "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1",
+        "--allowed-origin", "https://a.example", "--idle-timeout", "60",
+    ).settings  # fmt: skip
+    makeService(options("--no-proxy"), MemoryReactorClock())  # writes the key file
+    child = Settings.from_options(worker_config(parent))
+    assert (parent.run_api, child.run_api, child.run_proxy) == (True, False, True)
+    assert child.consoleauth_url == parent.consoleauth_url
+    assert (child.web, child.novnc) == (parent.web, parent.novnc)
+    assert child.allowed_origins == ("https://a.example",)
+    assert child.limits == parent.limits
+    assert child.node_name == parent.node_name
+    assert child.max_auth_failures == 10

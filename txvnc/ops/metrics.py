@@ -3,7 +3,7 @@ Prometheus metrics: the proxy's console events counted, its open consoles
 and bytes read at scrape time, and the C{/metrics} resource that serves
 them on the API listener.
 
-Each process has its own L{CollectorRegistry} (built in L{txvnc.tap}), so
+Each process has its own L{CollectorRegistry} (built by L{txvnc.service}), so
 tests read exact values without interference from other tests.
 """
 

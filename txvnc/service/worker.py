@@ -10,50 +10,50 @@ after draining its consoles) or when its supervisor is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
 import sys
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+from twisted.python import usage
 
 from txvnc.consoleauth.keys import PROXY, KeyRing
+from txvnc.ops.health import Readiness
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.sharedmetrics import ENV, ProxyMetricsPublisher
+from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.ops.spin import install as install_spin
 from txvnc.ops.timers import looping
+from txvnc.service.proxy import proxy_site
+from txvnc.service.settings import Settings
 from txvnc.service.workers import LISTEN_FD
 
 _log = Logger()
 
 
-def run(config: dict[str, Any], reactor: Any) -> None:
+def run(settings: Settings, reactor: Any) -> None:
     """
     Serve the proxy on the inherited socket until the reactor stops.
     """
-    from prometheus_client import CollectorRegistry
-
-    from txvnc.ops.health import Readiness
-    from txvnc.ops.shutdown import DrainService, SignalService
-    from txvnc.tap import proxy_site
-
     readiness = Readiness(reactor)
-    from txvnc.service.endpoints import node_name
-
     # Each worker reports its own consoles to the token API, so each needs
     # its own name there.
-    node = config.get("node-name") or node_name(config["listen"])
-    config = {**config, "node-name": f"{node}/{os.getpid()}"}
+    settings = dataclasses.replace(
+        settings, node_name=f"{settings.node_name}/{os.getpid()}"
+    )
     # The key is looked up per call, so a SIGHUP (passed on by the
     # supervisor) rotates it without touching open consoles.
-    keys = KeyRing.from_file(config["api-key-file"])
+    keys = KeyRing.from_file(settings.api_key_file)
     keys.key_for(PROXY)
     hooks = ReloadHooks()
     hooks.add("API keys", keys.reload)
-    install_spin(reactor, config["poll-spin"])
+    install_spin(reactor, settings.poll_spin)
     site, factory = proxy_site(
-        config,
+        settings,
         reactor,
         lambda: keys.key_for(PROXY),
         CollectorRegistry(),
@@ -72,12 +72,12 @@ def run(config: dict[str, Any], reactor: Any) -> None:
         )
     # SIGTERM from the supervisor drains this worker's consoles (close
     # 1001, then --drain-timeout) before the reactor stops.
-    drain = DrainService(reactor, factory, readiness, config["drain-timeout"])
+    drain = DrainService(reactor, factory, readiness, settings.drain_timeout)
     drain.startService()
     reactor.addSystemEventTrigger("before", "shutdown", drain.stopService)
     # SIGTERM stops the reactor (and so drains, above); SIGHUP reloads.
     SignalService(reactor, hooks).startService()
-    family = socket.AF_INET6 if config["listen"].startswith("tcp6") else socket.AF_INET
+    family = socket.AF_INET6 if settings.listen.startswith("tcp6") else socket.AF_INET
     port = reactor.adoptStreamPort(LISTEN_FD, family, site)
     os.close(LISTEN_FD)  # the port holds its own duplicate
     parent = os.getppid()
@@ -96,13 +96,19 @@ def run(config: dict[str, Any], reactor: Any) -> None:
 
 
 def main() -> None:
-    config = json.loads(sys.stdin.buffer.readline())
+    options: dict[str, Any] = json.loads(sys.stdin.buffer.readline())
+    try:
+        settings = Settings.from_options(options)
+    except usage.UsageError as e:
+        # The supervisor logs a worker's stderr and starts it again.
+        sys.stderr.write(f"txvnc worker: {e}\n")
+        raise SystemExit(2) from None
     globalLogBeginner.beginLoggingTo(
         [jsonFileLogObserver(sys.stdout)], redirectStandardIO=False
     )
     from twisted.internet import reactor
 
-    reactor.callWhenRunning(run, config, reactor)
+    reactor.callWhenRunning(run, settings, reactor)
     reactor.run()
 
 

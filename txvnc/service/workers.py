@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 
 from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.service.endpoints import parse_tcp_listener
+from txvnc.service.settings import Settings
 
 #: The listening socket's descriptor number in every worker.
 LISTEN_FD = 3
@@ -75,6 +76,26 @@ def shared_listening_sockets(description: str, count: int) -> list[socket.socket
             sock.close()
         raise
     return socks
+
+
+def worker_config(settings: Settings) -> dict[str, Any]:
+    """
+    What a worker process is told: the options as plain values (anything
+    else was derived from them by L{Settings.from_options} and is derived
+    again in the worker), with the API left to this process.
+    """
+    plain = (str, int, float, bool, type(None), list, tuple)
+    told = {
+        k: v for k, v in settings.options.items() if isinstance(v, plain)
+    } | {"no-api": 1}
+    # Each worker keeps its own brute-force guard, and the kernel spreads a
+    # client's connections over the workers by their source ports, so each
+    # takes its share of the limit: together they let about as many
+    # failures through as one process would, not N times as many.
+    failures = settings.max_auth_failures
+    if failures > 0:
+        told["max-auth-failures"] = -(-failures // settings.workers)
+    return told
 
 
 class WorkerProtocol(ProcessProtocol):

@@ -1,0 +1,69 @@
+"""
+Listeners: an endpoint description and a site in, a service out.
+
+Every listener of C{twistd txvnc} (the proxy's, the token API's,
+C{--metrics-listen}) is built here, so each stops start-up when its port
+cannot be bound and each C{ssl:} one reloads its certificate on SIGHUP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import Service
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from txvnc.core.guarded import GuardedSite
+from txvnc.ops.health import HEALTH_PATHS, Readiness, ops_children
+from txvnc.ops.metrics import MetricsResource
+from txvnc.ops.reload import ReloadHooks
+from txvnc.service.tls import TLSServerEndpoint, server_endpoint
+
+
+def listener(
+    reactor: Any,
+    description: str,
+    site: Site,
+    hooks: ReloadHooks | None = None,
+    what: str = "",
+) -> Service:
+    """
+    A service listening on C{description} with C{site}; an C{ssl:}
+    listener's certificate reload is added to C{hooks} as C{what}'s.
+    """
+    endpoint = server_endpoint(reactor, description)
+    if hooks is not None and isinstance(endpoint, TLSServerEndpoint):
+        hooks.add(f"TLS certificate of {what}", endpoint.tls.reload)
+    service = StreamServerEndpointService(endpoint, site)
+    # A port that cannot be bound stops start-up with the error, as
+    # twistd's own strports services do, instead of running half a service.
+    service._raiseSynchronously = True
+    return service
+
+
+def metrics_listener(
+    reactor: Any,
+    description: str,
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    hooks: ReloadHooks,
+    header_timeout: float,
+    access_log_polls: bool,
+) -> Service:
+    """
+    C{--metrics-listen}: C{/metrics}, C{/healthz} and C{/readyz} alone, for
+    a proxy that has no token API listener to serve them.
+    """
+    metrics_root = Resource()
+    for name, child in ops_children(readiness, MetricsResource(registry)).items():
+        metrics_root.putChild(name, child)
+    metrics_site = GuardedSite(
+        metrics_root,
+        timeout=60,
+        header_timeout=header_timeout,
+        quiet_paths=() if access_log_polls else (*HEALTH_PATHS, b"/metrics"),
+    )
+    return listener(reactor, description, metrics_site, hooks, "--metrics-listen")
