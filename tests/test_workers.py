@@ -121,6 +121,61 @@ def test_shared_sockets_share_one_port_and_are_inheritable():
             s.close()
 
 
+class FakeProcess:
+    """What the pool uses of a spawned process's transport."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def signalProcess(self, sig: int) -> None:
+        pass
+
+
+class FlakySpawner(MemoryReactorClock):
+    """A reactor whose second spawnProcess fails, as fork does when out of processes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned = 0
+
+    def spawnProcess(self, protocol, executable, args, env=None, childFDs=None):
+        self.spawned += 1
+        if self.spawned == 2:
+            raise OSError(11, "Resource temporarily unavailable")
+        protocol.makeConnection(FakeProcess(1000 + self.spawned))
+        return protocol.transport
+
+
+def test_a_worker_that_cannot_be_restarted_is_tried_again():
+    """When starting a dead worker again fails, the failure is logged and the pool tries again a moment later."""
+    from twisted.internet.error import ProcessTerminated
+    from twisted.logger import capturedLogs
+    from twisted.python.failure import Failure
+
+    reactor = FlakySpawner()
+    socks = shared_listening_sockets("tcp:0:interface=127.0.0.1", 1)
+    pool = WorkerPool(reactor, socks, {"drain-timeout": 1.0})
+    try:
+        pool.startService()
+        (worker,) = pool.workers.values()
+        with capturedLogs() as events:
+            worker.processEnded(Failure(ProcessTerminated(exitCode=1)))
+            reactor.advance(1)
+            assert not pool.workers
+            reactor.advance(1)
+        assert reactor.spawned == 3
+        assert pool.workers[1].pid == 1003
+        (failed,) = [e for e in events if "log_failure" in e]
+        assert failed["log_failure"].check(OSError)
+    finally:
+        pool.running = False
+        pool._close_sockets(None)
+
+
 def test_a_worker_builds_the_same_proxy_settings_from_what_it_is_told():
     """The options sent to a worker check again in the worker and give the proxy the parent's settings, without the API."""
     from txvnc.service.settings import Settings

@@ -270,8 +270,19 @@ class WorkerPool(Service):
         self.reactor.callLater(delay, self._respawn, number)
 
     def _respawn(self, number: int) -> None:
-        if self.running and number not in self.workers:
+        if not self.running or number in self.workers:
+            return
+        try:
             self.spawn(number)
+        except Exception:
+            # fork can fail for a while (out of processes or memory): keep
+            # trying, or this worker's share of the port is never served.
+            self._log.failure(
+                "worker {number}: cannot start it again; retrying in {delay}s",
+                number=number,
+                delay=RESTART_DELAY,
+            )
+            self.reactor.callLater(RESTART_DELAY, self._respawn, number)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
