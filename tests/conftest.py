@@ -2,6 +2,7 @@
 Shared test set-up.
 """
 
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -9,8 +10,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.logscan import SECRETS, leaks
-from tests.twistd import attach_logs
+from tests.support.logscan import SECRETS, leaks
+from tests.support.redis_server import RedisServer
+from tests.support.twistd import attach_logs
 
 # CI machines are small and busy (a browser and a VM may run beside the
 # property tests): judge properties, not the speed of one draw.
@@ -36,10 +38,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "txvnc"))
 def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """
     After the whole suite: no token, API key, secret key or VNC password in
-    any twistd log a test kept (see tests/logscan.py).
+    any twistd log a test kept (see tests/support/logscan.py).
     """
     yield
-    from tests.vncservers import PASSWORD
+    from tests.support.vncservers import PASSWORD
 
     found = leaks(tmp_path_factory.getbasetemp(), [*SECRETS, PASSWORD])
     assert not found, "secrets in twistd logs:\n" + "\n".join(found[:50])
@@ -49,11 +51,11 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 def vnc() -> Iterator[Any]:
     """
     A scriptable stand-in VNC server on a free loopback port, in this
-    process (L{tests.proxy.harness.FakeVNCServer}), stopped after the test.
+    process (L{tests.support.fakevnc.FakeVNCServer}), stopped after the test.
     """
     import pytest_twisted
 
-    from tests.proxy.harness import FakeVNCServer
+    from tests.support.fakevnc import FakeVNCServer
 
     server = FakeVNCServer()
     yield server
@@ -70,12 +72,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed:
         attach_logs(item, report)
     return report
-import itertools  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tests.redis_server import RedisServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

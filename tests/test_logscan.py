@@ -2,7 +2,7 @@
 The end-of-session log scan finds what it must and nothing else.
 """
 
-from tests.logscan import leaks
+from tests.support.logscan import leaks
 
 LINE = '2026-11-24T01:00:00+0000 [twisted.python.log#info] "127.0.0.1" - - "GET {} HTTP/1.1" 200'
 

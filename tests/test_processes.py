@@ -1,5 +1,5 @@
 """
-The tests' own child processes die with the test run: L{tests.processes.spawn}
+The tests' own child processes die with the test run: L{tests.support.processes.spawn}
 gives each a parent-death signal, so a killed pytest leaves no qemu, twistd or
 VNC server behind.
 """
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest_twisted
 
-from tests.processes import OutputWatcher, die_with_parent, spawn, stop
-from tests.vncservers import QEMU, require
+from tests.support.processes import OutputWatcher, die_with_parent, spawn, stop
+from tests.support.vncservers import QEMU, require
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: Popen, or the tests' qemu VM), prints its pid, and waits to be killed.
 PARENT = """
 import pathlib, subprocess, sys
-from tests.processes import spawn
-from tests.vncservers import start_vm
+from tests.support.processes import spawn
+from tests.support.vncservers import start_vm
 if sys.argv[1] == "spawn":
     child = spawn(["sleep", "600"])
 elif sys.argv[1] == "qemu":

@@ -13,6 +13,7 @@ import treq
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
+from tests.support.mint import mint
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.core.audit import AuditLog
@@ -54,10 +55,8 @@ class Api:
         return response.code, content
 
     async def mint(self, **fields):
-        body = {"host": "10.0.0.6", "port": 5900, "instance_uuid": "i-1", **fields}
-        status, answer = await self.call("POST", "/v1/tokens", body)
-        assert status == 201, answer
-        return answer["token"]
+        fields = {"host": "10.0.0.6", "port": 5900, "instance_uuid": "i-1", **fields}
+        return await mint("http://api.test", KEY, http=self.http, **fields)
 
     def audit(self):
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]

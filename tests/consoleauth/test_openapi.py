@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.processes import clean_env
-from tests.twistd import start_twistd
+from tests.support.processes import clean_env
+from tests.support.twistd import start_twistd
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.web.server import Site
 
+from tests.support.mint import mint_answer
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.sqlite import SQLiteTokenStore
@@ -46,10 +47,8 @@ class Api:
         return response, parsed
 
     async def mint(self, **fields):
-        body = {"host": "127.0.0.1", "port": 5900, **fields}
-        response, answer = await self.call("POST", "/v1/tokens", body)
-        assert response.code == 201, answer
-        return answer
+        fields = {"host": "127.0.0.1", "port": 5900, **fields}
+        return await mint_answer(API, KEY, http=self.http, **fields)
 
 
 @pytest.fixture

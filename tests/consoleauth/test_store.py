@@ -320,7 +320,7 @@ def test_redis_urls():
 @pytest_twisted.ensureDeferred
 async def test_redis_away_is_store_unavailable(tmp_path):
     """With no Redis to reach, store calls fail with StoreUnavailable, which the API answers 503."""
-    from tests.processes import free_port
+    from tests.support.processes import free_port
     from txvnc.consoleauth.store import StoreUnavailable
 
     store = RedisTokenStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
@@ -335,8 +335,8 @@ async def test_redis_away_is_store_unavailable(tmp_path):
 @pytest.fixture(scope="module")
 def redis_tls(tmp_path_factory):
     """A redis-server that speaks TLS only, and the PKI of its certificate."""
-    from tests.redis_server import RedisServer
     from tests.rfb.pki import make_pki
+    from tests.support.redis_server import RedisServer
 
     pki = make_pki(tmp_path_factory.mktemp("redis-pki"))
     server = RedisServer(tmp_path_factory.mktemp("redis-tls"), tls=pki)

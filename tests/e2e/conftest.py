@@ -1,7 +1,8 @@
 """
 Real processes for the end-to-end tests: a qemu VM whose VNC server listens
-on loopback, a C{twistd txvnc} serving the token API and the proxy, the
-C{txvnc} command, and a headless Chromium.
+on loopback, a C{twistd txvnc} serving the token API and the proxy (with the
+C{txvnc} command pointed at it: L{tests.support.twistd.Twistd.cli}), and a
+headless Chromium.
 
 Every wait here waits for an event (a log line, a QMP answer, a page state)
 with a generous bound, and says what it was waiting for when the bound runs
@@ -11,27 +12,18 @@ out.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.processes import (
-    clean_env,
-    free_port,
-)
-from tests.twistd import Twistd, require, start_twistd
-from tests.vncservers import QEMU, VM, start_vm
+from tests.support.processes import free_port
+from tests.support.twistd import Twistd, require, start_twistd
+from tests.support.vncservers import QEMU, VM, start_vm
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
-BIN = Path(sys.executable).parent
-TXVNC = BIN / "txvnc"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -40,8 +32,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-
-CLI_TIMEOUT = 60.0
 
 
 @pytest.fixture(name="free_port")
@@ -69,86 +59,8 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
 # twistd txvnc
 
 
-@dataclass
-class Console:
-    """
-    One minted console: its access URL and the token inside it.
-    """
-
-    url: str
-    token: str
-
-
-class TxvncServer(Twistd):
-    """
-    A running C{twistd -n txvnc} with both the token API and the proxy, and
-    the C{txvnc} command pointed at it.
-    """
-
-    def cli(
-        self, *args: str, api_url: str | None = None, key_file: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """
-        Run C{txvnc --api-url ... --api-key-file ... ARGS}.
-        """
-        return run_cli(
-            "--api-url", api_url or self.api_url,
-            "--api-key-file", str(key_file or self.key_file),
-            *args,
-            cwd=self.directory,
-        )
-
-    def create_console(self, host: str, port: int, instance_uuid: str) -> Console:
-        """
-        Mint a console with C{txvnc console create} and read its URL.
-        """
-        result = self.cli(
-            "console", "create",
-            "--host", host,
-            "--port", str(port),
-            "--instance-uuid", instance_uuid,
-        )
-        assert result.returncode == 0, f"console create failed: {result.stderr}"
-        found = re.search(r"^\| novnc +\| (\S+) +\|$", result.stdout, re.MULTILINE)
-        assert found, f"no novnc URL in:\n{result.stdout}"
-        url = found.group(1)
-        token = re.fullmatch(r".*/vnc_auto\.html\?token=([A-Za-z0-9_-]+)", url)
-        assert token, f"no token in the access URL {url}"
-        self.minted.append(token.group(1))
-        return Console(url, token.group(1))
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """
-    The C{txvnc} command of the venv running the tests.
-    """
-    return subprocess.run(
-        [str(TXVNC), *args],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=clean_env(),
-        timeout=CLI_TIMEOUT,
-    )
-
-
-def start_txvnc(directory: Path, *extra: str) -> TxvncServer:
-    """
-    C{twistd txvnc EXTRA} (API and proxy) with a SQLite store in
-    C{directory}, once it listens.
-    """
-    server: TxvncServer = start_twistd(
-        directory,
-        *extra,
-        store=f"sqlite:{directory / 'tokens.sqlite'}",
-        kind=TxvncServer,
-    )
-    return server
-
-
 @pytest.fixture(scope="module")
-def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TxvncServer]:
+def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     """
     One C{twistd txvnc} for the module, in its own directory with its own
     key file and SQLite store; at the end it must stop cleanly and its log
@@ -159,14 +71,23 @@ def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TxvncServer]:
 
 def serve_txvnc(
     tmp_path_factory: pytest.TempPathFactory, *extra: str
-) -> Iterator[TxvncServer]:
+) -> Iterator[Twistd]:
     """
     The body of the L{txvnc} fixture, for fixtures that add options
     (C{extra}) to the twistd command line.
     """
-    server = start_txvnc(tmp_path_factory.mktemp("txvnc"), *extra)
+    directory = tmp_path_factory.mktemp("txvnc")
+    server = start_twistd(directory, *extra, store=sqlite_store(directory))
     yield server
     server.stop()
+
+
+def sqlite_store(directory: Path) -> str:
+    """
+    A SQLite token store in C{directory}: the end-to-end tests use the
+    store a single host would.
+    """
+    return f"sqlite:{directory / 'tokens.sqlite'}"
 
 
 # The browser

@@ -15,15 +15,12 @@ from typing import Any
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from tests.support.cli import run_cli
+from tests.support.processes import free_port
+from tests.support.twistd import Twistd
 from txvnc.core.tokens import token_ref
 
-from .conftest import (
-    ARTIFACTS,
-    VM,
-    TxvncServer,
-    free_port,
-    run_cli,
-)
+from .conftest import ARTIFACTS, VM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -113,7 +110,7 @@ def new_instance() -> str:
     return str(uuid.uuid4())
 
 
-def test_console_shows_the_vm_screen(page: Any, txvnc: TxvncServer, vm: VM) -> None:
+def test_console_shows_the_vm_screen(page: Any, txvnc: Twistd, vm: VM) -> None:
     """
     A token minted with the CLI opens the VM's console in Chromium, the
     screen gets drawn, and the proxy logs the console without the token.
@@ -169,7 +166,7 @@ def test_console_shows_the_vm_screen(page: Any, txvnc: TxvncServer, vm: VM) -> N
     assert console.token not in txvnc.log.text()
 
 
-def test_wrong_token_is_refused(page: Any, txvnc: TxvncServer) -> None:
+def test_wrong_token_is_refused(page: Any, txvnc: Twistd) -> None:
     """
     A token the API never minted leaves the page disconnected with a
     reason, and the log names the refusal without the token.
@@ -181,7 +178,7 @@ def test_wrong_token_is_refused(page: Any, txvnc: TxvncServer) -> None:
     assert bogus not in txvnc.log.text()
 
 
-def test_revoked_token_is_refused(page: Any, txvnc: TxvncServer, vm: VM) -> None:
+def test_revoked_token_is_refused(page: Any, txvnc: Twistd, vm: VM) -> None:
     """
     After C{txvnc console revoke TOKEN} the token's URL no longer opens.
     """
@@ -198,7 +195,7 @@ def test_revoked_token_is_refused(page: Any, txvnc: TxvncServer, vm: VM) -> None
 
 
 def test_revoke_instance_refuses_only_that_instance(
-    page: Any, txvnc: TxvncServer, vm: VM
+    page: Any, txvnc: Twistd, vm: VM
 ) -> None:
     """
     C{txvnc console revoke-instance UUID} revokes every token of that
@@ -224,7 +221,7 @@ def test_revoke_instance_refuses_only_that_instance(
     assert state == "connected", f"the other instance's console did not open: {text!r}"
 
 
-def test_first_start_creates_a_private_key_file(txvnc: TxvncServer) -> None:
+def test_first_start_creates_a_private_key_file(txvnc: Twistd) -> None:
     """
     twistd creates its missing API key file readable by its owner only.
     """
@@ -253,7 +250,7 @@ def test_cli_reports_an_unreachable_api(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-def test_cli_reports_a_wrong_key(txvnc: TxvncServer, tmp_path: Path) -> None:
+def test_cli_reports_a_wrong_key(txvnc: Twistd, tmp_path: Path) -> None:
     """
     A key the API does not accept makes the CLI exit non-zero with a message
     that points at the API key.
@@ -270,7 +267,7 @@ def test_cli_reports_a_wrong_key(txvnc: TxvncServer, tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-def test_cli_reports_a_missing_key_file(txvnc: TxvncServer, tmp_path: Path) -> None:
+def test_cli_reports_a_missing_key_file(txvnc: Twistd, tmp_path: Path) -> None:
     """
     A key file that does not exist makes the CLI exit non-zero naming the
     file, before it calls the API.

@@ -18,9 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.twistd import Twistd, start_twistd
 from txvnc.proxy import closecodes
 
-from .conftest import TxvncServer, start_txvnc
+from .conftest import sqlite_store
 from .test_console import PAGE_TIMEOUT_MS, new_instance
 
 pytestmark = pytest.mark.e2e
@@ -131,11 +132,11 @@ def rfb_server() -> Iterator[TinyRFBServer]:
     server.close()
 
 
-def start(tmp_path: Path, *extra: str) -> TxvncServer:
-    return start_txvnc(tmp_path, *extra)
+def start(tmp_path: Path, *extra: str) -> Twistd:
+    return start_twistd(tmp_path, *extra, store=sqlite_store(tmp_path))
 
 
-def stop(server: TxvncServer) -> None:
+def stop(server: Twistd) -> None:
     code = server.stop()
     assert code == 0, server.log.text()
 

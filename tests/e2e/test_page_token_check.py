@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests.support.twistd import Twistd
 from txvnc.consoleauth.keys import read_key_file
 
-from .conftest import TxvncServer
 from .test_console import PAGE_TIMEOUT_MS, new_instance
 from .test_console_page import TinyRFBServer, rfb_server, start, stop, wait_state
 
@@ -195,7 +195,7 @@ def page_state(page: Any) -> dict[str, Any]:
     )
 
 
-def token_gone(server: TxvncServer, token: str) -> bool:
+def token_gone(server: Twistd, token: str) -> bool:
     """Whether the token API no longer knows C{token} (expired or revoked)."""
     key = read_key_file(str(server.key_file))
     request = urllib.request.Request(

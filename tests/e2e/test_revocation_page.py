@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.twistd import Twistd
 from txvnc.core.tokens import token_hash
 
-from .conftest import VM, TxvncServer
+from .conftest import VM
 from .test_console import open_console
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -33,7 +34,7 @@ def wait_status(page: Any, pattern: str) -> str:
     return page.locator("#status").inner_text()
 
 
-def session_rows(txvnc: TxvncServer, instance: str, count: int) -> list[list[str]]:
+def session_rows(txvnc: Twistd, instance: str, count: int) -> list[list[str]]:
     """
     The rows of C{txvnc console sessions} once it shows C{count} (the proxy
     reports a new console at its next poll of the API).
@@ -52,7 +53,7 @@ def session_rows(txvnc: TxvncServer, instance: str, count: int) -> list[list[str
 
 
 def test_revoked_console_page_shows_the_reason(
-    page: Any, txvnc: TxvncServer, vm: VM
+    page: Any, txvnc: Twistd, vm: VM
 ) -> None:
     """Revoking the instance with the CLI ends the open console; the page says access was revoked."""
     instance = str(uuid.uuid4())
@@ -75,7 +76,7 @@ def test_revoked_console_page_shows_the_reason(
 
 
 def test_killed_console_page_shows_the_reason(
-    page: Any, txvnc: TxvncServer, vm: VM
+    page: Any, txvnc: Twistd, vm: VM
 ) -> None:
     """A console listed by `txvnc console sessions` and closed with `kill` says an administrator closed it."""
     instance = str(uuid.uuid4())

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from tests.rfb.pki import PKI, make_pki
-from tests.vncservers import PASSWORD, password_file, qemu, tigervnc
+from tests.support.twistd import Twistd
+from tests.support.vncservers import PASSWORD, password_file, qemu, tigervnc
 
-from .conftest import TxvncServer, serve_txvnc
+from .conftest import serve_txvnc
 from .test_console import PAGE_TIMEOUT_MS, new_instance, open_console
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vnc_servers, pytest.mark.timeout(120)]
@@ -30,7 +31,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 
 
 @pytest.fixture(scope="module")
-def secure_txvnc(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[TxvncServer]:
+def secure_txvnc(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator[Twistd]:
     """
     twistd txvnc with the proxy's VeNCrypt CA and client certificate; at the
     end, its log must hold no VNC password.
@@ -47,22 +48,15 @@ def secure_txvnc(tmp_path_factory: pytest.TempPathFactory, pki: PKI) -> Iterator
     assert PASSWORD not in server.log.text(), "a VNC password appears in the twistd log"
 
 
-def mint(server: TxvncServer, tmp_path: Path, port: int, *options: str, password: str | None = None) -> str:
+def mint(server: Twistd, tmp_path: Path, port: int, *options: str, password: str | None = None) -> str:
     """
     C{txvnc console create} with RFB options; the access URL.
     """
-    args = ["console", "create", "--host", "127.0.0.1", "--port", str(port), "--instance-uuid", new_instance(), *options]
     if password is not None:
         secret = tmp_path / "vnc-password"
         secret.write_text(password + "\n")
-        args += ["--vnc-password-file", str(secret)]
-    result = server.cli(*args)
-    assert result.returncode == 0, f"console create failed: {result.stderr}"
-    found = re.search(r"^\| novnc +\| (\S+) +\|$", result.stdout, re.MULTILINE)
-    assert found, result.stdout
-    url = found.group(1)
-    server.minted.append(url.rsplit("=", 1)[1])
-    return url
+        options += ("--vnc-password-file", str(secret))
+    return server.create_console("127.0.0.1", port, new_instance(), *options).url
 
 
 def assert_connected_without_password(page: Any, url: str) -> None:
@@ -75,7 +69,7 @@ def assert_connected_without_password(page: Any, url: str) -> None:
     assert page.evaluate("() => window.txvnc.rfb._rfbAuthScheme") == 1
 
 
-def test_tigervnc_vncauth_in_the_browser(page: Any, secure_txvnc: TxvncServer, tmp_path: Path) -> None:
+def test_tigervnc_vncauth_in_the_browser(page: Any, secure_txvnc: Twistd, tmp_path: Path) -> None:
     """noVNC connects to Xtigervnc with VncAuth through txvnc and is never asked for the password."""
     with tigervnc(tmp_path, "-SecurityTypes", "VncAuth", "-PasswordFile", str(password_file(tmp_path))) as server:
         url = mint(secure_txvnc, tmp_path, server.port, "--security", "vnc", password=PASSWORD)
@@ -83,7 +77,7 @@ def test_tigervnc_vncauth_in_the_browser(page: Any, secure_txvnc: TxvncServer, t
         secure_txvnc.log.wait_for(r"console ready: RFB 3\.8 with VNC Authentication to the VNC server")
 
 
-def test_tigervnc_x509vnc_in_the_browser(page: Any, secure_txvnc: TxvncServer, pki: PKI, tmp_path: Path) -> None:
+def test_tigervnc_x509vnc_in_the_browser(page: Any, secure_txvnc: Twistd, pki: PKI, tmp_path: Path) -> None:
     """noVNC connects to Xtigervnc with VeNCrypt X509Vnc: TLS and the password stay on the proxy."""
     with tigervnc(
         tmp_path,
@@ -97,7 +91,7 @@ def test_tigervnc_x509vnc_in_the_browser(page: Any, secure_txvnc: TxvncServer, p
         secure_txvnc.log.wait_for(r"console ready: .*VeNCrypt X509Vnc")
 
 
-def test_qemu_password_in_the_browser(page: Any, secure_txvnc: TxvncServer, tmp_path: Path) -> None:
+def test_qemu_password_in_the_browser(page: Any, secure_txvnc: Twistd, tmp_path: Path) -> None:
     """noVNC connects to qemu with password=on (set over QMP) without a password prompt."""
     with qemu(tmp_path, ",password=on") as vm:
         vm.command("change-vnc-password", password=PASSWORD)
@@ -105,7 +99,7 @@ def test_qemu_password_in_the_browser(page: Any, secure_txvnc: TxvncServer, tmp_
         assert_connected_without_password(page, url)
 
 
-def test_qemu_tls_in_the_browser(page: Any, secure_txvnc: TxvncServer, pki: PKI, tmp_path: Path) -> None:
+def test_qemu_tls_in_the_browser(page: Any, secure_txvnc: Twistd, pki: PKI, tmp_path: Path) -> None:
     """noVNC connects to qemu with tls-creds-x509 (verify-peer) and a password: VeNCrypt X509Vnc."""
     with qemu(
         tmp_path,
@@ -117,7 +111,7 @@ def test_qemu_tls_in_the_browser(page: Any, secure_txvnc: TxvncServer, pki: PKI,
         assert_connected_without_password(page, url)
 
 
-def test_wrong_password_shows_why(page: Any, secure_txvnc: TxvncServer, tmp_path: Path) -> None:
+def test_wrong_password_shows_why(page: Any, secure_txvnc: Twistd, tmp_path: Path) -> None:
     """A wrong VNC password ends with close code 4005 and the reason on the page, not a hang or a prompt."""
     with tigervnc(tmp_path, "-SecurityTypes", "VncAuth", "-PasswordFile", str(password_file(tmp_path))) as server:
         url = mint(secure_txvnc, tmp_path, server.port, "--security", "vnc", password="wrong")
@@ -131,7 +125,7 @@ def test_wrong_password_shows_why(page: Any, secure_txvnc: TxvncServer, tmp_path
         assert text.startswith("Disconnected: VNC authentication failed"), text
 
 
-def test_tigervnc_x509none_in_the_browser(page: Any, secure_txvnc: TxvncServer, pki: PKI, tmp_path: Path) -> None:
+def test_tigervnc_x509none_in_the_browser(page: Any, secure_txvnc: Twistd, pki: PKI, tmp_path: Path) -> None:
     """noVNC connects to Xtigervnc with VeNCrypt X509None: TLS to the server, nothing asked of the user."""
     with tigervnc(
         tmp_path,
@@ -144,7 +138,7 @@ def test_tigervnc_x509none_in_the_browser(page: Any, secure_txvnc: TxvncServer, 
         secure_txvnc.log.wait_for(r"console ready: .*VeNCrypt X509None")
 
 
-def test_view_only_in_the_browser(page: Any, secure_txvnc: TxvncServer, tmp_path: Path) -> None:
+def test_view_only_in_the_browser(page: Any, secure_txvnc: Twistd, tmp_path: Path) -> None:
     """A view-only console shows the screen; keys and clicks typed in noVNC are dropped by the proxy."""
     with tigervnc(tmp_path, "-SecurityTypes", "VncAuth", "-PasswordFile", str(password_file(tmp_path))) as server:
         url = mint(secure_txvnc, tmp_path, server.port, "--security", "vnc", "--view-only", password=PASSWORD)

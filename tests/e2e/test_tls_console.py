@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.rfb.pki import make_pki
-from tests.twistd import start_twistd
+from tests.support.twistd import Twistd, start_twistd
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, TxvncServer
+from .conftest import CHROMIUM, CHROMIUM_ARGS
 from .test_console import PAGE_TIMEOUT_MS, new_instance
 from .test_console_page import TinyRFBServer, wait_state
 
@@ -42,18 +42,16 @@ def nss_home(directory: Path, ca: Path | None) -> Path:
     return directory
 
 
-def start_tls_txvnc(directory: Path, key: Path, cert: Path) -> TxvncServer:
+def start_tls_txvnc(directory: Path, key: Path, cert: Path) -> Twistd:
     """
     C{twistd txvnc} whose proxy listens with TLS, its access URLs on
     https://localhost (the certificate's name).
     """
-    server: TxvncServer = start_twistd(
+    return start_twistd(
         directory,
         listen=f"ssl:{{port}}:interface=127.0.0.1:privateKey={key}:certKey={cert}",
         base_url="https://localhost:{port}",
-        kind=TxvncServer,
     )
-    return server
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
 """
-Real processes for the hostile suite: C{twistd txvnc} on loopback, a
-stand-in VNC server (L{tests.hostile.backend}), and helpers to mint tokens,
-open consoles, read the proxy's memory and check its log.
+Real processes for the hostile suite: C{twistd txvnc} on loopback
+(L{tests.support.twistd}, always with L{NO_GUARD}), a stand-in VNC server
+(L{tests.hostile.backend}), and helpers to open consoles.
 
 Every twistd log is kept under pytest's temporary directory; when the
 session ends, none may hold a token, an API key or a VNC password
-(C{tests/logscan.py}, checked by the root conftest).
+(L{tests.support.logscan}, checked by the root conftest).
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.hostile.wsclient import Response, WSClient
-from tests.logscan import SECRETS
-from tests.processes import STOP_TIMEOUT, OutputWatcher, spawn, stop
-from tests.twistd import Twistd
-from tests.twistd import start_twistd as start_any_twistd
+from tests.support.processes import STOP_TIMEOUT, OutputWatcher, spawn, stop
+from tests.support.twistd import Twistd, start_twistd
 
 HERE = Path(__file__).resolve().parent
+
+#: Arguments of every hostile twistd: no brute-force guard, since the
+#: hostile clients fail token checks on purpose far more than it allows
+#: (the guard has its own tests in tests/proxy).
+NO_GUARD = ("--max-auth-failures", "0")
 
 T = TypeVar("T")
 
@@ -42,9 +45,11 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
 
     return asyncio.run(bounded())
 
+@pytest.fixture(scope="session", autouse=True)
 def raise_open_files_limit() -> None:
     """
-    Let this process (and its children) open as many sockets as allowed.
+    Let this process (and its children: the backend, every twistd) open as
+    many sockets as allowed.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -79,7 +84,6 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """
     One stand-in VNC server for the module.
     """
-    raise_open_files_limit()
     directory = tmp_path_factory.mktemp("backend")
     process = spawn(
         [sys.executable, str(HERE / "backend.py")], stdin=True, stderr=None
@@ -99,29 +103,12 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
 
 # twistd txvnc
 
-def start_twistd(directory: Path, *args: str, **options: Any) -> Twistd:
-    """
-    L{tests.twistd.start_twistd} for the hostile suite: every loopback
-    target allowed, and no brute-force guard, since the hostile clients
-    fail token checks on purpose far more than it allows (the guard has its
-    own tests in tests/proxy); its keys join the secrets no log may hold.
-    """
-    raise_open_files_limit()
-    server = start_any_twistd(
-        directory, "--max-auth-failures", "0", *args, **options
-    )
-    SECRETS.add(server.api_key)
-    secret_key = directory / "txvnc-secret.key"
-    if secret_key.exists():
-        SECRETS.add(secret_key.read_text().strip())
-    return server
-
 @pytest.fixture(scope="module")
 def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     """
     One C{twistd txvnc} (proxy and API) for the module; it must stop cleanly.
     """
-    server = start_twistd(tmp_path_factory.mktemp("txvnc"))
+    server = start_twistd(tmp_path_factory.mktemp("txvnc"), *NO_GUARD)
     yield server
     server.stop()
 

@@ -10,8 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 from tests.hostile.backend import stream_chunks
-from tests.hostile.conftest import Twistd
 from tests.hostile.wsclient import ANSWER_TIMEOUT, OP_BINARY, OP_CLOSE, WSClient
+from tests.support.twistd import Twistd
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -10,8 +10,9 @@ import re
 
 import pytest
 
-from tests.hostile.conftest import Backend, Twistd, echo_check, open_console, run
+from tests.hostile.conftest import Backend, echo_check, open_console, run
 from tests.hostile.streams import GiB, MemoryWatch, MiB, read_stream, send_stream
+from tests.support.twistd import Twistd
 
 #: How much the proxy's resident memory may grow while a gigabyte waits.
 MEMORY_BOUND_MIB = 16

@@ -13,17 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile.conftest import (
-    Backend,
-    Twistd,
-    echo_check,
-    open_console,
-    run,
-    start_twistd,
-)
+from tests.hostile.conftest import NO_GUARD, Backend, echo_check, open_console, run
 from tests.hostile.streams import MiB
 from tests.hostile.wsclient import WSClient
-from tests.processes import free_port
+from tests.support.processes import free_port
+from tests.support.twistd import Twistd, start_twistd
 
 #: The proxy's --token-check-timeout in the slow-API case.
 CHECK_TIMEOUT = 2.0
@@ -83,7 +77,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     The token API alone (--no-proxy), in a process the test can stop.
     """
     directory = tmp_path_factory.mktemp("split")
-    server = start_twistd(directory, proxy=False)
+    server = start_twistd(directory, *NO_GUARD, proxy=False)
     yield server
     os.kill(server.pid, signal.SIGCONT)
     server.stop()
@@ -96,6 +90,7 @@ def proxy(api: Twistd) -> Iterator[Twistd]:
     """
     server = start_twistd(
         api.directory,
+        *NO_GUARD,
         "--consoleauth-url", f"http://127.0.0.1:{api.api_port}",
         "--token-check-timeout", str(CHECK_TIMEOUT),
         api=False,

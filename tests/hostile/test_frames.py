@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.hostile.conftest import Backend, Twistd, echo_check, open_console, run
+from tests.hostile.conftest import Backend, echo_check, open_console, run
 from tests.hostile.wsclient import (
     OP_BINARY,
     OP_CLOSE,
@@ -22,6 +22,7 @@ from tests.hostile.wsclient import (
     close_payload,
     encode_frame,
 )
+from tests.support.twistd import Twistd
 
 #: The proxy's message and frame limit (txvnc.proxy.relay.MAX_MESSAGE_SIZE).
 LIMIT = 4 * 1024 * 1024

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile.conftest import Backend, Twistd, echo_check, run, start_twistd
+from tests.hostile.conftest import NO_GUARD, Backend, echo_check, run
 from tests.hostile.wsclient import WSClient, upgrade_request
+from tests.support.twistd import Twistd, start_twistd
 
 #: --handshake-timeout for this module's proxy: the time a client has to
 #: send its request headers, and again to finish the upgrade.
@@ -26,8 +27,10 @@ def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     The module's C{twistd txvnc}, with a short handshake timeout.
     """
     server = start_twistd(
-        tmp_path_factory.mktemp("txvnc"), "--handshake-timeout", str(HANDSHAKE_TIMEOUT)
-    )
+        tmp_path_factory.mktemp("txvnc"),
+        *NO_GUARD,
+        "--handshake-timeout", str(HANDSHAKE_TIMEOUT),
+    )  # fmt: skip
     yield server
     server.stop()
 

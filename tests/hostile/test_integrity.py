@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile.conftest import Backend, Twistd, open_console, run, start_twistd
+from tests.hostile.conftest import NO_GUARD, Backend, open_console, run
 from tests.hostile.streams import GiB, MemoryWatch, MiB, read_stream, send_stream
+from tests.support.twistd import Twistd, start_twistd
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,7 @@ def txvnc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     """
     server = start_twistd(
         tmp_path_factory.mktemp("txvnc"),
+        *NO_GUARD,
         "--token-check-timeout", "30",
         "--keepalive-timeout", "60",
     )

@@ -13,15 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile.conftest import (
-    Backend,
-    Twistd,
-    echo_check,
-    open_console,
-    run,
-    start_twistd,
-)
+from tests.hostile.conftest import NO_GUARD, Backend, echo_check, open_console, run
 from tests.hostile.wsclient import OP_BINARY, OP_CONT, WSClient
+from tests.support.twistd import Twistd, start_twistd
 
 MAX_CONNECTIONS = 10
 KEEPALIVE_INTERVAL = 1.0
@@ -37,6 +31,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     """
     server = start_twistd(
         tmp_path_factory.mktemp("limited"),
+        *NO_GUARD,
         "--max-connections", str(MAX_CONNECTIONS),
     )
     yield server
@@ -50,6 +45,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     """
     server = start_twistd(
         tmp_path_factory.mktemp("strict"),
+        *NO_GUARD,
         "--keepalive-interval", str(KEEPALIVE_INTERVAL),
         "--keepalive-timeout", str(KEEPALIVE_TIMEOUT),
         "--max-message-size", str(MAX_MESSAGE),
@@ -65,7 +61,7 @@ def idle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
     from the short keepalive so the two never race.
     """
     server = start_twistd(
-        tmp_path_factory.mktemp("idle"), "--idle-timeout", str(IDLE_TIMEOUT)
+        tmp_path_factory.mktemp("idle"), *NO_GUARD, "--idle-timeout", str(IDLE_TIMEOUT)
     )
     yield server
     server.stop()

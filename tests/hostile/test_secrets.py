@@ -13,9 +13,10 @@ import secrets
 import struct
 from urllib.parse import quote
 
-from tests.hostile.conftest import Backend, Twistd, open_console, run
+from tests.hostile.conftest import Backend, open_console, run
 from tests.hostile.wsclient import WSClient
-from tests.logscan import SECRETS
+from tests.support.logscan import SECRETS
+from tests.support.twistd import Twistd
 
 
 def fresh(prefix: str = "") -> str:

@@ -9,7 +9,8 @@ import asyncio
 
 import pytest
 
-from tests.hostile.conftest import Twistd, run
+from tests.hostile.conftest import run
+from tests.support.twistd import Twistd
 
 TRAVERSALS = [
     "/../../../../etc/passwd",

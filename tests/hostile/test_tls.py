@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.hostile.conftest import Backend, Twistd, echo_check, run, start_twistd
+from tests.hostile.conftest import NO_GUARD, Backend, echo_check, run
 from tests.rfb.pki import make_pki
+from tests.support.twistd import Twistd, start_twistd
 
 HANDSHAKE_TIMEOUT = 3.0
 
@@ -32,7 +33,7 @@ def tls_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Twistd]:
         f"privateKey={pki.server_key}:certKey={pki.server_cert}"
     )
     server = start_twistd(
-        directory, "--handshake-timeout", str(HANDSHAKE_TIMEOUT), listen=listen
+        directory, *NO_GUARD, "--handshake-timeout", str(HANDSHAKE_TIMEOUT), listen=listen
     )
     server.tls = ssl.create_default_context(cafile=str(pki.ca_cert))
     yield server

@@ -10,71 +10,30 @@ log line of every process (and every audit log) is searched for them.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.redis_server import RedisServer
-from tests.twistd import Twistd, start_twistd, stop_all
+from tests.support.redis_server import RedisServer
+from tests.support.twistd import Twistd, start_twistd, stop_all
 
 ADMIN_KEY = "cluster-admin-key-" + "a" * 20
 PROXY_KEY = "cluster-proxy-key-" + "p" * 20
-
-
-class Node(Twistd):
-    """
-    One twistd txvnc of the cluster: a token API or a proxy, writing an
-    audit log beside its log.
-    """
-
-    @property
-    def port(self) -> int:
-        return self.api_port or self.proxy_port
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def audit_path(self) -> Path:
-        return self.directory / f"{self.name}-audit.jsonl"
-
-    def sighup(self) -> None:
-        self.signal(signal.SIGHUP)
 
 
 @dataclass
 class Cluster:
     directory: Path
     keys_file: Path
-    apis: list[Node]
-    proxies: list[Node]
+    apis: list[Twistd]
+    proxies: list[Twistd]
     secrets: set[str] = field(default_factory=lambda: {ADMIN_KEY, PROXY_KEY})
 
     @property
-    def nodes(self) -> list[Node]:
+    def nodes(self) -> list[Twistd]:
         return [*self.apis, *self.proxies]
-
-
-def start(directory: Path, name: str, *args: str, **options: Any) -> Node:
-    """
-    Start one node named C{name} (its log is C{twistd-NAME.log}, its audit
-    log C{NAME-audit.jsonl}).
-    """
-    node: Node = start_twistd(
-        directory,
-        "--audit-log",
-        str(directory / f"{name}-audit.jsonl"),
-        *args,
-        name=name,
-        kind=Node,
-        **options,
-    )
-    return node
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +49,15 @@ def cluster(
     keys_file.chmod(0o600)
     redis_server.flush(63)
     store = redis_server.url(63)
+    # Each node's log is twistd-NAME.log, its audit log NAME-audit.jsonl.
     apis = [
-        start(
+        start_twistd(
             directory,
-            f"api-{i}",
             # The tests follow the proxies' revocation polls in the APIs'
             # access logs.
             "--access-log-polls",
+            name=f"api-{i}",
+            audit_log=True,
             api_key_file=keys_file,
             proxy=False,
             store=store,
@@ -105,13 +66,14 @@ def cluster(
         for i in (1, 2)
     ]
     proxies = [
-        start(
+        start_twistd(
             directory,
-            f"proxy-{name}",
             "--consoleauth-url",
-            api.url,
+            api.api_url,
             "--node-name",
             f"proxy-{name}",
+            name=f"proxy-{name}",
+            audit_log=True,
             api_key_file=keys_file,
             api=False,
         )
@@ -123,7 +85,7 @@ def cluster(
     # No secret in any log line or audit line of any process.
     for node in cluster.nodes:
         for path in (node.log_path, node.audit_path):
-            if not path.exists():
+            if path is None or not path.exists():
                 continue
             text = path.read_text(encoding="utf-8", errors="replace")
             for secret in cluster.secrets:

@@ -6,20 +6,20 @@ real WebSocket clients and a fake VNC server on loopback.
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
 import pytest_twisted
 import treq
-from autobahn.twisted.websocket import WebSocketClientFactory
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from tests.proxy.harness import Browser
+from tests.support.browser import Browser, connect_browser
+from tests.support.twistd import Twistd
 from txvnc.core.tokens import token_hash
 
-from .conftest import ADMIN_KEY, PROXY_KEY, Cluster, Node
+from .conftest import ADMIN_KEY, PROXY_KEY, Cluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -41,25 +41,14 @@ async def call(method: str, url: str, key: str = ADMIN_KEY, body=None):
 
 
 async def mint(cluster: Cluster, vnc, api: int = 0, **fields) -> str:
-    body = {"host": "127.0.0.1", "port": vnc.address.port, "instance_uuid": "i-1"}
-    body.update(fields)
-    status, answer = await call("POST", cluster.apis[api].url + "/v1/tokens", body=body)
-    assert status == 201, answer
-    cluster.secrets.add(answer["token"])
-    return answer["token"]
+    fields = {"instance_uuid": "i-1", **fields}
+    token = await cluster.apis[api].mint_async("127.0.0.1", vnc.address.port, **fields)
+    cluster.secrets.add(token)
+    return token
 
 
-async def open_browser(proxy: Node, token: str) -> Browser:
-    host = f"127.0.0.1:{proxy.port}"
-    factory = WebSocketClientFactory(
-        f"ws://{host}/websockify?token={token}",
-        origin=f"http://{host}",
-        protocols=["binary"],
-    )
-    factory.protocol = Browser
-    factory.noisy = False
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port)
-    return await endpoint.connect(factory)
+async def open_browser(proxy: Twistd, token: str) -> Browser:
+    return await connect_browser(proxy.proxy_port, f"token={token}")
 
 
 async def opened(browser: Browser) -> bool:
@@ -98,7 +87,7 @@ async def wait_sessions(
     their next poll; there is no event to wait on from here).
     """
     end = time.monotonic() + deadline
-    url = f"{cluster.apis[1].url}/v1/sessions?instance_uuid={instance}"
+    url = f"{cluster.apis[1].api_url}/v1/sessions?instance_uuid={instance}"
     while True:
         status, answer = await call("GET", url)
         assert status == 200
@@ -111,20 +100,20 @@ async def wait_sessions(
 async def test_two_apis_share_tokens(cluster, vnc):
     """A token minted through one API is checked, listed and revoked through the other."""
     token = await mint(cluster, vnc, api=0, instance_uuid="shared-1")
-    other = cluster.apis[1].url
+    other = cluster.apis[1].api_url
     status, info = await call("GET", f"{other}/v1/tokens/{token}", PROXY_KEY)
     assert (status, info["port"]) == (200, vnc.address.port)
     status, listing = await call("GET", f"{other}/v1/tokens?instance_uuid=shared-1")
     assert [t["token_hash"] for t in listing["tokens"]] == [token_hash(token)]
     assert (await call("DELETE", f"{other}/v1/tokens/{token}"))[0] == 204
-    status, _ = await call("GET", f"{cluster.apis[0].url}/v1/tokens/{token}", PROXY_KEY)
+    status, _ = await call("GET", f"{cluster.apis[0].api_url}/v1/tokens/{token}", PROXY_KEY)
     assert status == 404
 
 
 @pytest_twisted.ensureDeferred
 async def test_proxy_key_cannot_mint_or_revoke(cluster, vnc):
     """The proxies' key gets 403 from mint and revoke on a real API process."""
-    url = cluster.apis[0].url
+    url = cluster.apis[0].api_url
     body = {"host": "127.0.0.1", "port": vnc.address.port}
     assert (await call("POST", url + "/v1/tokens", PROXY_KEY, body))[0] == 403
     assert (await call("DELETE", url + "/v1/tokens/x", PROXY_KEY))[0] == 403
@@ -138,7 +127,7 @@ async def test_revoking_a_token_closes_its_consoles_on_every_proxy(cluster, vnc)
     browsers = [await open_browser(p, token) for p in cluster.proxies]
     assert all([await opened(b) for b in browsers])
     started = time.monotonic()
-    status, _ = await call("DELETE", f"{cluster.apis[1].url}/v1/tokens/{token}")
+    status, _ = await call("DELETE", f"{cluster.apis[1].api_url}/v1/tokens/{token}")
     assert status == 204
     results = await gatherResults([b.closed for b in browsers])
     elapsed = time.monotonic() - started
@@ -163,7 +152,7 @@ async def test_revoking_an_instance_closes_only_its_consoles(cluster, vnc):
     assert all([await opened(b) for b in [*doomed, kept]])
     started = time.monotonic()
     status, _ = await call(
-        "DELETE", f"{cluster.apis[0].url}/v1/instances/rev-inst/tokens"
+        "DELETE", f"{cluster.apis[0].api_url}/v1/instances/rev-inst/tokens"
     )
     assert status == 204
     results = await gatherResults([b.closed for b in doomed])
@@ -209,7 +198,7 @@ async def test_sessions_are_listed_and_one_is_closed(cluster, vnc):
     assert all([await opened(b) for b in browsers])
     await wait_sessions(cluster, "sess-inst", 2)
     status, answer = await call(
-        "GET", f"{cluster.apis[0].url}/v1/sessions?instance_uuid=sess-inst"
+        "GET", f"{cluster.apis[0].api_url}/v1/sessions?instance_uuid=sess-inst"
     )
     assert status == 200
     assert sorted(s["proxy"] for s in answer["sessions"]) == ["proxy-a", "proxy-b"]
@@ -217,7 +206,7 @@ async def test_sessions_are_listed_and_one_is_closed(cluster, vnc):
     assert victim["instance_uuid"] == "sess-inst"
     assert victim["target"] == f"127.0.0.1:{vnc.address.port}"
     status, _ = await call(
-        "DELETE", f"{cluster.apis[0].url}/v1/sessions/{victim['id']}"
+        "DELETE", f"{cluster.apis[0].api_url}/v1/sessions/{victim['id']}"
     )
     assert status == 204
     _, code, reason = await browsers[1].closed
@@ -225,7 +214,7 @@ async def test_sessions_are_listed_and_one_is_closed(cluster, vnc):
     assert not browsers[0].closed.called
     browsers[0].sendClose(1000)
     await browsers[0].closed
-    status, _ = await call("DELETE", f"{cluster.apis[0].url}/v1/sessions/no-such")
+    status, _ = await call("DELETE", f"{cluster.apis[0].api_url}/v1/sessions/no-such")
     assert status == 404
 
 
@@ -240,9 +229,9 @@ async def test_sighup_reloads_keys_without_dropping_consoles(cluster, vnc):
     api = cluster.apis[0]
     mark = api.log.mark()
     cluster.keys_file.write_text(f"admin {new_key}\nproxy {PROXY_KEY}\n")
-    api.sighup()
+    api.signal(signal.SIGHUP)
     api.log.wait_for(r"API keys reloaded from .*: 1 admin, 1 proxy", since=mark)
-    url = api.url + "/v1/tokens"
+    url = api.api_url + "/v1/tokens"
     body = {"host": "127.0.0.1", "port": vnc.address.port}
     assert (await call("POST", url, new_key, body))[0] == 201
     assert (await call("POST", url, ADMIN_KEY, body))[0] == 401
@@ -252,7 +241,7 @@ async def test_sighup_reloads_keys_without_dropping_consoles(cluster, vnc):
     # Put the old file back for the other tests.
     mark = api.log.mark()
     cluster.keys_file.write_text(f"admin {ADMIN_KEY}\nproxy {PROXY_KEY}\n")
-    api.sighup()
+    api.signal(signal.SIGHUP)
     api.log.wait_for(r"API keys reloaded", since=mark)
     browser.sendClose(1000)
     await browser.closed
@@ -264,7 +253,7 @@ async def test_audit_logs_record_the_story_by_hash(cluster, vnc):
     token = await mint(cluster, vnc, instance_uuid="audit-inst")
     browser = await open_browser(cluster.proxies[0], token)
     assert await opened(browser)
-    await call("DELETE", f"{cluster.apis[0].url}/v1/tokens/{token}")
+    await call("DELETE", f"{cluster.apis[0].api_url}/v1/tokens/{token}")
     await browser.closed
     hashed = token_hash(token)
 

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from tests.proxy.harness import KEY
-from tests.twistd import start_twistd_async
+from tests.support.twistd import start_twistd_async
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.ops.health import Readiness, WithOps, ops_children

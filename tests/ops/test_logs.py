@@ -13,9 +13,9 @@ import pytest_twisted
 from twisted.logger import Logger, LogLevel, LogPublisher
 from twisted.python.failure import Failure
 
-from tests.ops.test_shutdown import browse, mint
-from tests.proxy.harness import FakeVNCServer
-from tests.twistd import start_twistd_async
+from tests.ops.test_shutdown import browse
+from tests.support.fakevnc import FakeVNCServer
+from tests.support.twistd import start_twistd_async
 from txvnc.ops.logs import JSONLineObserver
 
 
@@ -64,7 +64,7 @@ async def test_real_twistd_json_log(tmp_path):
     vnc = FakeVNCServer()
     server = await start_twistd_async(tmp_path, "--log-format", "json")
     try:
-        token = await mint(server.api_port, server.api_key, vnc.address.port)
+        token = await server.mint_async("127.0.0.1", vnc.address.port, instance_uuid="inst-1")
         connected = vnc.next_connection()
         browser = await browse(server.proxy_port, token)
         await connected

@@ -14,7 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.web.server import Site
 
-from tests.proxy.harness import FakeVNCServer, Stack
+from tests.proxy.harness import Stack
+from tests.support.fakevnc import FakeVNCServer
 from txvnc.ops.metrics import MetricsResource, PrometheusConsoleEvents, ProxyCollector
 from txvnc.proxy.limits import Limits
 

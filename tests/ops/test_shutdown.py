@@ -11,14 +11,11 @@ import time
 
 import pytest
 import pytest_twisted
-import treq
-from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import Clock
 
-from tests.proxy.harness import Browser, Stack
-from tests.twistd import start_twistd_async
+from tests.proxy.harness import Stack
+from tests.support.browser import Browser, connect_browser
+from tests.support.twistd import start_twistd_async
 from txvnc.ops.health import Readiness
 from txvnc.ops.shutdown import DrainService
 from txvnc.proxy import closecodes
@@ -26,29 +23,8 @@ from txvnc.proxy import closecodes
 DRAIN = 8.0
 
 
-async def mint(api_port: int, key: str, vnc_port: int) -> str:
-    response = await treq.post(
-        f"http://127.0.0.1:{api_port}/v1/tokens",
-        json={"host": "127.0.0.1", "port": vnc_port, "instance_uuid": "inst-1"},
-        headers={"Authorization": "Bearer " + key},
-        persistent=False,
-    )
-    assert response.code == 201, await response.text()
-    return (await response.json())["token"]
-
-
 async def browse(proxy_port: int, token: str) -> Browser:
-    host = f"127.0.0.1:{proxy_port}"
-    factory = WebSocketClientFactory(
-        f"ws://{host}/websockify?token={token}",
-        origin=f"http://{host}",
-        protocols=["binary"],
-    )
-    factory.protocol = Browser
-    factory.noisy = False
-    browser = await TCP4ClientEndpoint(reactor, "127.0.0.1", proxy_port).connect(
-        factory
-    )
+    browser = await connect_browser(proxy_port, f"token={token}")
     await browser.opened
     return browser
 
@@ -59,13 +35,11 @@ async def test_sigterm_closes_consoles_with_1001_and_exits_0(tmp_path, vnc):
     """On SIGTERM every open console gets 1001 "Service restarting" and twistd exits 0 within the drain time."""
     server = await start_twistd_async(tmp_path, "--drain-timeout", str(DRAIN))
     try:
-        key = server.api_key
         browsers = []
         for _ in range(3):
             connected = vnc.next_connection()
-            browsers.append(
-                await browse(server.proxy_port, await mint(server.api_port, key, vnc.address.port))
-            )
+            token = await server.mint_async("127.0.0.1", vnc.address.port, instance_uuid="inst-1")
+            browsers.append(await browse(server.proxy_port, token))
             await connected
         since = server.log.mark()
         started = time.monotonic()

@@ -24,7 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tests.rfb.pki import _ca, _key_pem, _leaf, make_pki
-from tests.twistd import start_twistd_async
+from tests.support.twistd import start_twistd_async
 from txvnc.service.tls import TLSConfigError, server_endpoint
 from txvnc.tap import Options
 
@@ -176,7 +176,7 @@ async def test_sighup_reloads_a_real_twistd_certificate(tmp_path, pki):
 async def test_token_api_over_tls(tmp_path, pki):
     """With the API on an ssl: listener, the proxy checks tokens over https trusting --consoleauth-ca."""
     from tests.ops.test_shutdown import browse
-    from tests.proxy.harness import FakeVNCServer
+    from tests.support.fakevnc import FakeVNCServer
     from txvnc.client import pooled_http_client
 
     vnc = FakeVNCServer()

@@ -18,7 +18,8 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from tests.proxy.harness import Browser, Stack
+from tests.proxy.harness import Stack
+from tests.support.browser import Browser
 from txvnc.core.forwarded import client_address, parse_networks
 from txvnc.proxy.site import console_site, find_novnc
 

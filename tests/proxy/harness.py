@@ -1,23 +1,22 @@
 """
-Real-socket pieces for proxy tests: the token API, the proxy, a scriptable
-VNC server and a WebSocket "browser", all on 127.0.0.1 in this process.
+Real-socket pieces for proxy tests: the token API and the proxy on
+127.0.0.1 in this process, for the scriptable VNC server
+(L{tests.support.fakevnc}) and the WebSocket "browser"
+(L{tests.support.browser}) to meet through.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
-from collections.abc import Callable
 
 import treq
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.defer import maybeDeferred
 from twisted.web.server import Site
 
+from tests.support.browser import Browser, connect_browser
+from tests.support.mint import mint
 from txvnc.client import ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
@@ -30,155 +29,6 @@ from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.site import console_site, find_novnc
 
 KEY = "relay-test-key"
-
-
-class StreamProducer:
-    """
-    Writes C{total} bytes of C{data} (cycled) to a transport as fast as the
-    transport accepts them, hashing what it sent.
-    """
-
-    def __init__(self, transport, data: bytes, total: int, chunk: int = 65536):
-        self.transport = transport
-        self.data = memoryview(data)
-        self.total = total
-        self.chunk = chunk
-        self.sent = 0
-        self.sha = hashlib.sha256()
-        self.done = Deferred()
-        self.resumes = 0
-
-    def resumeProducing(self) -> None:
-        self.resumes += 1
-        if self.sent >= self.total:
-            return
-        offset = self.sent % len(self.data)
-        size = min(self.chunk, self.total - self.sent, len(self.data) - offset)
-        piece = self.data[offset : offset + size]
-        self.sha.update(piece)
-        self.sent += size
-        self.transport.write(piece.tobytes())
-        if self.sent >= self.total:
-            self.transport.unregisterProducer()
-            self.done.callback(self.sha.hexdigest())
-
-    def stopProducing(self) -> None:
-        pass
-
-
-class VNCSide(Protocol):
-    """
-    One connection to the fake VNC server: hashes what arrives, and streams
-    when asked to.
-    """
-
-    def connectionMade(self) -> None:
-        self.server = self.factory.server
-        self.received = 0
-        self.sha = hashlib.sha256()
-        self.lost = Deferred()
-        self.server.connections.append(self)
-        if self.server._connected:
-            self.server._connected.pop(0).callback(self)
-        if self.server.on_connect is not None:
-            self.server.on_connect(self)
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += len(data)
-        self.sha.update(data)
-        for waiter in list(self.server._received_waiters):
-            count, d = waiter
-            if self.received >= count:
-                self.server._received_waiters.remove(waiter)
-                d.callback(self)
-
-    def stream(self, data: bytes, total: int) -> StreamProducer:
-        producer = StreamProducer(self.transport, data, total)
-        self.transport.registerProducer(producer, False)
-        return producer
-
-    def connectionLost(self, reason=None) -> None:
-        self.lost.callback(None)
-
-
-class FakeVNCServer:
-    """
-    A TCP server that records connections; C{on_connect} scripts each one.
-    """
-
-    def __init__(self, on_connect: Callable[[VNCSide], None] | None = None):
-        self.on_connect = on_connect
-        self.connections: list[VNCSide] = []
-        self._connected: list[Deferred] = []
-        self._received_waiters: list = []
-        factory = Factory.forProtocol(VNCSide)
-        factory.server = self
-        factory.noisy = False
-        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-        self.address = self.port.getHost()
-
-    def next_connection(self) -> Deferred:
-        d = Deferred()
-        self._connected.append(d)
-        return d
-
-    def received_at_least(self, count: int) -> Deferred:
-        d = Deferred()
-        self._received_waiters.append((count, d))
-        for conn in self.connections:
-            if conn.received >= count:
-                self._received_waiters.remove((count, d))
-                d.callback(conn)
-                break
-        return d
-
-    def stop(self) -> Deferred:
-        for conn in self.connections:
-            conn.transport.abortConnection()
-        return self.port.stopListening()
-
-
-class Browser(WebSocketClientProtocol):
-    """
-    A WebSocket client standing in for noVNC: hashes binary messages, fires
-    C{opened} and C{closed}.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.received = 0
-        self.sha = hashlib.sha256()
-        self.opened: Deferred = Deferred()
-        self.closed: Deferred = Deferred()
-        self.text_messages = 0
-        self._waiters: list = []
-
-    def onOpen(self) -> None:
-        self.opened.callback(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if not isBinary:
-            self.text_messages += 1
-        self.received += len(payload)
-        self.sha.update(payload)
-        for waiter in list(self._waiters):
-            count, d = waiter
-            if self.received >= count:
-                self._waiters.remove(waiter)
-                d.callback(self)
-
-    def received_at_least(self, count: int) -> Deferred:
-        d = Deferred()
-        if self.received >= count:
-            d.callback(self)
-        else:
-            self._waiters.append((count, d))
-        return d
-
-    def onClose(self, wasClean: bool, code, reason) -> None:
-        if not self.opened.called:
-            self.opened.errback(ConnectionError(reason))
-        self.closed.callback((wasClean, code, reason))
 
 
 class Stack:
@@ -251,16 +101,10 @@ class Stack:
         A token for 127.0.0.1:C{vnc_port} (or C{unix_path=...}) with any
         RFB C{options} (security, vnc_password, view_only, ...).
         """
-        body = {"ttl": ttl, "instance_uuid": instance, **options}
+        fields = {"ttl": ttl, "instance_uuid": instance, **options}
         if vnc_port is not None:
-            body.update(host="127.0.0.1", port=vnc_port)
-        response = await treq.post(
-            self.api_url + "/v1/tokens",
-            json=body,
-            headers={"Authorization": "Bearer " + KEY},
-        )
-        assert response.code == 201
-        return (await response.json())["token"]
+            fields.update(host="127.0.0.1", port=vnc_port)
+        return await mint(self.api_url, KEY, **fields)
 
     async def open_browser(
         self,
@@ -270,18 +114,9 @@ class Stack:
         path: str = "/websockify",
         protocol: type[Browser] = Browser,
     ) -> Browser:
-        url = f"ws://{self.host}{path}?{query}" if query else f"ws://{self.host}{path}"
-        factory = WebSocketClientFactory(
-            url,
-            origin=f"http://{self.host}" if origin == "same" else origin,
-            protocols=["binary"],
-            headers=headers or {},
+        return await connect_browser(
+            self.port, query, origin=origin, headers=headers, path=path, protocol=protocol
         )
-        factory.protocol = protocol
-        factory.noisy = False
-        factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
-        return await endpoint.connect(factory)
 
     async def raw_upgrade(
         self, query: str, origin: str | None = "same", headers: dict | None = None

@@ -14,6 +14,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 
+from tests.support.browser import Browser
+from tests.support.fakevnc import FakeVNCServer
 from txvnc.proxy import closecodes
 from txvnc.proxy.limits import (
     ConnectionCounter,
@@ -22,7 +24,7 @@ from txvnc.proxy.limits import (
     is_user_input,
 )
 
-from .harness import Browser, FakeVNCServer, Stack
+from .harness import Stack
 
 KEY_DOWN = bytes([4, 1, 0, 0, 0, 0, 0, 0x61])
 POINTER = bytes([5, 0, 0, 10, 0, 10])

@@ -16,11 +16,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
 from tests.rfb.rfbclient import RFBBrowser, handshake
+from tests.support.fakevnc import FakeVNCServer
 from txvnc.proxy.security import RFBConfig
 from txvnc.rfb.client_messages import Limits
 
 from .harness import KEY as API_KEY
-from .harness import FakeVNCServer, Stack
+from .harness import Stack
 
 KEY = struct.pack("!BBxxI", 4, 1, 0x61)
 POINTER = struct.pack("!BBHH", 5, 1, 10, 20)

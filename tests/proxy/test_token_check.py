@@ -22,6 +22,7 @@ from twisted.logger import globalLogPublisher
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from tests.support.mint import mint
 from txvnc.client import ConsoleAuthClient
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
@@ -85,13 +86,8 @@ class Proxy:
         self.http = StubTreq(root)
 
     async def mint(self, ttl: int = 60, **extra: Any) -> str:
-        response = await self.admin.post(
-            "http://api.test/v1/tokens",
-            json={"host": "10.0.0.5", "port": 5900, "ttl": ttl, **extra},
-            headers={"Authorization": "Bearer " + KEY},
-        )
-        assert response.code == 201
-        return str((await response.json())["token"])
+        fields = {"host": "10.0.0.5", "port": 5900, "ttl": ttl, **extra}
+        return await mint("http://api.test", KEY, http=self.admin, **fields)
 
     async def use(self, token: str) -> int:
         """What the handshake does: POST .../use."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 
-from tests.proxy.harness import Browser
+from tests.support.browser import Browser
 
 
 class RFBBrowser(Browser):

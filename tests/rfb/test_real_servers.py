@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import formatEvent, globalLogPublisher
 
 from tests.proxy.harness import Stack
-from tests.vncservers import PASSWORD, password_file, qemu, tigervnc, x11vnc
+from tests.support.vncservers import PASSWORD, password_file, qemu, tigervnc, x11vnc
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 
 from .pki import PKI, make_pki

@@ -1,8 +1,8 @@
 """
-Real txvnc processes for the scale tests: C{twistd txvnc} (with or without
-workers) from L{tests.twistd} with a known API key and an empty web
-directory, and helpers to mint tokens and open consoles against it from
-this process.
+Helpers for the scale tests, which run C{twistd txvnc} (with or without
+workers) through L{tests.support.twistd.start_twistd} with L{KEY} and no
+page: a process's workers, consoles opened from this process, and tries
+repeated until every worker has had its share.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import treq
-from autobahn.twisted.websocket import WebSocketClientFactory
-from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from tests.support.browser import Browser, connect_browser
+from tests.support.twistd import Twistd
 
-from tests.proxy.harness import Browser
-from tests.twistd import Twistd, start_twistd
-
-#: The API key (admin and proxy) of every scale test's twistd.
+#: The API key (admin and proxy) of every scale test's twistd, so that a
+#: proxy and a token API started apart agree on it.
 KEY = "scale-test-key"
 
 
@@ -38,44 +34,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def start_txvnc(directory: Path, *args: str, **options: Any) -> Twistd:
-    """
-    L{tests.twistd.start_twistd} with L{KEY} in its key file and an empty
-    web directory (the scale tests need no page).
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "web").mkdir(exist_ok=True)
-    key_file = directory / "api.key"
-    key_file.write_text(KEY + "\n")
-    key_file.chmod(0o600)
-    return start_twistd(
-        directory, *args, web=directory / "web", api_key_file=key_file, **options
-    )
-
-
-async def mint(server: Twistd, vnc_port: int, api_url: str | None = None) -> str:
-    """
-    A token for C{127.0.0.1:vnc_port} from C{server}'s API, or the one at
-    C{api_url}.
-    """
-    response = await treq.post(
-        (api_url or server.api_url) + "/v1/tokens",
-        json={"host": "127.0.0.1", "port": vnc_port, "ttl": 600},
-        headers={"Authorization": "Bearer " + KEY},
-    )
-    assert response.code == 201, await response.text()
-    return str((await response.json())["token"])
-
-
 async def open_console(port: int, token: str, host: str = "127.0.0.1") -> Browser:
-    """A WebSocket console on C{host:port} with C{token}, once open."""
-    factory = WebSocketClientFactory(
-        f"ws://{host}:{port}/websockify?token={token}", protocols=["binary"]
-    )
-    factory.protocol = Browser
-    factory.noisy = False
-    factory.setProtocolOptions(maxFramePayloadSize=0, maxMessagePayloadSize=0)
-    browser: Browser = await TCP4ClientEndpoint(reactor, host, port).connect(factory)
+    """
+    A WebSocket console on C{host:port} with C{token}, once open; it sends
+    no Origin, as HAProxy's front port is no proxy's own origin.
+    """
+    browser = await connect_browser(port, f"token={token}", host=host, origin=None)
     await browser.opened
     return browser
 

@@ -19,11 +19,10 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import DeferredList
 
-from tests.processes import OutputWatcher, free_port, spawn, stop
-from tests.twistd import Twistd
+from tests.support.processes import OutputWatcher, free_port, spawn, stop
+from tests.support.twistd import Twistd, start_twistd
 
-from .processes import mint as mint_from
-from .processes import open_console, start_txvnc
+from .processes import KEY, open_console
 from .test_workers import round_trip, worker_of
 
 pytestmark = pytest.mark.scale
@@ -97,14 +96,23 @@ def cluster(tmp_path, redis_url):
     started = []
     try:
         apis = [
-            start_txvnc(tmp_path / f"api{n}", store=redis_url, proxy=False)
+            start_twistd(
+                tmp_path / f"api{n}", api_key=KEY, page=False, store=redis_url, proxy=False
+            )
             for n in (1, 2)
         ]
         started += apis
         ports = {"consoles": free_port(), "api": free_port()}
         api_url = f"http://127.0.0.1:{ports['api']}"
         proxies = [
-            start_txvnc(tmp_path / f"proxy{n}", "--consoleauth-url", api_url, api=False)
+            start_twistd(
+                tmp_path / f"proxy{n}",
+                "--consoleauth-url",
+                api_url,
+                api_key=KEY,
+                page=False,
+                api=False,
+            )
             for n in (1, 2)
         ]
         started += proxies
@@ -168,7 +176,9 @@ async def test_losing_a_proxy_node_loses_nothing_else(cluster, vnc):
     front = cluster["consoles_port"]
 
     async def mint() -> str:
-        return await mint_from(api, vnc.address.port, api_url=cluster["api_url"])
+        return await api.mint_async(
+            "127.0.0.1", vnc.address.port, api_url=cluster["api_url"], ttl=600
+        )
 
     # Tokens minted now (alternating API nodes) but used only after the kill.
     later = [await mint() for _ in range(CONSOLES)]

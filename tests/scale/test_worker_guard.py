@@ -9,7 +9,9 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from .processes import start_txvnc
+from tests.support.twistd import start_twistd
+
+from .processes import KEY
 from .test_worker_metrics import raw_upgrade
 
 pytestmark = pytest.mark.scale
@@ -20,7 +22,9 @@ ATTEMPTS = 24
 
 @pytest.fixture
 def txvnc2(tmp_path):
-    server = start_txvnc(tmp_path, "--max-auth-failures", str(LIMIT), workers=2)
+    server = start_twistd(
+        tmp_path, "--max-auth-failures", str(LIMIT), api_key=KEY, page=False, workers=2
+    )
     yield server
     server.stop()
 

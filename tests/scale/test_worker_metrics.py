@@ -21,14 +21,14 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
-from tests.e2e.conftest import free_port
-from tests.proxy.harness import FakeVNCServer
+from tests.support.fakevnc import FakeVNCServer
+from tests.support.processes import free_port
+from tests.support.twistd import start_twistd
 
 from .processes import (
+    KEY,
     children,
-    mint,
     open_console,
-    start_txvnc,
     until_every_worker,
     until_every_worker_logs,
 )
@@ -100,7 +100,9 @@ async def raw_upgrade(port: int, query: str, origin: str | None = None) -> int:
 
 @pytest.fixture
 def txvnc2(tmp_path):
-    server = start_txvnc(tmp_path, "--max-auth-failures", "0", workers=2)
+    server = start_twistd(
+        tmp_path, "--max-auth-failures", "0", api_key=KEY, page=False, workers=2
+    )
     yield server
     server.stop()
 
@@ -122,7 +124,7 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
 
     async def good_console() -> tuple[int, tuple]:
         nonlocal sent
-        token = await mint(txvnc2, vnc.address.port)
+        token = await txvnc2.mint_async("127.0.0.1", vnc.address.port, ttl=600)
         connected = vnc.next_connection()
         browser = await open_console(port, token)
         server_side = await connected
@@ -155,11 +157,11 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
         checks["invalid"] += 1
 
     async def bad_origin() -> None:
-        token = await mint(txvnc2, vnc.address.port)
+        token = await txvnc2.mint_async("127.0.0.1", vnc.address.port, ttl=600)
         assert await raw_upgrade(port, f"token={token}", "https://evil.example") == 403
 
     async def target_down() -> None:
-        browser = await open_console(port, await mint(txvnc2, down_port))
+        browser = await open_console(port, await txvnc2.mint_async("127.0.0.1", down_port, ttl=600))
         checks["valid"] += 1
         _, code, _ = await browser.closed
         assert code == 1011
@@ -224,7 +226,7 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
     for n in range(MAX_TRIES):
         if fresh[restarted]:
             break
-        token = await mint(txvnc2, vnc.address.port)
+        token = await txvnc2.mint_async("127.0.0.1", vnc.address.port, ttl=600)
         connected = vnc.next_connection()
         browser = await open_console(port, token)
         server_side = await connected
@@ -260,13 +262,15 @@ async def test_metrics_count_every_worker_and_survive_a_killed_one(txvnc2, vnc):
 @pytest_twisted.ensureDeferred
 async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc):
     """A --no-api --workers 2 proxy's --metrics-listen counts both workers' token API refusals and outages; the workers' /readyz says the API is down."""
-    api = start_txvnc(tmp_path / "api", proxy=False)
+    api = start_twistd(tmp_path / "api", api_key=KEY, page=False, proxy=False)
     metrics_port = free_port()
-    proxy = start_txvnc(
+    proxy = start_twistd(
         tmp_path / "proxy",
         "--consoleauth-url", api.api_url,
         "--max-auth-failures", "0",
         "--metrics-listen", f"tcp:{metrics_port}:interface=127.0.0.1",
+        api_key=KEY,
+        page=False,
         api=False,
         workers=2,
     )  # fmt: skip
@@ -274,7 +278,7 @@ async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc)
     try:
         await proxy.wait_for(rf"starting on {metrics_port}\b")
         port = proxy.proxy_port
-        token = await mint(api, vnc.address.port)
+        token = await api.mint_async("127.0.0.1", vnc.address.port, ttl=600)
 
         async def refused() -> None:
             assert await raw_upgrade(port, f"token={token}") == 503
@@ -286,8 +290,7 @@ async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc)
             )
 
         # The proxy's key is replaced by one the API does not know.
-        key_file = tmp_path / "proxy" / "api.key"
-        key_file.write_text(f"proxy unknown-proxy-key-{'u' * 24}\n")
+        proxy.key_file.write_text(f"proxy unknown-proxy-key-{'u' * 24}\n")
         mark = proxy.log.mark()
         proxy.process.send_signal(signal.SIGHUP)
         for n in (1, 2):

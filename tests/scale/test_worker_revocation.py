@@ -15,7 +15,9 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 
-from .processes import KEY, children, open_console, start_txvnc, until_every_worker
+from tests.support.twistd import start_twistd
+
+from .processes import KEY, children, open_console, until_every_worker
 from .test_workers import round_trip, worker_of
 
 pytestmark = pytest.mark.scale
@@ -30,24 +32,9 @@ REVOCATION_BOUND = 10.0
 
 @pytest.fixture
 def txvnc2(tmp_path):
-    server = start_txvnc(tmp_path, workers=2)
+    server = start_twistd(tmp_path, api_key=KEY, page=False, workers=2)
     yield server
     server.stop()
-
-
-async def mint(api_url: str, vnc_port: int, instance: str) -> str:
-    response = await treq.post(
-        api_url + "/v1/tokens",
-        json={
-            "host": "127.0.0.1",
-            "port": vnc_port,
-            "ttl": 600,
-            "instance_uuid": instance,
-        },
-        headers={"Authorization": "Bearer " + KEY},
-    )
-    assert response.code == 201, await response.text()
-    return str((await response.json())["token"])
 
 
 @pytest.mark.timeout(180)
@@ -60,7 +47,9 @@ async def test_revoking_an_instance_closes_its_consoles_in_both_workers(txvnc2, 
     for name in ("doomed", "kept"):
 
         async def console(name: str = name) -> tuple[int, tuple]:
-            token = await mint(txvnc2.api_url, vnc.address.port, f"inst-{name}")
+            token = await txvnc2.mint_async(
+                "127.0.0.1", vnc.address.port, ttl=600, instance_uuid=f"inst-{name}"
+            )
             connected = vnc.next_connection()
             browser = await open_console(txvnc2.proxy_port, token)
             server_side = await connected

@@ -12,7 +12,9 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
 
-from .processes import KEY, children, mint, open_console, start_txvnc
+from tests.support.twistd import start_twistd
+
+from .processes import KEY, children, open_console
 
 pytestmark = pytest.mark.scale
 
@@ -21,7 +23,7 @@ CONSOLES = 24
 
 @pytest.fixture
 def txvnc2(tmp_path):
-    server = start_txvnc(tmp_path, workers=2)
+    server = start_twistd(tmp_path, api_key=KEY, page=False, workers=2)
     yield server
     server.stop()
 
@@ -29,7 +31,7 @@ def txvnc2(tmp_path):
 async def open_many(txvnc, vnc, count):
     consoles = []
     for _ in range(count):
-        token = await mint(txvnc, vnc.address.port)
+        token = await txvnc.mint_async("127.0.0.1", vnc.address.port, ttl=600)
         connected = vnc.next_connection()
         browser = await open_console(txvnc.proxy_port, token)
         consoles.append((browser, await connected))

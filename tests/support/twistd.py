@@ -1,23 +1,31 @@
 """
-A real C{twistd -n txvnc} for any test suite, started one way.
+A real C{twistd -n txvnc} for every test suite, started one way.
 
 L{start_twistd} (or L{start_twistd_async} inside a pytest-twisted test)
 starts it on free loopback ports, with:
 
 - the token API (C{api=True}) and/or the proxy (C{proxy=True}), each on a
   fresh port, retried on new ports when one was taken before twistd bound it;
-- a memory store, an API key file in its directory, noVNC for the page, and
+  C{workers=N} for N proxy processes on one port;
+- a memory store, an API key file in its directory (or one holding a key
+  the test chose), noVNC for the page (or an empty web directory), and
   every loopback VNC port (1024-65535) allowed, since the tests' VNC
   servers listen on free ports; any of these can be changed, and C{args}
   come last so they override the defaults;
 - its output (stdout and stderr) watched line by line and copied to a
   C{twistd*.log} file in its directory, which the end-of-session secret scan
-  reads (C{tests/logscan.py});
+  reads (L{tests.support.logscan}), its API keys and secret key registered
+  as secrets no log may hold; optionally an audit log beside it;
 - readiness known from its own log lines, not from sleeping: every listener
   says "... starting on PORT" (each worker under C{workers=N}), and the
   signal line says SIGTERM now drains gracefully;
-- a parent-death signal (L{tests.processes.spawn}), so it never outlives
-  the test run.
+- a parent-death signal (L{tests.support.processes.spawn}), so it never
+  outlives the test run.
+
+A L{Twistd} mints tokens through its own API (L{Twistd.mint} from a thread,
+L{Twistd.mint_async} from the reactor, both L{tests.support.mint}) and
+remembers them, runs the C{txvnc} command against itself (L{Twistd.cli}),
+and waits for its log lines.
 
 L{Twistd.stop} sends SIGTERM, kills after a bound, always reaps, and by
 default asserts the stop was clean: exit status 0 or -SIGTERM, "Server Shut
@@ -28,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import http.client
-import json
 import re
 import signal
 import ssl
@@ -43,8 +50,10 @@ from typing import Any
 import pytest
 from twisted.internet.threads import deferToThread
 
-from tests.logscan import SECRETS
-from tests.processes import (
+from tests.support.cli import Console, run_cli
+from tests.support.logscan import SECRETS
+from tests.support.mint import mint, mint_blocking
+from tests.support.processes import (
     PORT_TRIES,
     STOP_TIMEOUT,
     OutputWatcher,
@@ -53,7 +62,7 @@ from tests.processes import (
     stop,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 TWISTD = BIN / "twistd"
 NOVNC = REPO / "node_modules" / "@novnc" / "novnc"
@@ -66,6 +75,9 @@ ANY_LOOPBACK_TARGET = "127.0.0.1:1024-65535"
 
 #: A listener that could not bind its port because someone else has it.
 _PORT_TAKEN = re.compile(r"Couldn't listen on .*in use|Address already in use")
+
+#: A comment in a keys file: it starts a line or follows white space.
+_KEY_COMMENT = re.compile(r"(^|\s)#.*$")
 
 
 def require(ok: bool, what: str) -> None:
@@ -100,6 +112,8 @@ class Twistd:
     name: str | None = None
     #: The client TLS context for a proxy listening with ssl:.
     tls: ssl.SSLContext | None = None
+    #: Its audit log (C{audit_log=True}).
+    audit_path: Path | None = None
     #: Tokens minted through this process: its log must hold none.
     minted: list[str] = field(default_factory=list)
     _ready: list[str] = field(default_factory=list, repr=False)
@@ -116,7 +130,39 @@ class Twistd:
 
     @property
     def api_key(self) -> str:
-        return self.key_file.read_text().strip()
+        """
+        The first key of its keys file that may mint (role admin, or a bare
+        key), read now: a test may rewrite the file and reload.
+        """
+        for roles, key in self.keys():
+            if "admin" in roles:
+                return key
+        raise AssertionError(f"no admin key in {self.key_file}")
+
+    def keys(self) -> list[tuple[frozenset[str], str]]:
+        """
+        The roles and key of each line of its keys file (a bare key has
+        both roles).
+        """
+        found = []
+        for line in self.key_file.read_text().splitlines():
+            words = _KEY_COMMENT.sub("", line).split()
+            if len(words) == 1:
+                found.append((frozenset({"admin", "proxy"}), words[0]))
+            elif len(words) == 2:
+                found.append((frozenset(words[0].split(",")), words[1]))
+        return found
+
+    def register_secrets(self) -> None:
+        """
+        Add its API keys and the secret key that seals VNC passwords to the
+        secrets no log may hold.
+        """
+        if self.key_file.exists():
+            SECRETS.update(key for _, key in self.keys())
+        secret_key = self.directory / "txvnc-secret.key"
+        if secret_key.exists():
+            SECRETS.add(secret_key.read_text().strip())
 
     # Readiness
 
@@ -162,34 +208,76 @@ class Twistd:
         to call from several threads; blocking, so not from the reactor).
         """
         with self._http_lock:
-            token = self._mint(host, port, **fields)
+            token = self._mint(host=host, port=port, **fields)
+        return self.remember(token)
+
+    def _mint(self, **fields: Any) -> str:
+        try:
+            return self._mint_once(**fields)
+        except (http.client.HTTPException, ConnectionError):
+            return self._mint_once(**fields)  # the API closed an idle connection
+
+    def _mint_once(self, **fields: Any) -> str:
+        if self._http is None:
+            self._http = http.client.HTTPConnection(
+                "127.0.0.1", self.api_port, timeout=30
+            )
+        try:
+            return str(mint_blocking(self._http, self.api_key, **fields)["token"])
+        except (http.client.HTTPException, ConnectionError):
+            self._http.close()
+            self._http = None
+            raise
+
+    async def mint_async(
+        self, host: str, port: int, *, api_url: str | None = None, **fields: Any
+    ) -> str:
+        """
+        L{mint} for a pytest-twisted test; C{api_url} asks another token
+        API instead (one in front of this one, say), the token still
+        remembered here.
+        """
+        token = await mint(
+            api_url or self.api_url, self.api_key, host=host, port=port, **fields
+        )
+        return self.remember(token)
+
+    def remember(self, token: str) -> str:
+        """
+        Count C{token} among those minted through this process: no log may
+        hold it.
+        """
         SECRETS.add(token)
         self.minted.append(token)
         return token
 
-    def _mint(self, host: str, port: int, **fields: Any) -> str:
-        body = json.dumps({"host": host, "port": port, **fields})
-        headers = {
-            "Authorization": f"Bearer {self.api_key}",
-            "Content-Type": "application/json",
-        }
-        for attempt in range(2):
-            if self._http is None:
-                self._http = http.client.HTTPConnection(
-                    "127.0.0.1", self.api_port, timeout=30
-                )
-            try:
-                self._http.request("POST", "/v1/tokens", body, headers)
-                response = self._http.getresponse()
-                answer = response.read()
-                break
-            except (http.client.HTTPException, ConnectionError):
-                self._http.close()
-                self._http = None  # the API closed an idle connection: again
-                if attempt:
-                    raise
-        assert response.status == 201, f"minting failed: {response.status} {answer!r}"
-        return str(json.loads(answer)["token"])
+    # The txvnc command
+
+    def cli(
+        self, *args: str, api_url: str | None = None, key_file: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """
+        Run C{txvnc --api-url ... --api-key-file ... ARGS} against this
+        process's token API (or C{api_url}, with C{key_file}).
+        """
+        return run_cli(
+            "--api-url", api_url or self.api_url,
+            "--api-key-file", str(key_file or self.key_file),
+            *args,
+            cwd=self.directory,
+        )  # fmt: skip
+
+    def create_console(
+        self, host: str, port: int, instance_uuid: str, *options: str
+    ) -> Console:
+        """
+        Mint a console with C{txvnc console create} (and any of its
+        C{options}) and read its URL; its token is remembered.
+        """
+        args = ["--host", host, "--port", str(port), "--instance-uuid", instance_uuid]
+        console = Console.created(self.cli("console", "create", *args, *options))
+        self.remember(console.token)
+        return console
 
     # What its log and /proc say
 
@@ -275,7 +363,7 @@ class Twistd:
         leaked = [token for token in self.minted if token in text]
         assert not leaked, f"{len(leaked)} minted token(s) appear in the log of {name}"
 
-    def rerun(self) -> Any:
+    def rerun(self) -> Twistd:
         """
         The same command again, in the same directory on the same ports
         (after L{stop}), once it listens; the same kind of L{Twistd}.
@@ -333,11 +421,13 @@ def launch(
     store: str = "memory:",
     base_url: str | None = None,
     web: Path | None = None,
+    page: bool = True,
+    api_key: str | None = None,
     api_key_file: Path | None = None,
+    audit_log: bool = False,
     ready: Sequence[str] = (),
     name: str | None = None,
-    kind: type[Twistd] = Twistd,
-) -> Any:
+) -> Twistd:
     """
     Start C{twistd -n txvnc} once, on fresh ports, without waiting: see
     L{start_twistd} for the arguments; L{Twistd.wait_ready} says whether it
@@ -350,6 +440,12 @@ def launch(
     if not api:
         api_port = 0
     key_file = api_key_file or directory / "txvnc-api.key"
+    if api_key is not None:
+        key_file.write_text(api_key + "\n")
+        key_file.chmod(0o600)
+    if not page and web is None:
+        web = directory / "web"
+        web.mkdir(exist_ok=True)
     if base_url is None:
         scheme = "https" if listen.startswith("ssl:") else "http"
         base_url = f"{scheme}://127.0.0.1:{proxy_port or 1}"
@@ -389,9 +485,13 @@ def launch(
         argv.append("--no-api")
     patterns.append(r"signals: SIGTERM shuts down gracefully")
     patterns += ready
+    audit_path = None
+    if audit_log:
+        audit_path = directory / f"{name or 'twistd'}-audit.jsonl"
+        argv += ["--audit-log", str(audit_path)]
     argv += args
     process, log, log_path = _run(argv, directory, name)
-    return kind(
+    return Twistd(
         process,
         log,
         log_path,
@@ -401,6 +501,7 @@ def launch(
         key_file,
         base_url,
         name,
+        audit_path=audit_path,
         _ready=patterns,
     )
 
@@ -419,16 +520,21 @@ def start_twistd(directory: Path, *args: str, **options: Any) -> Twistd:
     @param base_url: C{--base-url}, C{{port}} standing for the proxy port
         (default: http or https on 127.0.0.1 and the proxy port).
     @param web: a directory for C{--web}, instead of txvnc's page on noVNC.
+    @param page: with L{False}, an empty C{--web} directory, for tests that
+        need no console page (nor noVNC).
+    @param api_key: the one key (both roles) to write to the keys file.
     @param api_key_file: the keys file (default: C{txvnc-api.key} in
-        C{directory}, which twistd creates).
+        C{directory}, which twistd creates unless C{api_key} is given).
+    @param audit_log: write an audit log, C{NAME-audit.jsonl} in
+        C{directory} (L{Twistd.audit_path}).
     @param ready: more log line patterns to wait for.
     @param name: names its log file (C{twistd-NAME.log}) and its messages.
-    @param kind: a L{Twistd} subclass to return.
     """
     directory.mkdir(parents=True, exist_ok=True)
     for _ in range(PORT_TRIES):
         server = launch(directory, *args, **options)
         if server.wait_ready():
+            server.register_secrets()
             return server
     raise AssertionError("every port we picked was taken before twistd bound it")
 
@@ -442,6 +548,7 @@ async def start_twistd_async(directory: Path, *args: str, **options: Any) -> Twi
     for _ in range(PORT_TRIES):
         server = launch(directory, *args, **options)
         if await deferToThread(server.wait_ready):
+            server.register_secrets()
             return server
     raise AssertionError("every port we picked was taken before twistd bound it")
 

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from tests.processes import listen_on_free_port, stop
+from tests.support.processes import listen_on_free_port, stop
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 

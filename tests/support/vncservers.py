@@ -3,7 +3,7 @@ Real VNC servers: a diskless qemu (the end-to-end tests' VM, and with a
 password and/or tls-creds-x509 for the RFB security proxy's tests), and
 Xtigervnc with VncAuth or VeNCrypt (X509Vnc, X509None) and x11vnc for the
 latter. Each waits for the server to listen, never sleeps, and is started
-by L{tests.processes.spawn}, so it dies with the test run.
+by L{tests.support.processes.spawn}, so it dies with the test run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.processes import (
+from tests.support.processes import (
     STOP_TIMEOUT,
     OutputWatcher,
     free_port,
