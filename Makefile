@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-SOURCES := $(shell find txvnc twisted -type f \( -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.css' \)) setup.cfg pyproject.toml
+SOURCES := $(shell find txvnc twisted -type f \( -name '*.py' -o -name '*.html' -o -name '*.js' -o -name '*.css' \) -not -path 'txvnc/novnc/*') setup.cfg setup.py pyproject.toml package.json package-lock.json
 
 .PHONY: install run demo test lint fuzz clean bench bench-quick
 
@@ -14,8 +14,11 @@ $(BIN)/python:
 
 # A regular (not editable) install: setuptools' default editable install
 # uses an import hook that Twisted's plugin finder cannot see, and
-# `twistd txvnc` would answer "Unknown command".
+# `twistd txvnc` would answer "Unknown command". The build copies noVNC
+# into the package (setup.py), running `npm ci` first when node_modules is
+# missing: npm is needed to build from a checkout, never to run.
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
+	@scripts/system-deps npm
 	$(BIN)/pip install -q .
 	@touch $@
 
@@ -28,7 +31,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
 
-install: $(VENV)/.installed node_modules/.package-lock.json
+install: $(VENV)/.installed
 
 run: install
 	$(BIN)/twistd -n --pidfile= txvnc
@@ -37,7 +40,8 @@ demo: install
 	@scripts/system-deps demo
 	scripts/demo
 
-test: install $(VENV)/.test-deps
+# The tests' own twistd processes serve the checkout's node_modules.
+test: install $(VENV)/.test-deps node_modules/.package-lock.json
 	@scripts/system-deps test
 	$(BIN)/pytest
 
