@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
@@ -24,6 +24,17 @@ from txvnc.consoleauth.keys import KeyFileError, read_key_file
 from txvnc.consoleauth.tokens import CLIPBOARD_MODES, SECURITY_MODES
 
 DEFAULT_API_URL = "http://127.0.0.1:6081"
+
+#: Exit statuses (README, "The txvnc command"): scripts tell them apart.
+OK = 0
+#: The token API refused the request (a bad value, a wrong key, a role).
+REFUSED = 1
+#: The command line is wrong, or a key or password file cannot be read.
+USAGE = 2
+#: The token API is unreachable, timed out or failed (5xx).
+UNAVAILABLE = 3
+#: The token to revoke is unknown, expired or used up.
+NOT_FOUND = 4
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -161,10 +172,9 @@ def _api_key(args: argparse.Namespace) -> str:
     return read_key_file(args.api_key_file)
 
 
-async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
-    client = ConsoleAuthClient(
-        pooled_http_client(reactor), args.api_url, key, reactor, timeout=args.timeout
-    )
+async def _command(
+    client: ConsoleAuthClient, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
     if args.action == "create":
         answer = await client.create_token(
             args.host,
@@ -180,13 +190,31 @@ async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
             shared=args.shared,
             single_use=args.single_use,
         )
-        print(table(["Type", "Url"], [[answer["console_type"], answer["access_url"]]]))
+        print(
+            table(["Type", "Url"], [[answer["console_type"], answer["access_url"]]]),
+            file=out,
+        )
     elif args.action == "revoke":
+        # The API revokes any token (a console opened with a token that has
+        # expired or was used up may still be open) and answers 204 either
+        # way: ask first whether it is known, so that a mistyped token is
+        # not reported revoked.
+        try:
+            known: bool | None = await client.check_token(args.token) is not None
+        except ConsoleAuthUnavailable:
+            known = None  # the revocation below says what is wrong
         await client.revoke_token(args.token)
-        print("Token revoked.")
+        if known is False:
+            print(
+                "txvnc: token not found (unknown, expired or used up); revoked "
+                "anyway, so a console still open with it closes",
+                file=err,
+            )
+            return NOT_FOUND
+        print("Token revoked.", file=out)
     elif args.action == "revoke-instance":
         await client.revoke_instance(args.instance_uuid)
-        print(f"Every token of instance {args.instance_uuid} revoked.")
+        print(f"Every token of instance {args.instance_uuid} revoked.", file=out)
     elif args.action == "list":
         tokens = await client.list_tokens(args.instance_uuid)
         rows = [
@@ -200,7 +228,8 @@ async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
             for t in tokens
         ]
         print(
-            table(["Token hash", "Instance", "Target", "Single use", "Expires"], rows)
+            table(["Token hash", "Instance", "Target", "Single use", "Expires"], rows),
+            file=out,
         )
     elif args.action == "sessions":
         found = await client.list_sessions(args.instance_uuid)
@@ -218,14 +247,37 @@ async def _run(reactor: Any, args: argparse.Namespace, key: str) -> int:
             for s in found
         ]
         headers = ["Id", "Proxy", "Instance", "Client", "Target", "Opened"]
-        print(table([*headers, "To VNC", "From VNC"], rows))
+        print(table([*headers, "To VNC", "From VNC"], rows), file=out)
     elif args.action == "kill":
         await client.kill_session(args.session_id)
-        print(f"Console {args.session_id} will be closed.")
-    return 0
+        print(f"Console {args.session_id} will be closed.", file=out)
+    return OK
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+async def execute(
+    client: ConsoleAuthClient, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    """
+    Run the command C{args} names against the token API; its exit status.
+    Results go to C{out}, errors to C{err} as one line each, never a
+    traceback.
+    """
+    try:
+        return await _command(client, args, out, err)
+    except ConsoleAuthUnavailable as e:
+        print(f"txvnc: {e} ({args.api_url})", file=err)
+        return UNAVAILABLE
+    except ConsoleAuthError as e:
+        hint = " (check the API key)" if e.status == 401 else ""
+        print(f"txvnc: the token API refused: {e.message}{hint}", file=err)
+        return REFUSED
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """
+    The command line checked, the API key and the VNC password read; a
+    mistake ends the program with a message and L{USAGE}.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if args.action == "create" and args.host is not None and args.port is None:
@@ -233,26 +285,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.action == "create" and args.unix_path is not None and args.port:
         parser.error("--unix-path takes no --port")
     try:
-        key = _api_key(args)
+        args.api_key = _api_key(args)
     except KeyFileError as e:
         print(f"txvnc: {e} (set TXVNC_API_KEY or --api-key-file)", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(USAGE) from None
     try:
         args.vnc_password = _vnc_password(args) if args.action == "create" else None
     except KeyFileError as e:
         print(f"txvnc: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(USAGE) from None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
 
     async def run(reactor: Any) -> None:
-        try:
-            code = await _run(reactor, args, key)
-        except ConsoleAuthUnavailable as e:
-            print(f"txvnc: {e} ({args.api_url})", file=sys.stderr)
-            code = 3
-        except ConsoleAuthError as e:
-            hint = " (check the API key)" if e.status == 401 else ""
-            print(f"txvnc: the token API refused: {e.message}{hint}", file=sys.stderr)
-            code = 1
+        client = ConsoleAuthClient(
+            pooled_http_client(reactor),
+            args.api_url,
+            args.api_key,
+            reactor,
+            timeout=args.timeout,
+        )
+        code = await execute(client, args, sys.stdout, sys.stderr)
         if code:
             raise SystemExit(code)
 
