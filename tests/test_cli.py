@@ -13,6 +13,7 @@ import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
+import txvnc
 from txvnc import cli
 from txvnc.client import ConsoleAuthClient
 from txvnc.consoleauth.memory import MemoryTokenStore
@@ -97,3 +98,12 @@ async def test_revoking_twice(api: Api) -> None:
     token = await api.mint()
     assert (await api.run("console", "revoke", token)).status == 0
     assert (await api.run("console", "revoke", token)).status == cli.NOT_FOUND
+
+
+def test_version(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`txvnc --version` prints the package's version and exits 0, needing no API key."""
+    monkeypatch.delenv("TXVNC_API_KEY")
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"txvnc {txvnc.__version__}\n"

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
+from txvnc import __version__
 from txvnc.client import (
     ConsoleAuthClient,
     ConsoleAuthError,
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="txvnc", description="Manage txvnc console tokens."
     )
+    parser.add_argument("--version", action="version", version=f"txvnc {__version__}")
     parser.add_argument(
         "--api-url",
         default=os.environ.get("TXVNC_API_URL", DEFAULT_API_URL),
