@@ -254,3 +254,20 @@ def test_the_sdist_carries_novnc_and_builds_without_npm(
     with zipfile.ZipFile(wheel) as archive:
         files = packaged(archive.namelist(), "txvnc/novnc/")
     assert files == in_sdist
+
+
+def test_make_install_says_what_it_does(tmp_path: Path) -> None:
+    """
+    C{make install} in a clean copy prints one "==> " line a step and a
+    last line saying what is ready, nothing else on stdout (pip stays
+    quiet); run again, it has nothing to do but say so.
+    """
+    source = clean_copy(tmp_path / "clone")
+    first = run(["make", "install"], cwd=source, env=clean_env())
+    lines = first.stdout.splitlines()
+    assert lines and all(line.startswith("==> ") for line in lines), first.stdout
+    assert lines[0].startswith("==> creating .venv")
+    assert any("pip install ." in line for line in lines)
+    assert lines[-1].startswith("==> installed: .venv/bin/twistd txvnc")
+    again = run(["make", "install"], cwd=source, env=clean_env())
+    assert again.stdout.splitlines() == lines[-1:]
