@@ -122,3 +122,16 @@ def test_system_deps_shows_apt_when_it_fails(tmp_path: Path) -> None:
     assert result.stderr.splitlines()[-1] == (
         "==> installing Debian packages failed (apt-get's output above)"
     )
+
+
+def test_the_readme_names_every_package_make_test_installs() -> None:
+    """README's `make test` row lists every Debian package scripts/system-deps installs for the tests."""
+    script = (REPO / "scripts" / "system-deps").read_text()
+    packages = set(re.findall(r"want\+=\(([\w.-]+)\)", script))
+    assert {"npm", "haproxy", "libnss3-tools", "redis-server"} <= packages
+    row = next(
+        line for line in (REPO / "README.md").read_text().splitlines()
+        if line.startswith("| `make test` |")
+    )
+    missing = [p for p in sorted(packages - {"npm"}) if f"`{p}`" not in row]
+    assert missing == []
