@@ -114,7 +114,8 @@ class Options(usage.Options):
             None,
             (
                 "noVNC package directory for txvnc's page. "
-                "[default: ./node_modules/@novnc/novnc, then /usr/share/novnc]"
+                "[default: the copy inside the package, then "
+                "./node_modules/@novnc/novnc, then /usr/share/novnc]"
             ),
         ],
         [

@@ -9,7 +9,8 @@ tests read exact values without interference from other tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -138,6 +141,68 @@ class ProxyCollector(Collector):
             factory.closed_bytes_from_vnc + sum(c.bytes_from_vnc for c in consoles),
         )
         yield relayed
+
+
+def add_process_metrics(
+    registry: CollectorRegistry,
+    workers: Callable[[], Mapping[int, int]] | None = None,
+) -> None:
+    """
+    Put on C{registry} what prometheus_client's default registry has and
+    ours (one per process, for exact tests) lacked: this process's
+    C{process_*} series (memory, CPU, open and maximum file descriptors,
+    start time) and C{python_info}.
+
+    @param workers: under C{--workers}, the worker processes running now
+        (worker number to process id): their C{process_*} series too,
+        labelled C{worker="N"} (L{WorkerProcessCollector}).
+    """
+    PlatformCollector(registry=registry)
+    if workers is None:
+        ProcessCollector(registry=registry)
+    else:
+        registry.register(WorkerProcessCollector(workers))
+
+
+class WorkerProcessCollector(Collector):
+    """
+    C{process_*} of this process (unlabelled, as with one process) and of
+    each worker (labelled C{worker="N"}), read from C{/proc} at scrape time.
+
+    A worker serves no C{/metrics} of its own, and prometheus_client's
+    multiprocess mode, which sums the workers' counters, has no process
+    series: so the twistd process reads each worker's C{/proc} entry, as
+    it reads its own. A worker that ended before the scrape has no
+    series; its successor, under the same number, is a new process.
+    """
+
+    def __init__(
+        self, workers: Callable[[], Mapping[int, int]], proc: str = "/proc"
+    ) -> None:
+        self._workers = workers
+        self._proc = proc
+
+    def _sources(self) -> Iterator[tuple[dict[str, str], ProcessCollector]]:
+        yield {}, ProcessCollector(proc=self._proc, registry=None)
+        for number, pid in sorted(self._workers().items()):
+            collector = ProcessCollector(
+                pid=functools.partial(int, pid), proc=self._proc, registry=None
+            )
+            yield {"worker": str(number)}, collector
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for labels, collector in self._sources():
+            for family in collector.collect():
+                merged = families.setdefault(
+                    family.name,
+                    Metric(family.name, family.documentation, family.type),
+                )
+                for sample in family.samples:
+                    merged.add_sample(
+                        sample.name, {**sample.labels, **labels}, sample.value
+                    )
+        return list(families.values())
 
 
 class MetricsResource(Resource):

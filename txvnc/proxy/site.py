@@ -34,13 +34,25 @@ def is_novnc(directory: str) -> bool:
     return (Path(directory) / "core" / "rfb.js").is_file()
 
 
+def packaged_novnc() -> str:
+    """
+    The copy of noVNC inside the installed package (C{txvnc/novnc}, put
+    there by the wheel's build step; absent in a source tree).
+    """
+    return str(resources.files("txvnc") / "novnc")
+
+
 def find_novnc() -> str | None:
     """
-    Where noVNC is: C{$TXVNC_NOVNC_DIR}, the npm package beside the working
-    directory or beside this source tree, then Debian's C{/usr/share/novnc}.
+    Where noVNC is: C{$TXVNC_NOVNC_DIR}, the copy inside the package, the
+    npm package beside the working directory or beside this source tree,
+    then Debian's C{/usr/share/novnc}. The packaged copy comes before
+    anything that depends on the working directory, so an installed txvnc
+    serves the noVNC it was built and tested with.
     """
     candidates = [
         os.environ.get("TXVNC_NOVNC_DIR"),
+        packaged_novnc(),
         str(Path.cwd() / NOVNC_PACKAGE),
         str(Path(__file__).resolve().parents[2] / NOVNC_PACKAGE),
         "/usr/share/novnc",

@@ -17,6 +17,7 @@ from txvnc.consoleauth.keys import KeyRing, load_or_create_key_file
 from txvnc.core.audit import AuditLog
 from txvnc.ops.health import Readiness
 from txvnc.ops.logs import JSONLineObserver, LoggedService
+from txvnc.ops.metrics import add_process_metrics
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.ops.shutdown import DrainService, SignalService
@@ -60,6 +61,7 @@ def build(settings: Settings, reactor: Any) -> MultiService:
     readiness = Readiness(reactor)
     hooks = ReloadHooks()
     factory: ConsoleProxyFactory | None = None
+    pool: WorkerPool | None = None
 
     if settings.run_api:
         load_or_create_key_file(settings.api_key_file)
@@ -73,7 +75,8 @@ def build(settings: Settings, reactor: Any) -> MultiService:
         )
     if settings.run_proxy:
         if settings.workers > 1:
-            services.append(_worker_pool(settings, reactor, registry, hooks))
+            pool = _worker_pool(settings, reactor, registry, hooks)
+            services.append(pool)
         else:
             proxy, factory = console_proxy(
                 settings, reactor, keys, registry, readiness, hooks, audit
@@ -87,6 +90,7 @@ def build(settings: Settings, reactor: Any) -> MultiService:
             auth_url=settings.consoleauth_url,
             web=settings.web or f"txvnc's page with noVNC from {settings.novnc}",
         )
+    add_process_metrics(registry, pool.pids_by_number if pool else None)
     if settings.metrics_listen:
         services.append(
             metrics_listener(

@@ -5,9 +5,12 @@ C{ssl:} endpoint strings keep Twisted's syntax (C{ssl:6443:privateKey=
 key.pem:certKey=cert.pem}, with C{interface=}, C{backlog=} and
 C{extraCertChain=}), but txvnc builds the listener itself so that:
 
-- the minimum protocol is TLS 1.2 (Twisted's own default still allows
-  older versions), with OpenSSL's default cipher list for TLS 1.2 and all
-  TLS 1.3 suites;
+- the minimum protocol is TLS 1.2, stated here (C{raiseMinimumTo}) rather
+  than left to Twisted: it is Twisted's own default since 22.8, and stated,
+  it holds whatever Twisted is installed, while a newer Twisted that raises
+  its default still raises ours. The ciphers are Twisted's default list for
+  TLS 1.2 (forward-secret AES-GCM and ChaCha20 first; no aNULL, MD5 or
+  DSS) and OpenSSL's TLS 1.3 suites, all of them;
 - L{ReloadableTLS.reload} reads the files again: connections made after it
   use the new certificate, open ones keep theirs, and a bad file keeps the
   old certificate and says why.

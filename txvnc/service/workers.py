@@ -232,11 +232,15 @@ class WorkerPool(Service):
 
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
-        return [
-            w.transport.pid
-            for w in self.workers.values()
+        return list(self.pids_by_number().values())
+
+    def pids_by_number(self) -> dict[int, int]:
+        """The running workers' process ids by worker number (for metrics)."""
+        return {
+            number: w.transport.pid
+            for number, w in self.workers.items()
             if w.transport is not None and w.transport.pid is not None
-        ]
+        }
 
     def worker_ended(self, worker: WorkerProtocol, reason: Failure) -> None:
         number = worker.number
