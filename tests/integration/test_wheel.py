@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import OutputWatcher, clean_env, free_ports, spawn, stop
-from tests.twistd import require
-from tests.vncservers import tigervnc
+from tests.support.processes import OutputWatcher, clean_env, free_ports, spawn, stop
+from tests.support.twistd import require
+from tests.support.vncservers import tigervnc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 

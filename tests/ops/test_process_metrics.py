@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.twistd import start_twistd
+from tests.support.twistd import start_twistd
 from txvnc.ops.metrics import WorkerProcessCollector, add_process_metrics
 
 #: The series prometheus_client's process collector gives on Linux.
