@@ -21,7 +21,8 @@ says what kind of mistake it was. Nothing a client sends can produce a
 traceback in the response.
 
 The routes are klein handlers in L{txvnc.consoleauth.routes}; their
-configuration is L{TokenAPI}.
+configuration is L{TokenAPI}. The token check and use, asked for every
+console a proxy opens, skip klein's routing (L{routes.fastpath}).
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ from __future__ import annotations
 from typing import cast
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 
 from txvnc.consoleauth import routes
 from txvnc.consoleauth.api import MAX_BODY, MAX_PARAMETER, MAX_REPORT_BODY, TokenAPI
 from txvnc.consoleauth.keys import KeyRing
 from txvnc.consoleauth.routes.document import openapi_document
+from txvnc.consoleauth.routes.fastpath import fast_route, serve
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import ITokenStore
 from txvnc.consoleauth.tokens import MAX_TTL
@@ -92,10 +94,13 @@ class ConsoleAuthResource(TokenAPI, Resource):
         openapi_document()  # a package without its document fails here, at start
         self._routes = self.app.resource()
 
-    def render(self, request: IRequest) -> bytes | int:
+    def render(self, request: Request) -> bytes | int:
+        fast = fast_route(request)
+        if fast is not None:
+            return serve(self, request, *fast)
         # See txvnc.consoleauth.routes.app: each segment reaches werkzeug as
         # one, whatever it holds.
-        request.postpath = routes.klein_path(request.postpath)
+        request.postpath = routes.klein_path(request.postpath or [])
         # klein hands the Host header to werkzeug, which refuses a malformed
         # one (an HTML 400, or an exception answered with a 500), and falls
         # back to the listening address, which a unix socket does not have.

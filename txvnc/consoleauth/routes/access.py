@@ -9,13 +9,13 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from klein.interfaces import IKleinRequest
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from txvnc.consoleauth.api import MAX_PARAMETER, TokenAPI, role_names
 from txvnc.consoleauth.routes.answers import Answer, json_body, query, refusal
+from txvnc.consoleauth.routes.app import app
 from txvnc.consoleauth.routes.errors import failed
 
 #: The role of a route any valid key may call.
@@ -49,7 +49,7 @@ def requires(role: str | None) -> Callable[[Handler], Endpoint]:
                 api.log.warn(
                     "refused {method} /{path}: the key's role ({roles}) is not {role}",
                     method=request.method.decode("ascii", "replace"),
-                    path=_pattern(request),
+                    path=_pattern(handler.__name__),
                     roles=role_names(roles),
                     role=role,
                 )
@@ -72,11 +72,12 @@ def requires(role: str | None) -> Callable[[Handler], Endpoint]:
     return decorate
 
 
-def _pattern(request: IRequest) -> str:
+def _pattern(endpoint: str) -> str:
     """
-    The matched route's pattern, parameters as C{*} (C{v1/tokens/*/use}).
+    The path of the route registered as C{endpoint}, parameters as C{*}
+    (C{v1/tokens/*/use}).
     """
-    rule, _ = IKleinRequest(request).mapper.match(return_rule=True)
+    rule = next(app.url_map.iter_rules(endpoint))
     return re.sub(r"<[^>]*>", "*", rule.rule).lstrip("/")
 
 
