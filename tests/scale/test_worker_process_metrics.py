@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .processes import children, start_txvnc
+from tests.support.twistd import start_twistd
+
+from .processes import children
 
 pytestmark = pytest.mark.scale
 
@@ -47,7 +49,7 @@ def start_time(pid: int) -> float:
 @pytest.mark.timeout(120)
 def test_every_worker_has_its_process_series(tmp_path: Path) -> None:
     """Each worker's memory, CPU and file descriptors are on /metrics as worker="1" and "2"; a restarted worker's are the new process's."""
-    server = start_txvnc(tmp_path, workers=2)
+    server = start_twistd(tmp_path, page=False, workers=2)
     try:
         found = scrape(server.api_url)
         for worker in (None, "1", "2"):
