@@ -16,6 +16,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
 from txvnc.client import ConsoleAuthClient, pooled_http_client
@@ -327,3 +328,30 @@ def random_block(size: int = 4 * 1024 * 1024 + 7) -> bytes:
     every buffer size, so reordering or loss changes the hash.
     """
     return os.urandom(size)
+
+
+class LogCapture:
+    """
+    Collects the log events emitted while it is entered; L{failures} names
+    the exceptions logged with C{log.failure}.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def __enter__(self) -> LogCapture:
+        globalLogPublisher.addObserver(self.events.append)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        globalLogPublisher.removeObserver(self.events.append)
+
+    def failures(self, kind: type[BaseException]) -> list[str]:
+        return [
+            str(e["log_failure"].value)
+            for e in self.events
+            if "log_failure" in e and e["log_failure"].check(kind)
+        ]
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]

@@ -8,12 +8,13 @@ from urllib.parse import quote
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 
+from txvnc.core.audit import AuditLog
 from txvnc.proxy.relay import INVALID_TOKEN
 
-from .harness import Stack, random_block
+from .harness import LogCapture, Stack, random_block
 
 MiB = 1024 * 1024
 
@@ -408,3 +409,43 @@ async def test_slow_vnc_server_throttles_the_browser(stack, vnc):
     await vnc.received_at_least(console.bytes_to_vnc)
     browser.transport.abortConnection()
     await server_side.lost
+
+
+class ExplodingAudit(AuditLog):
+    """An audit log that fails when a console opens, as a full disk would."""
+
+    def record(self, event, **fields):
+        if event == "console.opened":
+            raise RuntimeError("audit exploded")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_in_onopen_closes_the_console_1011(stack, vnc):
+    """An unexpected exception while a console opens is logged with its traceback and closes the console with 1011, instead of leaving it hanging."""
+    stack.factory.audit = ExplodingAudit(reactor)
+    token = await stack.mint(vnc.address.port)
+    with LogCapture() as log:
+        browser = await stack.open_browser(f"token={token}")
+        await browser.opened
+        _, code, reason = await browser.closed.addTimeout(10, reactor)
+        await stack.factory.when_idle()
+    assert (code, reason) == (1011, "The console is unavailable")
+    assert vnc.connections == []
+    assert log.failures(RuntimeError) == ["audit exploded"]
+    assert stack.factory.counter.total == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_once_vnc_is_connected_closes_the_console_1011(stack, vnc):
+    """An exception in the step that wires a new VNC connection to the browser reaches the console's close path (1011) instead of vanishing into the Deferred."""
+    # A "connection" without a transport: wiring the producers raises.
+    stack.factory.connect_vnc = lambda host, port, protocol: succeed(protocol)
+    token = await stack.mint(vnc.address.port)
+    with LogCapture() as log:
+        browser = await stack.open_browser(f"token={token}")
+        await browser.opened
+        _, code, reason = await browser.closed.addTimeout(10, reactor)
+        await stack.factory.when_idle()
+    assert (code, reason) == (1011, "The console is unavailable")
+    assert log.failures(AttributeError)
+    assert stack.factory.counter.total == 0

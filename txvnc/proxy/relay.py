@@ -339,6 +339,33 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
     # Open: connect to the VNC server
 
     def onOpen(self) -> None:
+        # Autobahn calls onOpen inside the handshake's Deferred chain, where
+        # an exception is swallowed and the console would hang half open.
+        try:
+            self._open()
+        except Exception:
+            self._internal_error("opening the console")
+
+    def _internal_error(self, doing: str, failure: Failure | None = None) -> None:
+        """
+        Log C{failure} (by default the exception being handled) with its
+        traceback, and close the console with 1011.
+        """
+        self._log.failure(
+            "[{conn_id}] {client}: unexpected error " + doing,
+            failure,
+            conn_id=self.conn_id,
+            client=self.client,
+        )
+        if self._vnc_transport is not None:
+            self._vnc_transport.loseConnection()
+        if self.state == self.STATE_OPEN:
+            self._stream.resumeProducing()
+            self.close_console(
+                closecodes.INTERNAL_ERROR, closecodes.REASONS[closecodes.INTERNAL_ERROR]
+            )
+
+    def _open(self) -> None:
         if self._refusal is not None:
             self.close_console(self._refusal.code, self._refusal.reason)
             return
@@ -386,6 +413,8 @@ class ConsoleProxyProtocol(WebSocketServerProtocol):
             d = self.factory.connect_vnc(info.host, info.port, vnc)
         self._connecting = d
         d.addCallbacks(self._vnc_connected, self._vnc_failed)
+        # An error in either step reaches the close path, not the void.
+        d.addErrback(lambda f: self._internal_error("connecting to the VNC server", f))
 
     def _vnc_connected(self, vnc: VNCClientProtocol) -> None:
         self._connecting = None
