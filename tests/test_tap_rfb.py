@@ -15,7 +15,7 @@ from twisted.python.usage import UsageError
 
 from tests.rfb.pki import make_pki
 from txvnc import tap
-from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.tap import Options, makeService
 
 

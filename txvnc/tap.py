@@ -65,10 +65,10 @@ from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.ops.spin import DEFAULT_SPIN_US, MAX_SPIN_US, SpinService
 from txvnc.proxy.guard import DEFAULT_MAX_FAILURES, AuthFailureGuard
 from txvnc.proxy.options import LIMIT_PARAMETERS, check_limits, limits_from
-from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.proxy.revocation import DEFAULT_INTERVAL, RevocationFollower
+from txvnc.proxy.revocation import DEFAULT_INTERVAL
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import console_site, find_novnc, is_novnc
+from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.config import apply_config, config_path, load_config
 from txvnc.service.endpoints import default_base_url, listener_url, node_name
 from txvnc.service.tls import (
@@ -609,15 +609,9 @@ def proxy_site(
         guard=AuthFailureGuard(reactor, config["max-auth-failures"]),
         audit=audit if audit is not None else AuditLog(reactor, config["audit-log"]),
         node=node,
+        trusted_proxies=parse_networks(config.get("trusted-proxy", [])),
+        revocation_interval=config["revocation-poll-interval"],
     )
-    factory.follower = RevocationFollower(
-        reactor,
-        auth,
-        factory.consoles,
-        node,
-        interval=config["revocation-poll-interval"],
-    )
-    factory.trusted_proxies = parse_networks(config.get("trusted-proxy", []))
     registry.register(ProxyCollector(factory))
     site = console_site(
         factory,

@@ -25,10 +25,10 @@ from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.core.targets import TargetPolicy
 from txvnc.proxy.guard import AuthFailureGuard
-from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.proxy.revocation import RevocationFollower
 from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.site import console_site, find_novnc
+from txvnc.proxy.vnc import VNCConnector
+from txvnc.proxy.websocket import ConsoleProxyFactory
 
 KEY = "relay-test-key"
 
@@ -198,6 +198,11 @@ class Stack:
         proxy_policy: TargetPolicy | None = None,
         max_auth_failures: int = 20,
         follow_interval: float | None = None,
+        clock=None,
+        allowed_origins: tuple[str, ...] = (),
+        trusted_proxies: tuple = (),
+        connector=None,
+        audit=None,
     ):
         self.store = MemoryTokenStore()
         # The fake VNC servers listen on any free port.
@@ -226,18 +231,16 @@ class Stack:
             events=events,
             target_policy=proxy_policy or TargetPolicy.allow_all(),
             guard=AuthFailureGuard(reactor, max_auth_failures),
+            audit=audit,
             node="stack-proxy",
+            clock=clock,
+            allowed_origins=allowed_origins,
+            trusted_proxies=trusted_proxies,
+            revocation_interval=follow_interval,
+            connector=connector,
         )
-        self.follower = None
-        if follow_interval is not None:
-            self.follower = RevocationFollower(
-                reactor,
-                self.auth,
-                self.factory.consoles,
-                "stack-proxy",
-                interval=follow_interval,
-            )
-            self.factory.follower = self.follower
+        self.follower = self.factory.follower
+        if self.follower is not None:
             self.follower.startService()
         self.proxy_port = reactor.listenTCP(
             0, console_site(self.factory, novnc_dir=find_novnc()), interface="127.0.0.1"
@@ -355,3 +358,17 @@ class LogCapture:
 
     def lines(self) -> list[str]:
         return [formatEvent(e) for e in self.events]
+
+
+class Connector(VNCConnector):
+    """
+    A VNC connector that answers with C{connect(info, protocol)} instead of
+    connecting: a Deferred that never fires, or one that fires at once.
+    """
+
+    def __init__(self, connect: Callable) -> None:
+        super().__init__(reactor)
+        self._connect = connect
+
+    def connect(self, info, protocol):
+        return self._connect(info, protocol)
