@@ -48,6 +48,8 @@ class Limits:
     keepalive_timeout: float = 10.0
     max_connections: int = 0
     max_connections_per_token: int = 0
+    #: noVNC's biggest message is a clipboard paste; this bounds what one
+    #: message can make the proxy hold.
     max_message_size: int = 4 * 1024 * 1024
 
 

@@ -30,11 +30,6 @@ from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.tokens import extract_token
 from txvnc.proxy.vnc import VNCConnector
 
-#: Largest message accepted from the browser by default. noVNC's biggest
-#: message is a clipboard paste; this bounds what one message can make the
-#: proxy hold.
-MAX_MESSAGE_SIZE = Limits.max_message_size
-
 #: The query parameter with which a page asks for text notices (warnings
 #: before an idle timeout or the session cap) beside the RFB stream.
 NOTICES_PARAM = "notices"
@@ -142,7 +137,6 @@ class ConsoleProxyFactory(WebSocketServerFactory):
     """
 
     protocol = ConsoleProxyProtocol  # type: ignore[assignment]
-    _log = Logger()
 
     def __init__(
         self,
