@@ -16,13 +16,12 @@ The decisions themselves are the pure functions of L{txvnc.proxy.origin},
 L{txvnc.proxy.tokens} and L{txvnc.proxy.guard}; this module only runs them
 in order, asks the API, and writes the log lines and audit events. The two
 paths name the same steps in their own words (both are in operators' log
-searches), so each request carries its L{Path}; what the browser is told is
-the same sentence on both, from the constants below.
+searches), so each request carries its L{Path} (L{txvnc.proxy.paths}); what
+the browser is told is the same sentence on both, from the constants below.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -41,6 +40,7 @@ from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.guard import AuthFailureGuard, address_of
 from txvnc.proxy.limits import Refusal, Seat
 from txvnc.proxy.origin import origin_allowed
+from txvnc.proxy.paths import HANDSHAKE, TOKEN_CHECK, Path
 
 #: What the browser is told when its token does not open a console; the
 #: same words nova uses, and the same for unknown, expired and revoked.
@@ -290,201 +290,3 @@ class Admission:
                 limit=self.guard.max_failures,
                 cooldown=self.guard.cooldown,
             )
-
-
-class Path(ABC):
-    """
-    One way to ask for a console: whether the token is used or only
-    checked, and the words its log lines and audit reasons use. The lines
-    of the two paths keep the texts and fields they always had.
-    """
-
-    uses_token = True
-    audits_target = True
-    audit_note = ""
-
-    @abstractmethod
-    def origin_refused(self, log: Logger, r: ConsoleRequest) -> None:
-        ...
-
-    @abstractmethod
-    def no_token(self, log: Logger, r: ConsoleRequest) -> None:
-        ...
-
-    @abstractmethod
-    def unavailable(self, log: Logger, r: ConsoleRequest, ref: str, why: str) -> None:
-        ...
-
-    @abstractmethod
-    def api_refused(
-        self, log: Logger, r: ConsoleRequest, error: ConsoleAuthError
-    ) -> None:
-        ...
-
-    @abstractmethod
-    def invalid(self, log: Logger, r: ConsoleRequest, ref: str) -> None:
-        ...
-
-    @abstractmethod
-    def target_refused(
-        self, log: Logger, r: ConsoleRequest, ref: str, info: ConnectInfo
-    ) -> None:
-        ...
-
-    @abstractmethod
-    def accepted(
-        self, log: Logger, r: ConsoleRequest, ref: str, info: ConnectInfo
-    ) -> None:
-        ...
-
-
-class _Handshake(Path):
-    """
-    The WebSocket handshake: the token is used; lines name the console.
-    """
-
-    def origin_refused(self, log: Logger, r: ConsoleRequest) -> None:
-        log.warn(
-            "[{conn_id}] {client}: refused: origin {origin!r} is not allowed",
-            conn_id=r.conn_id,
-            client=r.client,
-            origin=r.origin,
-        )
-
-    def no_token(self, log: Logger, r: ConsoleRequest) -> None:
-        log.info(
-            "[{conn_id}] {client}: refused: no token in the request",
-            conn_id=r.conn_id,
-            client=r.client,
-        )
-
-    def unavailable(self, log: Logger, r: ConsoleRequest, ref: str, why: str) -> None:
-        log.error(
-            "[{conn_id}] {client}: cannot check token {token_ref}: {why}",
-            conn_id=r.conn_id,
-            client=r.client,
-            token_ref=ref,
-            why=why,
-        )
-
-    def api_refused(
-        self, log: Logger, r: ConsoleRequest, error: ConsoleAuthError
-    ) -> None:
-        log.critical(
-            "[{conn_id}] {client}: the token API refused this proxy "
-            "({status}: {why}); check its API key (--api-key-file)",
-            conn_id=r.conn_id,
-            client=r.client,
-            status=error.status,
-            why=error.message,
-        )
-
-    def invalid(self, log: Logger, r: ConsoleRequest, ref: str) -> None:
-        # The seed's "handler exception: The token '...' is invalid or has
-        # expired", with a hash in place of the token.
-        log.info(
-            "[{conn_id}] {client}: handler exception: The token {token_ref} "
-            "is invalid or has expired",
-            conn_id=r.conn_id,
-            client=r.client,
-            token_ref=ref,
-        )
-
-    def target_refused(
-        self, log: Logger, r: ConsoleRequest, ref: str, info: ConnectInfo
-    ) -> None:
-        log.warn(
-            "[{conn_id}] {client}: refused: token {token_ref} names "
-            "{target}, outside this proxy's target policy",
-            conn_id=r.conn_id,
-            client=r.client,
-            token_ref=ref,
-            target=info.target,
-        )
-
-    def accepted(
-        self, log: Logger, r: ConsoleRequest, ref: str, info: ConnectInfo
-    ) -> None:
-        log.info(
-            "[{conn_id}] {client}: token {token_ref} accepted, instance "
-            "{instance_uuid}, target {target}",
-            conn_id=r.conn_id,
-            client=r.client,
-            token_ref=ref,
-            instance_uuid=info.instance_uuid,
-            target=info.target,
-        )
-
-
-class _TokenCheck(Path):
-    """
-    The page's check: the token is only looked at; lines say "token check".
-    """
-
-    uses_token = False
-    audits_target = False
-    audit_note = " (token check)"
-
-    def origin_refused(self, log: Logger, r: ConsoleRequest) -> None:
-        log.warn(
-            "{client}: token check refused: origin {origin!r} is not allowed",
-            client=r.client,
-            origin=r.origin,
-        )
-
-    def no_token(self, log: Logger, r: ConsoleRequest) -> None:
-        log.info("{client}: token check: no token", client=r.client)
-
-    def unavailable(self, log: Logger, r: ConsoleRequest, ref: str, why: str) -> None:
-        log.error(
-            "{client}: token check: cannot check token {token_ref}: {why}",
-            client=r.client,
-            token_ref=ref,
-            why=why,
-        )
-
-    def api_refused(
-        self, log: Logger, r: ConsoleRequest, error: ConsoleAuthError
-    ) -> None:
-        log.critical(
-            "{client}: token check: the token API refused this proxy "
-            "({status}: {why}); check its API key (--api-key-file)",
-            client=r.client,
-            status=error.status,
-            why=error.message,
-        )
-
-    def invalid(self, log: Logger, r: ConsoleRequest, ref: str) -> None:
-        log.info(
-            "{client}: token check: the token {token_ref} is invalid or "
-            "has expired",
-            client=r.client,
-            token_ref=ref,
-        )
-
-    def target_refused(
-        self, log: Logger, r: ConsoleRequest, ref: str, info: ConnectInfo
-    ) -> None:
-        log.warn(
-            "{client}: token check: token {token_ref} names {target}, "
-            "outside this proxy's target policy",
-            client=r.client,
-            token_ref=ref,
-            target=info.target,
-        )
-
-    def accepted(
-        self, log: Logger, r: ConsoleRequest, ref: str, info: ConnectInfo
-    ) -> None:
-        log.info(
-            "{client}: token check: token {token_ref} is valid",
-            client=r.client,
-            token_ref=ref,
-        )
-
-
-#: The WebSocket handshake's path.
-HANDSHAKE: Path = _Handshake()
-#: The console page's C{POST /token-check} path.
-TOKEN_CHECK: Path = _TokenCheck()
-
