@@ -157,10 +157,10 @@ def test_limit_options_reach_the_factory():
     )
     top = makeService(config, MemoryReactorClock())
     factory = next(
-        s.factory.resource._websocket._factory
+        s.factory.console_factory
         for s in top
         if isinstance(s, StreamServerEndpointService)
-        and hasattr(s.factory.resource, "_websocket")
+        and getattr(s.factory, "console_factory", None) is not None
     )
     limits = factory.limits
     assert (limits.idle_timeout, limits.max_session) == (600, 7200)

@@ -14,7 +14,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from tests.rfb.pki import make_pki
-from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service import proxy
 from txvnc.tap import Options, makeService
 

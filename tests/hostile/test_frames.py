@@ -24,7 +24,7 @@ from tests.hostile.wsclient import (
 )
 from tests.support.twistd import Twistd
 
-#: The proxy's message and frame limit (txvnc.proxy.relay.MAX_MESSAGE_SIZE).
+#: The proxy's message and frame limit (txvnc.proxy.limits.Limits.max_message_size).
 LIMIT = 4 * 1024 * 1024
 
 PROTOCOL_ERROR = 1002

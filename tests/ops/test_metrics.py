@@ -67,8 +67,8 @@ async def test_metrics_after_good_and_bad_consoles(vnc):
     """Open consoles, outcomes, bytes, token checks and API errors add up after a known sequence."""
     registry = CollectorRegistry()
     events = CountingEvents(registry, reactor)
-    stack = Stack(limits=Limits(idle_timeout=300), events=events)
-    clock = stack.factory.clock = Clock()
+    clock = Clock()
+    stack = Stack(limits=Limits(idle_timeout=300), events=events, clock=clock)
     registry.register(ProxyCollector(stack.factory))
     metrics_port = reactor.listenTCP(
         0, Site(MetricsResource(registry)), interface="127.0.0.1"

@@ -63,8 +63,12 @@ async def test_forwarded_for_over_real_sockets(vnc):
         assert console.client.startswith("127.0.0.1:")
         browser.sendClose(1000)
         await browser.closed
+    finally:
+        await stack.stop()
 
-        stack.factory.trusted_proxies = parse_networks(["127.0.0.0/8"])
+    stack = Stack(trusted_proxies=parse_networks(["127.0.0.0/8"]))
+    try:
+        token = await stack.mint(vnc.address.port)
         browser = await stack.open_browser(
             f"token={token}", headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}
         )

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import maybeDeferred
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.server import Site
 
 from tests.support.browser import Browser, connect_browser
@@ -23,10 +25,10 @@ from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.core.targets import TargetPolicy
 from txvnc.proxy.guard import AuthFailureGuard
-from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.proxy.revocation import RevocationFollower
 from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.site import console_site, find_novnc
+from txvnc.proxy.vnc import VNCConnector
+from txvnc.proxy.websocket import ConsoleProxyFactory
 
 KEY = "relay-test-key"
 
@@ -47,6 +49,11 @@ class Stack:
         proxy_policy: TargetPolicy | None = None,
         max_auth_failures: int = 20,
         follow_interval: float | None = None,
+        clock=None,
+        allowed_origins: tuple[str, ...] = (),
+        trusted_proxies: tuple = (),
+        connector=None,
+        audit=None,
     ):
         self.store = MemoryTokenStore()
         # The fake VNC servers listen on any free port.
@@ -75,18 +82,16 @@ class Stack:
             events=events,
             target_policy=proxy_policy or TargetPolicy.allow_all(),
             guard=AuthFailureGuard(reactor, max_auth_failures),
+            audit=audit,
             node="stack-proxy",
+            clock=clock,
+            allowed_origins=allowed_origins,
+            trusted_proxies=trusted_proxies,
+            revocation_interval=follow_interval,
+            connector=connector,
         )
-        self.follower = None
-        if follow_interval is not None:
-            self.follower = RevocationFollower(
-                reactor,
-                self.auth,
-                self.factory.consoles,
-                "stack-proxy",
-                interval=follow_interval,
-            )
-            self.factory.follower = self.follower
+        self.follower = self.factory.follower
+        if self.follower is not None:
             self.follower.startService()
         self.proxy_port = reactor.listenTCP(
             0, console_site(self.factory, novnc_dir=find_novnc()), interface="127.0.0.1"
@@ -162,3 +167,44 @@ def random_block(size: int = 4 * 1024 * 1024 + 7) -> bytes:
     every buffer size, so reordering or loss changes the hash.
     """
     return os.urandom(size)
+
+
+class LogCapture:
+    """
+    Collects the log events emitted while it is entered; L{failures} names
+    the exceptions logged with C{log.failure}.
+    """
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def __enter__(self) -> LogCapture:
+        globalLogPublisher.addObserver(self.events.append)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        globalLogPublisher.removeObserver(self.events.append)
+
+    def failures(self, kind: type[BaseException]) -> list[str]:
+        return [
+            str(e["log_failure"].value)
+            for e in self.events
+            if "log_failure" in e and e["log_failure"].check(kind)
+        ]
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events]
+
+
+class Connector(VNCConnector):
+    """
+    A VNC connector that answers with C{connect(info, protocol)} instead of
+    connecting: a Deferred that never fires, or one that fires at once.
+    """
+
+    def __init__(self, connect: Callable) -> None:
+        super().__init__(reactor)
+        self._connect = connect
+
+    def connect(self, info, protocol):
+        return self._connect(info, protocol)

@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from txvnc.consoleauth.tokens import TokenRecord, new_token
 from txvnc.core.targets import TargetPolicy
 from txvnc.core.tokens import token_hash
-from txvnc.proxy.relay import INVALID_TOKEN, TARGET_NOT_ALLOWED, TOO_MANY_FAILURES
+from txvnc.proxy.admission import INVALID_TOKEN, TARGET_NOT_ALLOWED, TOO_MANY_FAILURES
 
 from .harness import KEY, Stack
 

@@ -225,8 +225,8 @@ def vnc():
     pytest_twisted.blockon(server.stop())
 
 
-def make_stack(**limits):
-    return Stack(limits=Limits(**limits))
+def make_stack(clock=None, **limits):
+    return Stack(limits=Limits(**limits), clock=clock)
 
 
 async def open_console(stack, vnc, token=None, notices=True, protocol=NoticeBrowser):
@@ -254,8 +254,8 @@ async def with_stack(stack, body):
 @pytest_twisted.ensureDeferred
 async def test_idle_console_is_warned_then_closed(vnc):
     """An idle console gets a notice a minute before, then close 4002 with its reason."""
-    stack = make_stack(idle_timeout=300)
-    clock = stack.factory.clock = Clock()
+    clock = Clock()
+    stack = make_stack(clock, idle_timeout=300)
 
     async def body():
         browser, server_side = await open_console(stack, vnc)
@@ -277,8 +277,8 @@ async def test_idle_console_is_warned_then_closed(vnc):
 @pytest_twisted.ensureDeferred
 async def test_input_keeps_a_console_open(vnc):
     """Key and pointer events from the browser reset the idle timeout."""
-    stack = make_stack(idle_timeout=300)
-    clock = stack.factory.clock = Clock()
+    clock = Clock()
+    stack = make_stack(clock, idle_timeout=300)
 
     async def body():
         browser, _server_side = await open_console(stack, vnc)
@@ -301,8 +301,8 @@ async def test_input_keeps_a_console_open(vnc):
 @pytest_twisted.ensureDeferred
 async def test_session_cap_closes_a_busy_console(vnc):
     """--max-session closes a console with 4003 even while it has input."""
-    stack = make_stack(max_session=3600)
-    clock = stack.factory.clock = Clock()
+    clock = Clock()
+    stack = make_stack(clock, max_session=3600)
 
     async def body():
         browser, _ = await open_console(stack, vnc)
@@ -463,7 +463,7 @@ async def test_keepalive_drops_a_dead_browser(vnc):
         browser, server_side = await open_console(stack, vnc)
         console = only_console(stack)
         browser.transport.pauseProducing()  # reads nothing: no pongs
-        await console.is_closed
+        await stack.factory.when_idle()
         await server_side.lost
         assert console.outcome == "keepalive_timeout"
         browser.transport.abortConnection()
@@ -512,7 +512,7 @@ async def test_slow_token_check_hits_the_handshake_timeout(vnc):
         await stalled
         return None
 
-    stack.auth.check_token = never
+    stack.auth.use_token = never
 
     async def body():
         browser = await stack.open_browser("token=abc")

@@ -8,12 +8,13 @@ from urllib.parse import quote
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 
-from txvnc.proxy.relay import INVALID_TOKEN
+from txvnc.core.audit import AuditLog
+from txvnc.proxy.admission import INVALID_TOKEN
 
-from .harness import Stack, random_block
+from .harness import Connector, LogCapture, Stack, random_block
 
 MiB = 1024 * 1024
 
@@ -171,16 +172,23 @@ async def test_bad_origin_is_refused_before_token_check(stack, vnc, origin):
     """A foreign Origin gets 403 even with a valid token, before any lookup."""
     token = await stack.mint(vnc.address.port)
     checks = []
-    real_check = stack.auth.check_token
-    stack.auth.check_token = lambda t: checks.append(t) or real_check(t)
+    real_use = stack.auth.use_token
+    stack.auth.use_token = lambda t: checks.append(t) or real_use(t)
     await refused(stack, vnc, f"token={token}", 403, "Origin not allowed", origin)
     assert checks == []
 
 
 @pytest_twisted.ensureDeferred
-async def test_allowed_origin_is_accepted(stack, vnc):
+async def test_allowed_origin_is_accepted(vnc):
     """An origin listed with --allowed-origin may open consoles."""
-    stack.factory.allowed_origins = ("https://horizon.example",)
+    stack = Stack(allowed_origins=("https://horizon.example",))
+    try:
+        await _open_from_horizon(stack, vnc)
+    finally:
+        await stack.stop()
+
+
+async def _open_from_horizon(stack, vnc):
     token = await stack.mint(vnc.address.port)
     connected = vnc.next_connection()
     browser = await stack.open_browser(
@@ -248,19 +256,22 @@ async def test_vnc_target_down_closes_1011(stack):
 
 
 @pytest_twisted.ensureDeferred
-async def test_dropping_a_console_cancels_its_pending_vnc_connect(stack, vnc):
+async def test_dropping_a_console_cancels_its_pending_vnc_connect(vnc):
     """A console dropped while its VNC connect is pending cancels the connect."""
     cancelled = Deferred()
     pending = Deferred(lambda d: cancelled.callback(None))
-    stack.factory.connect_vnc = lambda host, port, protocol: pending
-    token = await stack.mint(vnc.address.port)
-    browser = await stack.open_browser(f"token={token}")
-    await browser.opened
-    (console,) = stack.factory.consoles
-    console.transport.abortConnection()  # e.g. the service shutting down
-    await cancelled
-    await browser.closed
-    assert not stack.factory.consoles
+    stack = Stack(connector=Connector(lambda info, protocol: pending))
+    try:
+        token = await stack.mint(vnc.address.port)
+        browser = await stack.open_browser(f"token={token}")
+        await browser.opened
+        (console,) = stack.factory.consoles
+        console.transport.abortConnection()  # e.g. the service shutting down
+        await cancelled
+        await browser.closed
+        assert not stack.factory.consoles
+    finally:
+        await stack.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -329,7 +340,7 @@ async def test_text_message_closes_1003(stack, vnc):
 def proxy_buffered(console):
     """Bytes the proxy holds in its two transports' write buffers."""
     total = 0
-    for transport in (console.transport, console._vnc_transport):
+    for transport in (console.transport, console.relay.vnc_transport):
         if transport is not None:
             total += len(transport.dataBuffer) + transport._tempDataLen
     return total
@@ -408,3 +419,49 @@ async def test_slow_vnc_server_throttles_the_browser(stack, vnc):
     await vnc.received_at_least(console.bytes_to_vnc)
     browser.transport.abortConnection()
     await server_side.lost
+
+
+class ExplodingAudit(AuditLog):
+    """An audit log that fails when a console opens, as a full disk would."""
+
+    def record(self, event, **fields):
+        if event == "console.opened":
+            raise RuntimeError("audit exploded")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_in_onopen_closes_the_console_1011(vnc):
+    """An unexpected exception while a console opens is logged with its traceback and closes the console with 1011, instead of leaving it hanging."""
+    stack = Stack(audit=ExplodingAudit(reactor))
+    try:
+        token = await stack.mint(vnc.address.port)
+        with LogCapture() as log:
+            browser = await stack.open_browser(f"token={token}")
+            await browser.opened
+            _, code, reason = await browser.closed.addTimeout(10, reactor)
+            await stack.factory.when_idle()
+        assert (code, reason) == (1011, "The console is unavailable")
+        assert vnc.connections == []
+        assert log.failures(RuntimeError) == ["audit exploded"]
+        assert stack.factory.counter.total == 0
+    finally:
+        await stack.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_once_vnc_is_connected_closes_the_console_1011(vnc):
+    """An exception in the step that wires a new VNC connection to the browser reaches the console's close path (1011) instead of vanishing into the Deferred."""
+    # A "connection" without a transport: wiring the producers raises.
+    stack = Stack(connector=Connector(lambda info, protocol: succeed(protocol)))
+    try:
+        token = await stack.mint(vnc.address.port)
+        with LogCapture() as log:
+            browser = await stack.open_browser(f"token={token}")
+            await browser.opened
+            _, code, reason = await browser.closed.addTimeout(10, reactor)
+            await stack.factory.when_idle()
+        assert (code, reason) == (1011, "The console is unavailable")
+        assert log.failures(AttributeError)
+        assert stack.factory.counter.total == 0
+    finally:
+        await stack.stop()

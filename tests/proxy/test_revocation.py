@@ -18,7 +18,7 @@ KEY = "follower-key"
 
 
 class FakeConsole:
-    """Stands in for a ConsoleProxyProtocol: records how it was closed."""
+    """Stands in for a Console: records how it was closed."""
 
     def __init__(self, conn_id, token, instance, cursor=0):
         self.conn_id = conn_id

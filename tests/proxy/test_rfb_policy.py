@@ -195,7 +195,7 @@ async def test_tokens_without_options_are_relayed_untouched(stack, server) -> No
     browser.send(b"RFB 003.008\n")
     # The server's own list, not the proxy's: the plain relay is in use.
     assert await browser.read(2) == b"\x01\x01"
-    assert all(c._rfb is None for c in stack.factory.consoles)
+    assert not any(c.relay.secured for c in stack.factory.consoles)
 
 
 @pytest_twisted.ensureDeferred

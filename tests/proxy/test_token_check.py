@@ -30,9 +30,9 @@ from txvnc.core.audit import AuditLog
 from txvnc.core.forwarded import parse_networks
 from txvnc.core.targets import TargetPolicy
 from txvnc.proxy.guard import AuthFailureGuard
-from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.site import ConsoleRoot, console_site
 from txvnc.proxy.tokencheck import TokenCheckResource, token_from_body
+from txvnc.proxy.websocket import ConsoleProxyFactory
 
 from .harness import KEY as STACK_KEY
 from .harness import Stack
@@ -43,6 +43,17 @@ INVALID = "The token is invalid or has expired"
 CHECK_URL = "http://proxy.test/token-check"
 #: StubTreq's client: every request comes from here.
 CLIENT = "127.0.0.1"
+
+
+class RecordingAudit(AuditLog):
+    """An audit log that keeps its events in a list."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def record(self, event: str, **fields: Any) -> None:
+        self.events.append((event, fields))
 
 
 class Proxy:
@@ -57,6 +68,7 @@ class Proxy:
         max_failures: int = 20,
         policy: TargetPolicy | None = None,
         key: str = KEY,
+        trusted_proxies: tuple = (),
     ) -> None:
         self.clock = Clock()
         self.store = MemoryTokenStore()
@@ -65,7 +77,6 @@ class Proxy:
             policy=TargetPolicy.allow_all(),
         )
         self.admin = StubTreq(self.api)
-        self.audit_file = io.StringIO()
         auth = ConsoleAuthClient(
             StubTreq(api if api is not None else self.api),
             "http://api.test",
@@ -73,16 +84,18 @@ class Proxy:
             self.clock,
             timeout=5.0,
         )
+        recording = RecordingAudit(self.clock)
+        self.audit = recording.events
         self.factory = ConsoleProxyFactory(
             self.clock,
             auth,
             target_policy=policy or TargetPolicy.allow_all(),
             guard=AuthFailureGuard(self.clock, max_failures),
-            audit=AuditLog(self.clock),
+            audit=recording,
+            trusted_proxies=trusted_proxies,
         )
-        self.audit: list[tuple[str, dict[str, Any]]] = []
-        self.factory.audit.record = lambda event, **f: self.audit.append((event, f))  # type: ignore[method-assign]
-        root = ConsoleRoot(Resource(), Resource(), {b"token-check": TokenCheckResource(self.factory)})
+        check = TokenCheckResource(self.factory.admission, self.factory.trusted_proxies)
+        root = ConsoleRoot(Resource(), Resource(), {b"token-check": check})
         self.http = StubTreq(root)
 
     async def mint(self, ttl: int = 60, **extra: Any) -> str:
@@ -215,8 +228,7 @@ async def test_failed_checks_trip_the_same_guard_as_handshakes():
 @pytest_twisted.ensureDeferred
 async def test_the_guard_counts_the_client_a_trusted_proxy_names():
     """Behind a trusted load balancer, failures count against the X-Forwarded-For client, not the balancer."""
-    proxy = Proxy(max_failures=1)
-    proxy.factory.trusted_proxies = tuple(parse_networks(["127.0.0.0/8"]))
+    proxy = Proxy(max_failures=1, trusted_proxies=parse_networks(["127.0.0.0/8"]))
     for _ in range(2):
         await proxy.check(token="guess", headers={"X-Forwarded-For": "203.0.113.9"})
     assert proxy.factory.guard.blocked("203.0.113.9")

@@ -33,7 +33,7 @@ from txvnc.client import ConsoleAuthError, ConsoleAuthUnavailable
 from txvnc.proxy.events import ConsoleEvents, TokenCheck
 
 if TYPE_CHECKING:
-    from txvnc.proxy.relay import ConsoleProxyFactory
+    from txvnc.proxy.websocket import ConsoleProxyFactory
 
 #: Buckets for token check latency: a local API answers in milliseconds, a
 #: remote one in tens; the top buckets show timeouts coming.

@@ -56,7 +56,7 @@ from txvnc.ops.metrics import CONSOLE_BYTES, CONSOLES_ENDED, CONSOLES_OPEN
 from txvnc.ops.timers import looping
 
 if TYPE_CHECKING:
-    from txvnc.proxy.relay import ConsoleProxyFactory
+    from txvnc.proxy.websocket import ConsoleProxyFactory
 
 #: prometheus_client's switch to multiprocess mode, read at its import.
 ENV = "PROMETHEUS_MULTIPROC_DIR"

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from txvnc.ops.health import Readiness
 from txvnc.ops.reload import ReloadHooks
 from txvnc.proxy import closecodes
-from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.websocket import ConsoleProxyFactory
 
 
 class DrainService(Service):

@@ -65,3 +65,45 @@ OUTCOMES: dict[int, str] = {
     VNC_SECURITY: "vnc_security",
     KILLED: "killed",
 }
+
+
+def close_reason(text: str) -> str:
+    """
+    C{text} cut to the 123 UTF-8 bytes a close frame can carry.
+    """
+    data = text.encode("utf-8")
+    if len(data) <= 123:
+        return text
+    return data[:120].decode("utf-8", "ignore") + "..."
+
+
+def ending(
+    outcome: str | None,
+    why: str | None,
+    local_code: int | None,
+    local_reason: bytes | None,
+    unclean: str | None,
+    was_clean: bool,
+    code: int | None,
+) -> tuple[str, str]:
+    """
+    How an opened console ended, for its metrics and its closing line:
+    (outcome, why), each kept when already known, else taken from the close
+    frame this side sent (C{local_code}, C{local_reason}), a timeout the
+    WebSocket library named (C{unclean}), or the browser's close (C{code}).
+    """
+    if outcome is None:
+        outcome = OUTCOMES.get(local_code or 0) or unclean or "ok"
+    if why is None:
+        if outcome == "keepalive_timeout":
+            why = "no answer to a keepalive ping"
+        elif local_code not in (None, NORMAL):
+            # The WebSocket library failed the connection: the browser broke
+            # the protocol.
+            text = (local_reason or b"").decode("utf-8", "replace")
+            why = f"closed by the proxy ({local_code}: {text})"
+        elif was_clean:
+            why = f"browser closed ({code})"
+        else:
+            why = "browser connection lost"
+    return outcome, why

@@ -25,6 +25,14 @@ which stay the reference for correctness.
 Flow control is unchanged: whatever the kernel does not take goes into
 Twisted's buffer with C{transport.write}, which pauses the producer when
 that buffer passes the transport's C{bufferSize}.
+
+This is the one module of txvnc that touches Twisted's and Autobahn's
+private internals: a TCP transport's buffers and socket (L{tune},
+L{writable_now}, L{send_now}) and, in L{FastWebSocketProtocol}, Autobahn's
+receive buffer, frame parser, send queue, close frame and close reasons.
+Checked against Twisted 26.10.0 and Autobahn 26.11.1 (setup.cfg allows
+Twisted >= 24.3, Autobahn >= 24.4); tests/proxy/test_fastpath.py and the
+relay tests fail if a release moves them.
 """
 
 from __future__ import annotations
@@ -32,8 +40,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
+
+from txvnc.proxy.closecodes import close_reason
 
 #: Bytes asked of the kernel per read on a relay socket (Twisted: 64 KiB).
 #: Also the write-buffer size past which the other side's reads pause.
@@ -203,3 +214,114 @@ class BinaryFrameReader:
         if payloads:
             self._deliver(payloads)
         return data[pos:] if pos else data
+
+
+_OPEN = WebSocketServerProtocol.STATE_OPEN
+
+
+class FastWebSocketProtocol(WebSocketServerProtocol):
+    """
+    Autobahn's WebSocket server protocol with the relay's fast path, and a
+    small public face over the Autobahn internals a console needs, so that
+    its subclass (L{txvnc.proxy.websocket.ConsoleProxyProtocol}) uses only
+    Autobahn's documented callbacks and these methods.
+
+    Internals used: C{_dataReceived}, C{data} (the receive buffer),
+    C{current_frame}, C{current_frame_masker}, C{inside_message},
+    C{state}, C{send_queue}, C{sendCloseFrame}, C{localCloseCode},
+    C{localCloseReason} and C{wasNotCleanReason}.
+    """
+
+    _frames: BinaryFrameReader | None = None
+
+    @property
+    def ws_open(self) -> bool:
+        """The WebSocket is open: past the handshake, not closing."""
+        return bool(self.state == _OPEN)
+
+    def relay_binary_frames(
+        self, deliver: Callable[[list[bytes]], None], max_payload: int
+    ) -> None:
+        """
+        From now on, hand the payloads of complete binary frames to
+        C{deliver} straight from each read, past Autobahn's per-frame work;
+        Autobahn keeps everything else (and calls C{onMessage}).
+        """
+        self._frames = BinaryFrameReader(deliver, max_payload)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's adapter builds a debug log line for every read (a few
+        # microseconds each, even with debug off); go straight to parsing.
+        frames = self._frames
+        if frames is not None and self.state == _OPEN:
+            data = self._take_binary_frames(frames, data)
+            if not data:
+                return
+        self._dataReceived(data)
+
+    def _take_binary_frames(self, frames: BinaryFrameReader, data: bytes) -> bytes:
+        """
+        Relay the complete binary frames in C{data}; return what Autobahn
+        must see. Autobahn finishes any frame or message it has started.
+        """
+        if self.current_frame is not None:
+            need = self.current_frame.length - self.current_frame_masker.pointer()
+            if len(data) <= need:
+                return data
+            self._dataReceived(data[:need])
+            data = data[need:]
+            if self.state != _OPEN or self.current_frame is not None:
+                return data
+        if self.inside_message:
+            return data
+        if self.data:
+            data, self.data = self.data + data, b""
+        return frames.feed(data)
+
+    def send_binary(self, data: bytes) -> bool:
+        """
+        Send C{data} as one binary message, its header beside it
+        (L{send_now}) unless Autobahn still queues earlier frames; L{False}
+        (nothing sent) once the WebSocket is no longer open.
+        """
+        if self.state != _OPEN:
+            return False
+        if self.send_queue:
+            self.sendMessage(data, isBinary=True)
+        else:
+            send_now(self.transport, (binary_frame_header(len(data)), data))
+        return True
+
+    def send_text(self, text: bytes) -> None:
+        """Send C{text} as a text message while the WebSocket is open."""
+        if self.state == _OPEN:
+            self.sendMessage(text, isBinary=False)
+
+    def close_with(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake with any valid code. Autobahn's
+        C{sendClose} takes only 1000 and 3000-4999, but a server must also
+        be able to say 1003 and 1011 (RFC 6455 section 7.4.1); this is the
+        path Autobahn itself takes to fail a connection with such codes.
+        """
+        if self.state == _OPEN:
+            self.sendCloseFrame(
+                code=code, reasonUtf8=close_reason(reason).encode("utf-8")
+            )
+
+    @property
+    def local_close(self) -> tuple[int | None, bytes | None]:
+        """The code and reason of the close frame this side sent, if any."""
+        return self.localCloseCode, self.localCloseReason
+
+    def unclean_outcome(self) -> str | None:
+        """
+        How the metrics name a connection Autobahn dropped on a timer:
+        C{"handshake_timeout"}, C{"keepalive_timeout"}, or L{None}.
+        """
+        why = self.wasNotCleanReason or ""
+        if "opening handshake timeout" in why:
+            return "handshake_timeout"
+        if "ping timeout" in why:
+            return "keepalive_timeout"
+        return None

@@ -48,6 +48,8 @@ class Limits:
     keepalive_timeout: float = 10.0
     max_connections: int = 0
     max_connections_per_token: int = 0
+    #: noVNC's biggest message is a clipboard paste; this bounds what one
+    #: message can make the proxy hold.
     max_message_size: int = 4 * 1024 * 1024
 
 
@@ -77,15 +79,25 @@ class ConnectionCounter:
     Counts consoles, in total and per token, against the limits. A slot is
     taken with L{enter} or L{enter_token} and given back with L{leave} or
     L{leave_token}, exactly once each.
+
+    @ivar draining: set when the service is shutting down: no slot is given
+        and new consoles are told so (1001).
     """
 
     def __init__(self, max_total: int = 0, max_per_token: int = 0) -> None:
         self.max_total = max_total
         self.max_per_token = max_per_token
         self.total = 0
+        self.draining = False
         self._per_token: dict[str, int] = {}
 
     def enter(self) -> Refusal | None:
+        if self.draining:
+            return Refusal(
+                closecodes.GOING_AWAY,
+                closecodes.REASONS[closecodes.GOING_AWAY],
+                "shutdown",
+            )
         if self.max_total and self.total >= self.max_total:
             return Refusal(
                 closecodes.TRY_AGAIN_LATER,
@@ -118,6 +130,46 @@ class ConnectionCounter:
 
     def for_token(self, key: str) -> int:
         return self._per_token.get(key, 0)
+
+
+class Seat:
+    """
+    One console's places in a L{ConnectionCounter}: taken during admission
+    (L{take}, then L{take_token} once the token is known) and given back
+    together by L{release} when the console ends, however far it got.
+
+    A token's place asked for after the release (the browser left while its
+    token was being checked) is not taken: nothing would give it back.
+    """
+
+    def __init__(self, counter: ConnectionCounter) -> None:
+        self.counter = counter
+        self._counted = False
+        self._token_key: str | None = None
+        self._released = False
+
+    def take(self) -> Refusal | None:
+        refusal = self.counter.enter()
+        if refusal is None:
+            self._counted = True
+        return refusal
+
+    def take_token(self, key: str) -> Refusal | None:
+        if self._released:
+            return None
+        refusal = self.counter.enter_token(key)
+        if refusal is None:
+            self._token_key = key
+        return refusal
+
+    def release(self) -> None:
+        self._released = True
+        if self._counted:
+            self._counted = False
+            self.counter.leave()
+        if self._token_key is not None:
+            self.counter.leave_token(self._token_key)
+            self._token_key = None
 
 
 class SessionTimers:

@@ -16,7 +16,7 @@ when they change and every C{report_interval} seconds.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -68,7 +68,7 @@ class RevocationFollower(Service):
     """
     Polls the feed and reports consoles, on the clock it is given.
 
-    @ivar consoles: the proxy's open consoles (the factory's set).
+    @ivar consoles: the proxy's open consoles (the factory's registry).
     @ivar cursor: the last feed number seen, L{None} before the first
         console gives one (with no console there is nothing to close).
     """
@@ -79,7 +79,7 @@ class RevocationFollower(Service):
         self,
         clock: IReactorTime,
         auth: ConsoleAuthClient,
-        consoles: set[Any],
+        consoles: Collection[Any],
         node: str,
         interval: float = DEFAULT_INTERVAL,
         report_interval: float = DEFAULT_REPORT_INTERVAL,

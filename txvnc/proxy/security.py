@@ -11,11 +11,18 @@ surface as one L{RFBError} with a reason fit for the user.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from OpenSSL import SSL
 from twisted.internet import ssl
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+)
+from twisted.python.failure import Failure
 from twisted.python.filepath import FilePath
 
 from txvnc.client import ConnectInfo
@@ -248,4 +255,109 @@ class RFBSession:
             self.from_vnc(backlog)
 
 
-__all__ = ["RFBConfig", "RFBError", "RFBSession", "VNCTLSConfig"]
+class SecuredRelay(Endpoints, Protocol):
+    """
+    What L{RFBLink} needs of the relay around it: the session's ends, and
+    whether the console is still open and how to end it.
+    """
+
+    @property
+    def is_open(self) -> bool: ...
+
+    def rfb_failed(self, why: str) -> None: ...
+
+
+class RFBLink:
+    """
+    Puts an L{RFBSession} between a relay's two sides: each step that may
+    raise L{RFBError} goes through here and ends the console with its
+    reason, and both handshakes must be done within
+    L{RFBConfig.handshake_timeout} of the VNC connection starting.
+    """
+
+    def __init__(
+        self,
+        relay: SecuredRelay,
+        info: ConnectInfo,
+        config: RFBConfig,
+        clock: IReactorTime,
+    ) -> None:
+        self._relay = relay
+        self._timeout = config.handshake_timeout
+        self.session = RFBSession(info, config, self)
+        self._deadline: IDelayedCall | None = clock.callLater(
+            config.handshake_timeout, self._too_slow
+        )
+
+    def from_browser(self, data: bytes) -> None:
+        self._step(self.session.from_browser, data)
+
+    def from_vnc(self, data: bytes) -> None:
+        self._step(self.session.from_vnc, data)
+
+    def _step(self, step: Callable[[bytes], None], data: bytes) -> None:
+        if not self._relay.is_open:
+            return
+        try:
+            step(data)
+        except RFBError as e:
+            self.failed(str(e))
+
+    def failed(self, why: str) -> None:
+        self.stop()
+        self._relay.rfb_failed(why)
+
+    def stop(self) -> None:
+        """Cancel the handshake deadline."""
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.failed(
+            "the VNC server did not complete the RFB handshake within "
+            f"{self._timeout:g}s"
+        )
+
+    def dropped_note(self) -> str:
+        """What the policy dropped, for the closing line ("" for nothing)."""
+        dropped = self.session.dropped
+        if not dropped:
+            return ""
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(dropped.items()))
+        return f"; policy dropped {counts}"
+
+    # Endpoints, for the session
+
+    def to_browser(self, data: bytes) -> None:
+        self._relay.to_browser(data)
+
+    def to_vnc(self, data: bytes) -> None:
+        self._relay.to_vnc(data)
+
+    def start_tls(self, options: IOpenSSLClientConnectionCreator) -> None:
+        self._relay.start_tls(options)
+
+    def rfb_ready(self, summary: str) -> None:
+        self.stop()
+        self._relay.rfb_ready(summary)
+
+
+def handshake_lost_reason(reason: Failure | None) -> str:
+    """
+    Why a VNC connection ended before its RFB handshake did, in words: TLS
+    errors name what OpenSSL refused (e.g. "certificate verify failed").
+    """
+    if reason is not None and reason.check(SSL.Error):
+        details = [
+            str(part[2] if isinstance(part, tuple) and len(part) == 3 else part)
+            for part in (reason.value.args[0] if reason.value.args else [])
+        ]
+        why = "; ".join(d for d in details if d) or "handshake failed"
+        return f"TLS with the VNC server failed: {why}"
+    why = reason.getErrorMessage() if reason is not None else "closed"
+    return f"the VNC server closed the connection during the handshake ({why})"
+
+
+__all__ = ["RFBConfig", "RFBError", "RFBLink", "RFBSession", "VNCTLSConfig"]

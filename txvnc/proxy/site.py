@@ -18,10 +18,10 @@ from twisted.web.static import File
 
 from txvnc.core.accesslog import access_log_formatter_for
 from txvnc.core.guarded import GuardedSite
-from txvnc.proxy.relay import ConsoleProxyFactory
 from txvnc.proxy.tokencheck import MAX_BODY as TOKEN_CHECK_BODY
 from txvnc.proxy.tokencheck import PATH as TOKEN_CHECK
 from txvnc.proxy.tokencheck import TokenCheckResource
+from txvnc.proxy.websocket import ConsoleProxyFactory
 
 #: Where `npm ci` puts noVNC, relative to a source checkout or the cwd.
 NOVNC_PACKAGE = Path("node_modules") / "@novnc" / "novnc"
@@ -178,9 +178,13 @@ class ConsoleSite(GuardedSite):
         resource: Any,
         *args: Any,
         quiet_paths: tuple[bytes, ...] = (b"/novnc/",),
+        console_factory: ConsoleProxyFactory | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, *args, quiet_paths=quiet_paths, **kwargs)
+        #: The WebSocket factory behind this site (for the assembly and
+        #: its tests to find what they configured).
+        self.console_factory = console_factory
 
 
 def console_site(
@@ -215,21 +219,19 @@ def console_site(
         static = StaticFiles(page_dir())
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
-    children = {TOKEN_CHECK: TokenCheckResource(factory), **(extra or {})}
+    check = TokenCheckResource(factory.admission, factory.trusted_proxies)
+    children = {TOKEN_CHECK: check, **(extra or {})}
     quiet_extra = tuple(b"/" + name for name in extra or {}) if quiet_health else ()
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static, children)
     site = ConsoleSite(
         root,
         timeout=timeout,
-        # Read the factory's trusted networks at each line: they are set
-        # (and may be changed) after the site is made.
-        logFormatter=lambda timestamp, request: access_log_formatter_for(
-            factory.trusted_proxies
-        )(timestamp, request),
+        logFormatter=access_log_formatter_for(factory.trusted_proxies),
         header_timeout=factory.limits.handshake_timeout,
         larger_bodies={b"/" + TOKEN_CHECK: TOKEN_CHECK_BODY},
         quiet_paths=(b"/novnc/", *quiet_extra),
         reactor=factory.reactor,
+        console_factory=factory,
     )
     site.displayTracebacks = False
     return site

@@ -8,11 +8,12 @@ reconnects, or after its first handshake fails, the console page asks here
 over plain same-origin HTTP, and stops for good only when the token is
 known to be spent.
 
-The answer is the one the handshake would get, minus the console: the
-token is looked up with the token API's read-only check, which never uses
-up a single-use token. The token travels in a JSON body, never in the
-URL, so no access log (ours or a load balancer's) sees it; an unknown token
-counts against the client in the brute-force guard exactly like a refused
+The answer is the one the handshake would get, minus the console: the same
+admission (L{txvnc.proxy.admission}) decides, except that the token is
+looked up with the token API's read-only check, which never uses up a
+single-use token. The token travels in a JSON body, never in the URL, so no
+access log (ours or a load balancer's) sees it; an unknown token counts
+against the client in the brute-force guard exactly like a refused
 handshake, so asking here is no faster a way to guess tokens than opening
 consoles.
 
@@ -32,7 +33,6 @@ Answers (JSON, never cached):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -40,39 +40,14 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from txvnc.client import ConsoleAuthError, ConsoleAuthUnavailable
-from txvnc.core.forwarded import request_client
-from txvnc.core.tokens import token_hash, token_ref
-from txvnc.proxy.guard import address_of
-from txvnc.proxy.origin import origin_allowed
-from txvnc.proxy.relay import (
-    INVALID_TOKEN,
-    TARGET_NOT_ALLOWED,
-    TOO_MANY_FAILURES,
-    ConsoleProxyFactory,
-)
+from txvnc.core.forwarded import Network, request_client
+from txvnc.proxy.admission import Admission, ConsoleRequest, Verdict
 from txvnc.proxy.tokens import MAX_TOKEN_LENGTH
 
 #: Where the console page asks.
 PATH = b"token-check"
 #: The largest body accepted: a token of MAX_TOKEN_LENGTH, JSON-escaped.
 MAX_BODY = 2048
-#: What the page is told when the token API cannot answer.
-UNAVAILABLE = "Console authentication is unavailable"
-ORIGIN_NOT_ALLOWED = "Origin not allowed"
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """
-    One answer of the check: an HTTP status and the sentence for the page.
-    """
-
-    status: int
-    error: str | None = None
-
-    def body(self) -> dict[str, str]:
-        return {"status": "valid"} if self.error is None else {"error": self.error}
 
 
 def token_from_body(body: bytes) -> str | None:
@@ -99,17 +74,20 @@ def token_from_body(body: bytes) -> str | None:
 
 class TokenCheckResource(Resource):
     """
-    The page's question to the proxy, answered with the proxy's own token
-    client, origin policy, target policy and brute-force guard (all held by
-    the L{ConsoleProxyFactory}).
+    The page's question to the proxy, answered by the proxy's own
+    L{Admission} (its token client, origin and target policies and
+    brute-force guard).
     """
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, factory: ConsoleProxyFactory) -> None:
+    def __init__(
+        self, admission: Admission, trusted_proxies: tuple[Network, ...] = ()
+    ) -> None:
         super().__init__()
-        self._factory = factory
+        self._admission = admission
+        self._trusted_proxies = trusted_proxies
 
     def render(self, request: Request) -> bytes | int:
         if request.method != b"POST":
@@ -143,84 +121,26 @@ class TokenCheckResource(Resource):
         """
         What the handshake would answer for the token in C{request}'s body.
         """
-        factory = self._factory
-        client = request_client(request, factory.trusted_proxies)
-        if not origin_allowed(
-            _header(request, b"origin"),
-            _header(request, b"host"),
-            factory.allowed_origins,
-        ):
-            self._log.warn(
-                "{client}: token check refused: origin {origin!r} is not allowed",
-                client=client,
-                origin=_header(request, b"origin"),
-            )
-            return Verdict(403, ORIGIN_NOT_ALLOWED)
+        token: str | None = None
+        unreadable: Verdict | None = None
         content_type = (_header(request, b"content-type") or "").split(";")[0]
         if content_type.strip().lower() != "application/json":
-            return Verdict(415, "The body must be application/json")
-        assert request.content is not None
-        try:
-            token = token_from_body(request.content.read(MAX_BODY + 1))
-        except ValueError as e:
-            return Verdict(400, f"Bad request: {e}")
-
-        address = address_of(client)
-        if factory.guard.blocked(address):
-            return Verdict(429, TOO_MANY_FAILURES)
-        if token is None:
-            self._log.info("{client}: token check: no token", client=client)
-            factory.auth_failed(client, address, None, "no token (token check)")
-            return Verdict(403, INVALID_TOKEN)
-
-        ref = token_ref(token)
-        try:
-            with factory.events.token_check() as check:
-                info = await factory.auth.check_token(token)
-                check.result = "invalid" if info is None else "valid"
-        except ConsoleAuthUnavailable as e:
-            self._log.error(
-                "{client}: token check: cannot check token {token_ref}: {why}",
-                client=client,
-                token_ref=ref,
-                why=str(e),
+            unreadable = Verdict(415, "The body must be application/json")
+        else:
+            assert request.content is not None
+            try:
+                token = token_from_body(request.content.read(MAX_BODY + 1))
+            except ValueError as e:
+                unreadable = Verdict(400, f"Bad request: {e}")
+        return await self._admission.decide(
+            ConsoleRequest.token_check(
+                client=request_client(request, self._trusted_proxies),
+                origin=_header(request, b"origin"),
+                host=_header(request, b"host"),
+                token=token,
+                unreadable=unreadable,
             )
-            return Verdict(503, UNAVAILABLE)
-        except ConsoleAuthError as e:
-            self._log.critical(
-                "{client}: token check: the token API refused this proxy "
-                "({status}: {why}); check its API key (--api-key-file)",
-                client=client,
-                status=e.status,
-                why=e.message,
-            )
-            return Verdict(503, UNAVAILABLE)
-        if info is None:
-            self._log.info(
-                "{client}: token check: the token {token_ref} is invalid or "
-                "has expired",
-                client=client,
-                token_ref=ref,
-            )
-            factory.auth_failed(
-                client, address, token_hash(token), "invalid token (token check)"
-            )
-            return Verdict(403, INVALID_TOKEN)
-        if not factory.target_allowed(info):
-            self._log.warn(
-                "{client}: token check: token {token_ref} names {target}, "
-                "outside this proxy's target policy",
-                client=client,
-                token_ref=ref,
-                target=info.target,
-            )
-            return Verdict(403, TARGET_NOT_ALLOWED)
-        self._log.info(
-            "{client}: token check: token {token_ref} is valid",
-            client=client,
-            token_ref=ref,
         )
-        return Verdict(200)
 
 
 def _header(request: Request, name: bytes) -> str | None:

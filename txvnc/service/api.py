@@ -22,7 +22,6 @@ from txvnc.consoleauth.store import ITokenStore
 from txvnc.consoleauth.stores import redact_store_description, store_from_string
 from txvnc.core.accesslog import access_log_formatter_for
 from txvnc.core.audit import AuditLog
-from txvnc.core.forwarded import parse_networks
 from txvnc.core.guarded import GuardedSite
 from txvnc.ops.health import HEALTH_PATHS, Readiness, WithOps, ops_children
 from txvnc.ops.metrics import MetricsResource
@@ -70,9 +69,6 @@ def token_api(
     @param keys: the API keys, shared with the proxy in this process.
     @param registry: the process's metrics, served at C{/metrics}.
     """
-    # The resource's lines read the options by name until the resource
-    # takes typed settings (kept as they were in txvnc.tap for the merge).
-    config = settings.options
     policy = settings.target_policy
     store = store_from_string(settings.store, redis_ca=settings.redis_ca)
     services: list[IService] = [StoreService(store)]
@@ -85,12 +81,12 @@ def token_api(
         reactor,
         base_url,
         secrets=secrets,
-        allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
+        allowed_unix_dirs=settings.allowed_unix_dirs,
         policy=policy,
-        max_ttl=config["max-token-ttl"],
+        max_ttl=settings.max_token_ttl,
         audit=audit,
+        trusted_proxies=settings.trusted_proxies,
     )
-    api.trusted_proxies = parse_networks(config.get("trusted-proxy", []))
     readiness.add("store", lambda: store.get(NO_SUCH_TOKEN, reactor.seconds()))
     # A mint takes 64 KiB at most; only a proxy's console report more.
     api_site = GuardedSite(

@@ -21,7 +21,7 @@ from txvnc.ops.metrics import add_process_metrics
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.ops.shutdown import DrainService, SignalService
-from txvnc.proxy.relay import ConsoleProxyFactory
+from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.api import token_api
 from txvnc.service.listeners import metrics_listener
 from txvnc.service.proxy import console_proxy

@@ -15,19 +15,15 @@ from twisted.web.server import Site
 from txvnc.client import ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.core.audit import AuditLog
-from txvnc.core.forwarded import parse_networks
-from txvnc.core.targets import TargetPolicy
 from txvnc.ops.health import Readiness, http_ok, ops_children
 from txvnc.ops.metrics import PrometheusConsoleEvents, ProxyCollector
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.spin import SpinService
 from txvnc.proxy.guard import AuthFailureGuard
-from txvnc.proxy.options import limits_from
-from txvnc.proxy.relay import ConsoleProxyFactory
-from txvnc.proxy.revocation import RevocationFollower
 from txvnc.proxy.site import console_site
+from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.listeners import listener
-from txvnc.service.settings import Settings, rfb_config
+from txvnc.service.settings import Settings
 
 
 def proxy_site(
@@ -41,14 +37,11 @@ def proxy_site(
     """
     The console proxy's site (page, noVNC, WebSockets, health) and its
     factory: what one process serves. The factory's C{follower} (the
-    revocation feed, L{RevocationFollower}) is for the caller to start.
+    revocation feed) is for the caller to start.
 
     @param api_key: the proxy's key, or a callable answering the current one.
     @param audit: the process's audit log; one of its own when L{None}.
     """
-    # The factory's lines read the options by name until the factory takes
-    # typed settings (kept as they were in txvnc.tap for the merge).
-    config = settings.options
     auth_url = settings.consoleauth_url
     assert auth_url is not None  # Settings fills it in for every proxy
     http = pooled_http_client(reactor, ca_file=settings.consoleauth_ca)
@@ -64,25 +57,19 @@ def proxy_site(
     factory = ConsoleProxyFactory(
         reactor,
         auth,
-        allowed_origins=tuple(config["allowed-origin"]),
-        connect_timeout=config["connect-timeout"],
-        rfb=config.get("rfb") or rfb_config(config),
-        allowed_unix_dirs=tuple(config["allowed-unix-dir"]),
-        limits=limits_from(config),
+        allowed_origins=settings.allowed_origins,
+        connect_timeout=settings.connect_timeout,
+        rfb=settings.rfb,
+        allowed_unix_dirs=settings.allowed_unix_dirs,
+        limits=settings.limits,
         events=PrometheusConsoleEvents(registry, reactor),
-        target_policy=TargetPolicy.parse(config["allowed-target"]),
-        guard=AuthFailureGuard(reactor, config["max-auth-failures"]),
-        audit=audit if audit is not None else AuditLog(reactor, config["audit-log"]),
+        target_policy=settings.target_policy,
+        guard=AuthFailureGuard(reactor, settings.max_auth_failures),
+        audit=audit if audit is not None else AuditLog(reactor, settings.audit_log),
         node=node,
+        trusted_proxies=settings.trusted_proxies,
+        revocation_interval=settings.revocation_poll_interval,
     )
-    factory.follower = RevocationFollower(
-        reactor,
-        auth,
-        factory.consoles,
-        node,
-        interval=config["revocation-poll-interval"],
-    )
-    factory.trusted_proxies = parse_networks(config.get("trusted-proxy", []))
     registry.register(ProxyCollector(factory))
     site = console_site(
         factory,

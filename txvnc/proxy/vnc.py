@@ -1,0 +1,88 @@
+"""
+The VNC server's side of a console: the TCP (or unix socket) client
+protocol, and the connector that reaches a token's target.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
+from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Protocol as TwistedProtocol
+from twisted.python.failure import Failure
+
+from txvnc.client import ConnectInfo
+
+
+class VNCPeer(Protocol):
+    """
+    What a L{VNCClientProtocol} tells its console.
+    """
+
+    def vnc_data(self, data: bytes) -> None: ...
+
+    def vnc_lost(self, reason: Failure) -> None: ...
+
+
+class VNCClientProtocol(TwistedProtocol):
+    """
+    The VNC server side of one console: forwards everything to its console.
+    """
+
+    def __init__(self, console: VNCPeer) -> None:
+        self._console = console
+
+    def dataReceived(self, data: bytes) -> None:
+        self._console.vnc_data(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        self._console.vnc_lost(reason)
+
+
+class _OneConsole(Factory):
+    """
+    Hands out one prepared L{VNCClientProtocol}; quiet, because the console's
+    own open and close lines already say everything.
+    """
+
+    noisy = False
+
+    def __init__(self, protocol: VNCClientProtocol) -> None:
+        self._protocol = protocol
+
+    def buildProtocol(self, addr: Any) -> VNCClientProtocol:
+        return self._protocol
+
+
+class VNCConnector:
+    """
+    Connects consoles to their VNC servers: a TCP target through
+    L{HostnameEndpoint}, a unix socket through L{UNIXClientEndpoint}, each
+    given up after C{timeout} seconds. Tests hand the factory another
+    connector (one that never answers, or connects in memory).
+    """
+
+    def __init__(self, reactor: Any, timeout: float = 10.0) -> None:
+        self._reactor = reactor
+        self.timeout = timeout
+
+    def connect(
+        self, info: ConnectInfo, protocol: VNCClientProtocol
+    ) -> Deferred[VNCClientProtocol]:
+        """
+        Connect C{protocol} to C{info}'s target; fires with C{protocol}.
+        """
+        endpoint: Any
+        if info.unix_path is not None:
+            endpoint = UNIXClientEndpoint(
+                self._reactor, info.unix_path, timeout=self.timeout
+            )
+        else:
+            endpoint = HostnameEndpoint(
+                self._reactor, info.host, info.port, timeout=self.timeout
+            )
+        d: Deferred[Any] = endpoint.connect(_OneConsole(protocol))
+        return d
+
