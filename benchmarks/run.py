@@ -10,7 +10,8 @@ the benchmark's own venv, with its JSONTokenApi plugin) and the Node load
 client. Each figure is the median of several rounds; within a round every
 system is measured back to back, so ratios compare like with like on a
 noisy machine. Prints one table and writes results/bench-<time>.json and
-.png beside this file.
+.png beside this file; a full run (no --quick, no --only) also copies the
+chart to docs/performance.png.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -38,6 +40,8 @@ ROOT = HERE.parent
 TWISTD = ROOT / ".venv" / "bin" / "twistd"
 WEBSOCKIFY = HERE / ".venv" / "bin" / "websockify"
 NODE = "node"
+#: Where a full run's chart goes for docs/performance.md.
+DOCS_CHART = ROOT / "docs" / "performance.png"
 
 MiB = 1024 * 1024
 
@@ -657,8 +661,13 @@ def main() -> None:
     stem.with_suffix(".json").write_text(
         json.dumps({"meta": meta, "medians": medians, "table": text}, indent=1)
     )
-    plot({k: v for k, v in medians.items() if not k.startswith("_")}, stem.with_suffix(".png"))
-    print(f"wrote {stem}.json and {stem}.png")
+    chart = stem.with_suffix(".png")
+    plot({k: v for k, v in medians.items() if not k.startswith("_")}, chart)
+    print(f"wrote {stem}.json and {chart}")
+    if not args.quick and not args.only:
+        # The chart docs/performance.md shows: a full run's, committed.
+        shutil.copyfile(chart, DOCS_CHART)
+        print(f"copied the chart to {DOCS_CHART.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

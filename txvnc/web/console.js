@@ -10,13 +10,24 @@
 // reach, so after every 1006 the page asks the proxy over plain HTTP
 // (POST /token-check) whether its token can still open a console, and
 // stops for good only when the proxy says it cannot.
+//
+// Around the screen: the VNC password prompt (credentials.js), the
+// clipboard both ways (clipboard.js), scaling and keyboard access to the
+// screen (screen.js), the extra-keys bar (keys.js), each shown only as far
+// as the token's policy allows (policy.js).
 import RFB from "./novnc/core/rfb.js";
+import { Clipboard } from "./clipboard.js";
+import { CredentialsPrompt, covers } from "./credentials.js";
+import { ExtraKeys } from "./keys.js";
+import { OPEN_POLICY, abilities, policyFrom } from "./policy.js";
+import { Scaling, keyboardReachable } from "./screen.js";
 
 const status = document.getElementById("status");
 const notice = document.getElementById("notice");
-const cad = document.getElementById("ctrl-alt-del");
-const paste = document.getElementById("paste");
+const announcer = document.getElementById("announce");
+const screen = document.getElementById("screen");
 const fullscreen = document.getElementById("fullscreen");
+const scalingSelect = document.getElementById("scaling");
 
 // What to tell the user for each close code when the proxy gives no reason
 // of its own (txvnc/proxy/closecodes.py holds the proxy's side).
@@ -76,6 +87,14 @@ function showNotice(text) {
   notice.textContent = text;
   notice.hidden = !text;
 }
+
+// Tell a screen reader something that has no place on screen of its own.
+function announce(text) {
+  announcer.textContent = "";
+  requestAnimationFrame(() => { announcer.textContent = text; });
+}
+
+const NO_PASSWORD = "Disconnected: No password was given. Reload the page to try again.";
 
 // The token comes from ?token=, or from noVNC's ?path=websockify?token=.
 function consoleToken() {
@@ -151,13 +170,47 @@ const page = {
   // The proxy's keepalive interval in seconds, once it has said it (0:
   // it sends none, and a silent connection is never taken for dead).
   keepalive: 0,
+  // The token's policy, once the proxy has told it (policy.js).
+  policy: OPEN_POLICY,
 };
 window.txvnc = page;
+
+const prompt = new CredentialsPrompt();
+const clipboard = new Clipboard(page, { announce, showNotice });
+const keys = new ExtraKeys(page);
+const scaling = new Scaling(page);
+// What the user typed after a refused password, for the next connection's
+// credentialsrequired only: never stored, never logged.
+let pendingCredentials = null;
+let desktopName = "the instance";
+
+function connectedText() {
+  return `Connected to ${desktopName}${page.policy.viewOnly ? " (view only)" : ""}`;
+}
+
+function setPolicy(policy) {
+  page.policy = policy;
+  const can = abilities(policy);
+  document.body.dataset.viewOnly = String(policy.viewOnly);
+  document.body.dataset.clipboard = policy.clipboard;
+  keys.setPolicy(can);
+  clipboard.setPolicy(can);
+  scaling.setPolicy(can);
+  if (page.rfb) {
+    page.rfb.viewOnly = policy.viewOnly;
+  }
+  if (status.dataset.state === "connected") {
+    setStatus("connected", connectedText());
+  }
+}
 
 let idleDeadline = null;
 
 function onNotice(message) {
-  if (message.type === "idle-warning") {
+  const policy = policyFrom(message);
+  if (policy) {
+    setPolicy(policy);
+  } else if (message.type === "idle-warning") {
     idleDeadline = Date.now() + message.seconds * 1000;
     showNotice(`No input for a while: this console closes in ${message.seconds} s unless you use it.`);
   } else if (message.type === "session-warning") {
@@ -178,7 +231,12 @@ for (const type of ["keydown", "pointerdown", "pointermove", "wheel"]) {
 function connect(token) {
   let closeEvent = null;
   let opened = false;
-  let desktopName = "the instance";
+  // The password dance of this connection: what the server asked for,
+  // whether the user answered, the server's reason when it refused.
+  let asked = ["password"];
+  let sentCredentials = false;
+  let refused = null;
+  let cancelled = false;
   const socket = new WebSocket(websocketURL(token), ["binary"]);
   // Closing a socket that is still connecting fails it: a close event
   // with 1006, as for any other connection that could not be made.
@@ -215,37 +273,88 @@ function connect(token) {
     onNotice(message);
   };
   const channel = new NoticeChannel(socket, listen, () => { heard = Date.now(); });
-  const rfb = new RFB(document.getElementById("screen"), channel);
-  rfb.scaleViewport = true;
-  rfb.resizeSession = false;
+  const rfb = new RFB(screen, channel);
+  rfb.viewOnly = page.policy.viewOnly;
+  scaling.apply(rfb);
+  keyboardReachable(screen, () => scalingSelect.focus());
   page.rfb = rfb;
   page.socket = socket;
 
   rfb.addEventListener("connect", () => {
     page.attempts = 0;
     page.everConnected = true;
-    cad.disabled = false;
-    paste.disabled = false;
-    setStatus("connected", `Connected to ${desktopName}`);
+    keys.setConnected(true);
+    clipboard.setConnected(true);
+    setStatus("connected", connectedText());
     delete document.body.dataset.closeCode;
   });
   rfb.addEventListener("desktopname", (e) => {
     desktopName = e.detail.name;
     if (status.dataset.state === "connected") {
-      setStatus("connected", `Connected to ${desktopName}`);
+      setStatus("connected", connectedText());
     }
     document.title = `${desktopName} - Console`;
   });
+  rfb.addEventListener("credentialsrequired", (e) => {
+    asked = e.detail.types;
+    if (covers(pendingCredentials, asked)) {
+      const values = pendingCredentials;
+      pendingCredentials = null;
+      sentCredentials = true;
+      rfb.sendCredentials(values);
+      return;
+    }
+    pendingCredentials = null;
+    setStatus("password", asked.includes("username")
+      ? "The machine's VNC server asks for a user name and password."
+      : "The machine's VNC server asks for a password.");
+    prompt.ask(asked, null, (values) => {
+      sentCredentials = true;
+      setStatus("connecting", "Checking the password…");
+      rfb.sendCredentials(values);
+    }, () => {
+      cancelled = true;
+      rfb.disconnect();
+    });
+  });
   rfb.addEventListener("securityfailure", (e) => {
-    setStatus("disconnected", `VNC security failed: ${e.detail.reason || e.detail.status}`);
+    const why = e.detail.reason || `status ${e.detail.status}`;
+    if (sentCredentials) {
+      refused = why;  // the disconnect that follows asks again
+      return;
+    }
+    setStatus("disconnected", `VNC security failed: ${why}`);
   });
+  rfb.addEventListener("clipboard", (e) => clipboard.fromMachine(e.detail.text));
   rfb.addEventListener("disconnect", () => {
-    cad.disabled = true;
-    paste.disabled = true;
+    keys.setConnected(false);
+    clipboard.setConnected(false);
     clearInterval(watchdog);
-    // noVNC may report the disconnect before the socket's close event.
-    setTimeout(() => ended(token, silent ? null : closeEvent, opened), 0);
+    pendingCredentials = null;
+    if (prompt.open) {
+      prompt.dismiss();  // the connection ended while the page was asking
+    }
+    if (refused !== null) {
+      askAgain(token, asked, refused);
+    } else if (cancelled) {
+      setStatus("disconnected", NO_PASSWORD);
+    } else {
+      // noVNC may report the disconnect before the socket's close event.
+      setTimeout(() => ended(token, silent ? null : closeEvent, opened), 0);
+    }
   });
+}
+
+// The VNC server refused the password (and closed the connection, as RFB
+// servers do): ask again, and connect anew with the answer. Not a
+// reconnect with back-off: nothing is tried until the user answers.
+function askAgain(token, types, why) {
+  setStatus("password", "The password was not accepted: enter it again.");
+  prompt.ask(types, `The VNC server did not accept the password (${why}).`, (values) => {
+    pendingCredentials = values;
+    setStatus("connecting", "Checking the password…");
+    connect(token);
+  }, () => setStatus("disconnected", NO_PASSWORD));
 }
 
 // Asks the proxy whether the token can still open a console, without
@@ -364,26 +473,7 @@ function start() {
     setStatus("disconnected", "No console token in the address: open the console link you were given.");
     return;
   }
-  cad.addEventListener("click", () => page.rfb && page.rfb.sendCtrlAltDel());
-  paste.addEventListener("click", async () => {
-    try {
-      const text = await navigator.clipboard.readText();
-      if (text && page.rfb) {
-        page.rfb.clipboardPasteFrom(text);
-        page.rfb.focus();
-      }
-    } catch (err) {
-      showNotice("The browser did not allow reading the clipboard: press Ctrl+V in the console instead.");
-    }
-  });
-  // Ctrl+V on the page (outside noVNC's canvas) pastes too.
-  document.addEventListener("paste", (e) => {
-    const text = e.clipboardData && e.clipboardData.getData("text/plain");
-    if (text && page.rfb) {
-      page.rfb.clipboardPasteFrom(text);
-      e.preventDefault();
-    }
-  });
+  setPolicy(OPEN_POLICY);
   fullscreen.addEventListener("click", async () => {
     if (document.fullscreenElement) {
       await document.exitFullscreen();
