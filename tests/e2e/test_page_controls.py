@@ -11,8 +11,6 @@ them (RFB KeyEvents), so these tests see the keys the machine gets.
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -372,19 +370,6 @@ def test_keyboard_and_screen_reader_use(page: Any, txvnc: Twistd, vnc_server: Ti
 # The token's policy
 
 
-def route_with_policy(page: Any, policy: dict[str, Any]) -> None:
-    """
-    Pass the console's WebSocket through, adding the proxy's policy notice
-    for C{policy} (as the proxy's notice would say it).
-    """
-
-    def handler(ws: Any) -> None:
-        ws.connect_to_server()
-        ws.send(json.dumps({"type": "policy", **policy}))
-
-    page.route_web_socket(re.compile(r"/websockify\?"), handler)
-
-
 #: For each policy, the controls that show (the rest of this list hides).
 GATED = ["#keys", "#paste", "#clipboard-toggle", "#clipboard-copy", "#clipboard-send"]
 POLICIES = {
@@ -413,8 +398,7 @@ def test_policy_hides_what_it_does_not_allow(
 ) -> None:
     """The proxy's policy notice hides the input controls of a view-only console and the clipboard controls of a direction it does not allow."""
     policy, visible = POLICIES[name]
-    route_with_policy(page, policy)
-    open_console(page, txvnc, vnc_server.port)
+    open_console(page, txvnc, vnc_server.port, **policy)
     page.wait_for_function(
         "(v) => document.body.dataset.viewOnly === String(v)",
         arg=policy["view_only"],
@@ -434,10 +418,6 @@ def test_policy_hides_what_it_does_not_allow(
     assert status.endswith("(view only)") is view_only, status
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the proxy does not send its policy notice yet (txvnc/proxy/relay.py)",
-)
 def test_view_only_token_hides_the_input_controls(
     page: Any, txvnc: Twistd, vnc_server: TigerVNC
 ) -> None:

@@ -95,5 +95,5 @@ def test_killed_console_page_shows_the_reason(
     assert text == "Disconnected: The console was closed by an administrator."
     assert page.evaluate("document.body.dataset.closeCode") == "4006"
     result = txvnc.cli("console", "kill", "req-no-such-console")
-    assert result.returncode == 1
+    assert result.returncode == 4  # not found (docs/api.md, exit statuses)
     assert "no such console session" in result.stderr

@@ -144,6 +144,10 @@ def test_view_only_in_the_browser(page: Any, secure_txvnc: Twistd, tmp_path: Pat
         url = mint(secure_txvnc, tmp_path, server.port, "--security", "vnc", "--view-only", password=PASSWORD)
         since = secure_txvnc.log.mark()
         assert_connected_without_password(page, url)
+        # The page hides input on a view-only console; a client that sends
+        # input anyway (this one, told to) must still be stopped by the proxy.
+        assert page.evaluate("() => window.txvnc.rfb.viewOnly") is True
+        page.evaluate("() => { window.txvnc.rfb.viewOnly = false; }")
         canvas = page.locator("#screen canvas")
         canvas.click()
         page.keyboard.type("hello")

@@ -2,7 +2,8 @@
 The consoleauth HTTP token API as the L{IResource} the assembly mounts.
 
 Routes (each needs C{Authorization: Bearer KEY} with the role named; the
-OpenAPI document at C{docs/api/openapi.yaml} is the full reference):
+OpenAPI document, C{txvnc/consoleauth/openapi.yaml}, served at
+C{GET /v1/openapi.yaml}, is the full reference):
 
     POST   /v1/tokens                        admin   mint a token
     GET    /v1/tokens[?instance_uuid=U]      admin   list live tokens (no secrets)

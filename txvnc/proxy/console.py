@@ -31,6 +31,18 @@ from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.vnc import VNCConnector
 
 
+def policy_notice(info: ConnectInfo) -> dict[str, Any]:
+    """
+    What the token lets the user do, told to the page so that it shows only
+    the controls that work; the RFB filters enforce it either way.
+    """
+    return {
+        "type": "policy",
+        "view_only": bool(info.view_only),
+        "clipboard": info.clipboard or "both",
+    }
+
+
 class ConsoleHost(Protocol):
     """
     What the consoles of one proxy share (the factory holds it).
@@ -170,6 +182,7 @@ class Console:
             # one, and takes a silence of a few intervals for a dead path.
             interval = limits.keepalive_interval
             self.send_notice({"type": "keepalive", "seconds": interval})
+        self.send_notice(policy_notice(info))
         self._log.info(
             "[{conn_id}] {client}: connecting to: {target} "
             "(instance {instance_uuid})",
