@@ -56,6 +56,21 @@ def timers(idle=0.0, session=0.0):
     return clock, line, t
 
 
+def test_a_failing_idle_warning_does_not_stop_the_idle_timeout():
+    """A warning that raises (the page's notice failed) still leaves the console to close at its idle deadline."""
+    clock = Clock()
+    line = Timeline(clock)
+
+    def broken_warn(kind, seconds):
+        raise RuntimeError("the notice could not be sent")
+
+    SessionTimers(clock, 300, 0, broken_warn, line.expire).start()
+    with pytest.raises(RuntimeError):
+        clock.advance(240)
+    clock.advance(60)
+    assert line.expired == [(300, closecodes.IDLE_TIMEOUT)]
+
+
 def test_idle_warns_a_minute_before_then_expires():
     """Without input the page is warned at idle-60s and closed at idle with 4002."""
     clock, line, _ = timers(idle=300)
