@@ -192,10 +192,15 @@ class NoticeBrowser(Browser):
         #: The proxy's keepalive notices, apart from the other notices.
         self.keepalives = []
         self._keepalive_waiters = []
+        #: The proxy's policy notice (sent once, at open), apart too.
+        self.policies = []
         self.pings = 0
         self._ping_waiters = []
 
     def onMessage(self, payload, isBinary):
+        if not isBinary and json.loads(payload).get("type") == "policy":
+            self.policies.append(json.loads(payload))
+            return
         if not isBinary and json.loads(payload).get("type") == "keepalive":
             self.keepalives.append(json.loads(payload))
             waiters, self._keepalive_waiters = self._keepalive_waiters, []
@@ -451,6 +456,11 @@ async def test_keepalive_notices_tell_the_page_the_path_is_alive(vnc):
         assert browser.notices == []
         await quiet.next_ping()
         assert quiet.keepalives == [] and quiet.notices == []
+        # The token's policy comes once, at open, to the page that asked.
+        assert browser.policies == [
+            {"type": "policy", "view_only": False, "clipboard": "both"}
+        ]
+        assert quiet.policies == []
 
     await with_stack(stack, body)
 

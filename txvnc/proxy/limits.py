@@ -257,7 +257,8 @@ class SessionTimers:
         if now >= deadline:
             self._fire(closecodes.IDLE_TIMEOUT)
             return
-        warn = not self._idle_warned and now >= self.last_input + self._idle_warning_time()
+        warn_at = self.last_input + self._idle_warning_time()
+        warn = not self._idle_warned and now >= warn_at
         self._idle_warned = self._idle_warned or warn
         # The deadline is set before the page is warned: a warning that
         # fails must not leave the console without its idle timeout.
