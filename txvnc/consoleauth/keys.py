@@ -34,6 +34,11 @@ KEY_BYTES = 32
 ADMIN = "admin"
 PROXY = "proxy"
 ROLES = (ADMIN, PROXY)
+#: What the messages call the files read here: the API key file, unless
+#: told otherwise (the secret key file that seals VNC passwords is read the
+#: same way).
+API_KEY_FILE = "API key file"
+SECRET_KEY_FILE = "secret key file"
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
 
@@ -50,9 +55,11 @@ class ApiKey:
     roles: frozenset[str]
 
 
-def parse_keys(text: str, path: str) -> tuple[ApiKey, ...]:
+def parse_keys(
+    text: str, path: str, what: str = API_KEY_FILE
+) -> tuple[ApiKey, ...]:
     """
-    The keys of a keys file's text.
+    The keys of a keys file's text; C{what} names the file in messages.
 
     @raise KeyFileError: naming the line that is wrong, or an empty file.
     """
@@ -66,20 +73,21 @@ def parse_keys(text: str, path: str) -> tuple[ApiKey, ...]:
             keys.append(ApiKey(words[0], frozenset(ROLES)))
             continue
         if len(words) != 2:
-            raise KeyFileError(f"{path} line {number}: expected ROLE KEY")
+            raise KeyFileError(f"{what} {path} line {number}: expected ROLE KEY")
         roles = frozenset(r.strip() for r in words[0].split(","))
         if not roles <= set(ROLES):
             # Not quoted: a line written KEY ROLE would put the key here.
             raise KeyFileError(
-                f"{path} line {number}: unknown role (use admin, proxy or admin,proxy)"
+                f"{what} {path} line {number}: unknown role "
+                "(use admin, proxy or admin,proxy)"
             )
         keys.append(ApiKey(words[1], roles))
     if not keys:
-        raise KeyFileError(f"API key file {path} is empty")
+        raise KeyFileError(f"{what} {path} is empty")
     return tuple(keys)
 
 
-def read_keys(path: str) -> tuple[ApiKey, ...]:
+def read_keys(path: str, what: str = API_KEY_FILE) -> tuple[ApiKey, ...]:
     """
     The keys in the file at C{path}.
 
@@ -89,13 +97,15 @@ def read_keys(path: str) -> tuple[ApiKey, ...]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise KeyFileError(f"API key file {path} does not exist") from None
+        raise KeyFileError(f"{what} {path} does not exist") from None
     except OSError as e:
-        raise KeyFileError(f"cannot read API key file {path}: {e.strerror}") from None
-    return parse_keys(text, path)
+        raise KeyFileError(f"cannot read {what} {path}: {e.strerror}") from None
+    return parse_keys(text, path, what)
 
 
-def key_with_role(keys: tuple[ApiKey, ...], role: str, path: str) -> str:
+def key_with_role(
+    keys: tuple[ApiKey, ...], role: str, path: str, what: str = API_KEY_FILE
+) -> str:
     """
     The first key holding C{role}.
 
@@ -104,17 +114,19 @@ def key_with_role(keys: tuple[ApiKey, ...], role: str, path: str) -> str:
     for k in keys:
         if role in k.roles:
             return k.key
-    raise KeyFileError(f"API key file {path} has no {role} key")
+    raise KeyFileError(f"{what} {path} has no {role} key")
 
 
-def read_key_file(path: str, role: str = ADMIN) -> str:
+def read_key_file(path: str, role: str = ADMIN, what: str = API_KEY_FILE) -> str:
     """
     The first key with C{role} in C{path}.
     """
-    return key_with_role(read_keys(path), role, path)
+    return key_with_role(read_keys(path, what), role, path, what)
 
 
-def load_or_create_key_file(path: str, role: str = ADMIN) -> str:
+def load_or_create_key_file(
+    path: str, role: str = ADMIN, what: str = API_KEY_FILE
+) -> str:
     """
     Read the key from C{path}, creating the file with a fresh random key
     (both roles) and mode 0600 when it does not exist, so a first start
@@ -124,13 +136,15 @@ def load_or_create_key_file(path: str, role: str = ADMIN) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return read_key_file(path, role)
+        return read_key_file(path, role, what)
     except OSError as e:
-        raise KeyFileError(f"cannot create API key file {path}: {e.strerror}") from None
+        raise KeyFileError(f"cannot create {what} {path}: {e.strerror}") from None
     key = secrets.token_urlsafe(KEY_BYTES)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")
-    _log.info("created API key file {path} (mode 0600)", path=os.path.abspath(path))
+    _log.info(
+        "created {what} {path} (mode 0600)", what=what, path=os.path.abspath(path)
+    )
     return key
 
 

@@ -11,7 +11,11 @@ from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, Service
 from twisted.logger import Logger
 
-from txvnc.consoleauth.keys import KeyRing, load_or_create_key_file
+from txvnc.consoleauth.keys import (
+    SECRET_KEY_FILE,
+    KeyRing,
+    load_or_create_key_file,
+)
 from txvnc.consoleauth.resource import (
     MAX_BODY,
     MAX_REPORT_BODY,
@@ -74,7 +78,9 @@ def token_api(
     services: list[IService] = [StoreService(store)]
     base_url = settings.base_url
     assert base_url is not None  # Settings fills it in when the API runs
-    secrets = SecretBox(load_or_create_key_file(settings.secret_key_file))
+    secrets = SecretBox(
+        load_or_create_key_file(settings.secret_key_file, what=SECRET_KEY_FILE)
+    )
     api = ConsoleAuthResource(
         store,
         keys,

@@ -20,7 +20,13 @@ from typing import Any
 
 from twisted.python import usage
 
-from txvnc.consoleauth.keys import PROXY, KeyFileError, read_key_file
+from txvnc.consoleauth.keys import (
+    API_KEY_FILE,
+    PROXY,
+    SECRET_KEY_FILE,
+    KeyFileError,
+    read_key_file,
+)
 from txvnc.consoleauth.store import UnknownStore
 from txvnc.consoleauth.stores import parse_store_description
 from txvnc.consoleauth.tokens import SECURITY_MODES
@@ -171,13 +177,13 @@ def _check(config: Mapping[str, Any]) -> dict[str, Any]:
             if kind == "sqlite":
                 _check_writable_dir(path, "the token store")
             for name, what in (
-                ("api-key-file", "the API key file"),
-                ("secret-key-file", "the secret key file"),
+                ("api-key-file", API_KEY_FILE),
+                ("secret-key-file", SECRET_KEY_FILE),
             ):
                 if os.path.exists(config[name]):
-                    read_key_file(config[name])
+                    read_key_file(config[name], what=what)
                 else:
-                    _check_writable_dir(config[name], what)
+                    _check_writable_dir(config[name], f"the {what}")
         else:
             read_key_file(config["api-key-file"], PROXY)
         if config["audit-log"] is not None:
