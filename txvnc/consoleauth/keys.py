@@ -24,6 +24,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -39,6 +40,9 @@ ROLES = (ADMIN, PROXY)
 #: same way).
 API_KEY_FILE = "API key file"
 SECRET_KEY_FILE = "secret key file"
+#: The shortest key a serving process accepts: anything shorter is a word,
+#: not a secret (the keys txvnc makes itself have 43 characters).
+MIN_KEY_LENGTH = 16
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
 
@@ -101,6 +105,56 @@ def read_keys(path: str, what: str = API_KEY_FILE) -> tuple[ApiKey, ...]:
     except OSError as e:
         raise KeyFileError(f"cannot read {what} {path}: {e.strerror}") from None
     return parse_keys(text, path, what)
+
+
+def check_private(path: str, what: str = API_KEY_FILE) -> None:
+    """
+    Refuse a key file that users other than its owner (its group included)
+    may read or write, as ssh refuses an open private key: whoever reads
+    the API key mints consoles, whoever reads the secret key opens the
+    stored VNC passwords.
+
+    @raise KeyFileError: naming the file, its mode and the fix.
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # reading the file says what is wrong with it
+    if mode & 0o077:
+        raise KeyFileError(
+            f"{what} {path} is open to other users (mode {mode:04o}): "
+            f"run chmod 600 {path}"
+        )
+
+
+def check_long_enough(
+    keys: tuple[ApiKey, ...], path: str, what: str = API_KEY_FILE
+) -> None:
+    """
+    Refuse keys too short to be secret. The message gives the length only:
+    never the key.
+
+    @raise KeyFileError: naming the file.
+    """
+    for k in keys:
+        if len(k.key) < MIN_KEY_LENGTH:
+            raise KeyFileError(
+                f"{what} {path} holds a key of {len(k.key)} characters, too "
+                f"short to be secret: use at least {MIN_KEY_LENGTH} characters "
+                "(txvnc's own keys have 43)"
+            )
+
+
+def read_private_keys(path: str, what: str = API_KEY_FILE) -> tuple[ApiKey, ...]:
+    """
+    The keys in C{path} for a process that serves with them: well formed
+    (L{read_keys}), private to their owner (L{check_private}) and long
+    enough (L{check_long_enough}).
+    """
+    keys = read_keys(path, what)
+    check_private(path, what)
+    check_long_enough(keys, path, what)
+    return keys
 
 
 def key_with_role(
@@ -171,13 +225,21 @@ class KeyRing:
     The keys the token API accepts, reloadable from their file.
 
     @ivar path: the keys file, or L{None} for a fixed set (tests).
+    @ivar private: whether the file is held to L{read_private_keys} (a
+        serving process's keys), on reloads as at start-up.
     """
 
     _log = Logger()
 
-    def __init__(self, keys: tuple[ApiKey, ...], path: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: tuple[ApiKey, ...],
+        path: str | None = None,
+        private: bool = False,
+    ) -> None:
         self.keys = keys
         self.path = path
+        self.private = private
 
     @classmethod
     def single(cls, key: str) -> KeyRing:
@@ -187,8 +249,11 @@ class KeyRing:
         return cls((ApiKey(key, frozenset(ROLES)),))
 
     @classmethod
-    def from_file(cls, path: str) -> KeyRing:
-        return cls(read_keys(path), path)
+    def from_file(cls, path: str, private: bool = False) -> KeyRing:
+        """
+        The keys in C{path}; with C{private}, held to L{read_private_keys}.
+        """
+        return cls(_read(path, private), path, private)
 
     def roles(self, authorization: bytes | None) -> frozenset[str] | None:
         """
@@ -221,7 +286,7 @@ class KeyRing:
         if self.path is None:
             return False
         try:
-            keys = read_keys(self.path)
+            keys = _read(self.path, self.private)
         except KeyFileError as e:
             self._log.error(
                 "API keys not reloaded, the old ones stay in force: {why}", why=str(e)
@@ -235,3 +300,7 @@ class KeyRing:
             proxy=sum(PROXY in k.roles for k in keys),
         )
         return True
+
+
+def _read(path: str, private: bool) -> tuple[ApiKey, ...]:
+    return read_private_keys(path) if private else read_keys(path)

@@ -65,7 +65,7 @@ def build(settings: Settings, reactor: Any) -> MultiService:
 
     if settings.run_api:
         load_or_create_key_file(settings.api_key_file)
-    keys = KeyRing.from_file(settings.api_key_file)
+    keys = KeyRing.from_file(settings.api_key_file, private=True)
     hooks.add("API keys", keys.reload)
     audit = AuditLog(reactor, settings.audit_log)
     services: list[IService] = [AuditService(audit)]

@@ -21,11 +21,13 @@ from typing import Any
 from twisted.python import usage
 
 from txvnc.consoleauth.keys import (
+    ADMIN,
     API_KEY_FILE,
     PROXY,
     SECRET_KEY_FILE,
     KeyFileError,
-    read_key_file,
+    key_with_role,
+    read_private_keys,
 )
 from txvnc.consoleauth.store import UnknownStore
 from txvnc.consoleauth.stores import parse_store_description
@@ -180,12 +182,14 @@ def _check(config: Mapping[str, Any]) -> dict[str, Any]:
                 ("api-key-file", API_KEY_FILE),
                 ("secret-key-file", SECRET_KEY_FILE),
             ):
-                if os.path.exists(config[name]):
-                    read_key_file(config[name], what=what)
+                path = config[name]
+                if os.path.exists(path):
+                    key_with_role(read_private_keys(path, what), ADMIN, path, what)
                 else:
                     _check_writable_dir(config[name], f"the {what}")
         else:
-            read_key_file(config["api-key-file"], PROXY)
+            path = config["api-key-file"]
+            key_with_role(read_private_keys(path), PROXY, path)
         if config["audit-log"] is not None:
             _check_writable_dir(config["audit-log"], "the audit log")
     except (UnknownStore, KeyFileError, PolicyError) as e:
