@@ -24,7 +24,7 @@ from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.api import token_api
 from txvnc.service.listeners import metrics_listener
-from txvnc.service.proxy import console_proxy
+from txvnc.service.proxy import console_proxy, token_api_check
 from txvnc.service.settings import Settings
 from txvnc.service.workers import (
     WorkerPool,
@@ -77,6 +77,7 @@ def build(settings: Settings, reactor: Any) -> MultiService:
         if settings.workers > 1:
             pool = _worker_pool(settings, reactor, registry, hooks)
             services.append(pool)
+            token_api_check(settings, reactor, readiness)
         else:
             proxy, factory = console_proxy(
                 settings, reactor, keys, registry, readiness, hooks, audit
