@@ -30,6 +30,7 @@ from txvnc.proxy.revocation import DEFAULT_INTERVAL
 from txvnc.service.assemble import build
 from txvnc.service.config import apply_config, config_path, load_config
 from txvnc.service.settings import Settings
+from txvnc.service.startup import report_in_one_line, say
 
 DEFAULT_LISTEN = "tcp:6080"
 DEFAULT_API_LISTEN = "tcp:6081:interface=127.0.0.1"
@@ -322,12 +323,25 @@ class Options(usage.Options):
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Read C{--config FILE} first, so that the command line wins.
+
+        Under twistd (which makes these options its sub-command's), a usage
+        error is one line on stderr and exit status 1, rather than twistd's
+        whole help text with the error at its end, and so is a failure to
+        start later on (L{report_in_one_line}).
         """
         argv = list(sys.argv[1:] if options is None else options)
-        path = config_path(argv)
-        if path is not None:
-            apply_config(self, load_config(path), path)
-        super().parseOptions(argv)
+        try:
+            path = config_path(argv)
+            if path is not None:
+                apply_config(self, load_config(path), path)
+            super().parseOptions(argv)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise  # parsed by a caller of its own, which reports it
+            say(str(e))
+            raise SystemExit(1) from None
+        if getattr(self, "parent", None) is not None:
+            report_in_one_line()
 
     def opt_version(self) -> None:
         """Print txvnc's version and exit."""

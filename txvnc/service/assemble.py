@@ -23,9 +23,10 @@ from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.api import token_api
-from txvnc.service.listeners import metrics_listener
+from txvnc.service.listeners import cannot_listen_why, metrics_listener
 from txvnc.service.proxy import console_proxy, token_api_check
 from txvnc.service.settings import Settings
+from txvnc.service.startup import StartupError
 from txvnc.service.workers import (
     WorkerPool,
     shared_listening_sockets,
@@ -121,7 +122,14 @@ def _worker_pool(
     C{--workers N}: the pool on N shared sockets, the workers' metrics
     summed into this process's C{/metrics}, SIGHUP passed on.
     """
-    socks = shared_listening_sockets(settings.listen, settings.workers)
+    try:
+        socks = shared_listening_sockets(settings.listen, settings.workers)
+    except OSError as e:
+        # Made while the service is built, before twistd's log has begun:
+        # the error alone says it (a critical line now would go to stderr
+        # as well).
+        why = f"--listen {settings.listen}: cannot listen: {cannot_listen_why(e)}"
+        raise StartupError(why) from None
     shared = WorkerMetricsDirectory.create()
     registry.register(shared.collector())
     pool = WorkerPool(reactor, socks, worker_config(settings), metrics=shared)

@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import Service
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -20,6 +22,7 @@ from txvnc.core.guarded import GuardedSite
 from txvnc.ops.health import HEALTH_PATHS, Readiness, ops_children
 from txvnc.ops.metrics import MetricsResource
 from txvnc.ops.reload import ReloadHooks
+from txvnc.service.startup import StartupError
 from txvnc.service.tls import TLSServerEndpoint, server_endpoint
 
 
@@ -37,11 +40,42 @@ def listener(
     endpoint = server_endpoint(reactor, description)
     if hooks is not None and isinstance(endpoint, TLSServerEndpoint):
         hooks.add(f"TLS certificate of {what}", endpoint.tls.reload)
-    service = StreamServerEndpointService(endpoint, site)
-    # A port that cannot be bound stops start-up with the error, as
-    # twistd's own strports services do, instead of running half a service.
-    service._raiseSynchronously = True
-    return service
+    return ListenerService(endpoint, site, f"{what} {description}".strip())
+
+
+class ListenerService(StreamServerEndpointService):
+    """
+    A listener whose port cannot be bound stops start-up, as twistd's own
+    strports services do, instead of running half a service; the error
+    names the option and the description (C{--listen tcp:6080: cannot
+    listen: address already in use}), logged and raised as a
+    L{StartupError}.
+    """
+
+    _log = Logger()
+
+    def __init__(self, endpoint: Any, factory: Any, named: str) -> None:
+        super().__init__(endpoint, factory)
+        self._named = named
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            why = f"{self._named}: cannot listen: {cannot_listen_why(e)}"
+            self._log.critical("{why}", why=why)
+            raise StartupError(why) from None
+
+
+def cannot_listen_why(error: Exception) -> str:
+    """
+    What the system said, without Twisted's wrapping (C{Couldn't listen on
+    127.0.0.1:6080: [Errno 98] Address already in use.} becomes C{Address
+    already in use}).
+    """
+    cause = getattr(error, "socketError", error)
+    return str(getattr(cause, "strerror", None) or cause)
 
 
 def metrics_listener(

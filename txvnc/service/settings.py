@@ -41,6 +41,8 @@ from txvnc.proxy.options import check_limits, limits_from
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import find_novnc, is_novnc
 from txvnc.service.endpoints import (
+    check_http_url,
+    check_listener,
     default_base_url,
     listener_url,
     node_name,
@@ -169,6 +171,7 @@ def _check(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     run_api, run_proxy = not config["no-api"], not config["no-proxy"]
     _check_roles(config, run_api, run_proxy)
+    _check_listeners(config)
     _check_numbers(config)
     _check_files_and_listeners(config)
     derived: dict[str, Any] = {}
@@ -216,10 +219,23 @@ def _check_roles(config: Mapping[str, Any], run_api: bool, run_proxy: bool) -> N
         raise usage.UsageError("--workers must be at least 1")
     if not 0 <= config["poll-spin"] <= MAX_SPIN_US:
         raise usage.UsageError(f"--poll-spin must be 0 to {MAX_SPIN_US:g}")
+    if config["workers"] > 1 and not run_proxy:
+        raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
+
+
+def _check_listeners(config: Mapping[str, Any]) -> None:
+    """
+    Every listener and URL option, read the way start-up will read it, so a
+    typo is one line naming the option instead of a traceback.
+    """
+    for name in ("listen", "api-listen", "metrics-listen"):
+        if config[name]:
+            check_listener(config[name], f"--{name}")
     if config["workers"] > 1:
-        if not run_proxy:
-            raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
         parse_tcp_listener(config["listen"])
+    for name in ("consoleauth-url", "base-url"):
+        if config[name]:
+            check_http_url(config[name], f"--{name}")
 
 
 def _check_numbers(config: Mapping[str, Any]) -> None:
