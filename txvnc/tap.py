@@ -29,8 +29,8 @@ from txvnc.proxy.options import LIMIT_PARAMETERS
 from txvnc.proxy.revocation import DEFAULT_INTERVAL
 from txvnc.service.assemble import build
 from txvnc.service.config import apply_config, config_path, load_config
+from txvnc.service.listeners import report_in_one_line, say
 from txvnc.service.settings import Settings
-from txvnc.service.startup import report_in_one_line, say
 
 DEFAULT_LISTEN = "tcp:6080"
 DEFAULT_API_LISTEN = "tcp:6081:interface=127.0.0.1"

@@ -23,10 +23,13 @@ from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.api import token_api
-from txvnc.service.listeners import cannot_listen_why, metrics_listener
+from txvnc.service.listeners import (
+    StartupError,
+    cannot_listen_why,
+    metrics_listener,
+)
 from txvnc.service.proxy import console_proxy, token_api_check
 from txvnc.service.settings import Settings
-from txvnc.service.startup import StartupError
 from txvnc.service.workers import (
     WorkerPool,
     shared_listening_sockets,

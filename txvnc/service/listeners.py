@@ -4,11 +4,20 @@ Listeners: an endpoint description and a site in, a service out.
 Every listener of C{twistd txvnc} (the proxy's, the token API's,
 C{--metrics-listen}) is built here, so each stops start-up when its port
 cannot be bound and each C{ssl:} one reloads its certificate on SIGHUP.
+
+A failure to start is said in one line, where twistd would print a usage
+error after its whole help text and a port in use as a traceback of some
+forty lines through its log: a L{StartupError} carries the option, the value
+and what is wrong, and L{report_in_one_line} makes an uncaught one end the
+process with that line on stderr and exit status 1 (twistd, daemonizing,
+hands its message to the parent as for any exception).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+from types import TracebackType
+from typing import Any, TextIO
 
 from prometheus_client import CollectorRegistry
 from twisted.application.internet import StreamServerEndpointService
@@ -22,8 +31,45 @@ from txvnc.core.guarded import GuardedSite
 from txvnc.ops.health import HEALTH_PATHS, Readiness, ops_children
 from txvnc.ops.metrics import MetricsResource
 from txvnc.ops.reload import ReloadHooks
-from txvnc.service.startup import StartupError
 from txvnc.service.tls import TLSServerEndpoint, server_endpoint
+
+
+class StartupError(Exception):
+    """
+    txvnc cannot start as configured; the message names the option and its
+    value and says what is wrong.
+    """
+
+
+def say(message: str, stream: TextIO | None = None) -> None:
+    """
+    Write C{twistd txvnc: MESSAGE} to the process's own stderr (twistd
+    sends C{sys.stderr} to its log once logging starts).
+    """
+    out = stream or sys.__stderr__
+    if out is not None:
+        out.write(f"twistd txvnc: {message}\n")
+        out.flush()
+
+
+def report_in_one_line() -> None:
+    """
+    From now on, a L{StartupError} nobody catches is one line on stderr,
+    not a traceback; any other exception is reported as before.
+    """
+    previous = sys.excepthook
+
+    def hook(
+        kind: type[BaseException],
+        value: BaseException,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(value, StartupError):
+            say(str(value))
+        else:
+            previous(kind, value, traceback)
+
+    sys.excepthook = hook
 
 
 def listener(
