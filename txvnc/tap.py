@@ -27,6 +27,7 @@ from txvnc.ops.spin import DEFAULT_SPIN_US
 from txvnc.proxy.guard import DEFAULT_MAX_FAILURES
 from txvnc.proxy.options import LIMIT_PARAMETERS
 from txvnc.proxy.revocation import DEFAULT_INTERVAL
+from txvnc.proxy.site import frame_ancestor
 from txvnc.service.assemble import build
 from txvnc.service.config import apply_config, config_path, load_config
 from txvnc.service.listeners import report_in_one_line, say
@@ -291,6 +292,7 @@ class Options(usage.Options):
         self["trusted-proxy"] = []
         self["allowed-unix-dir"] = []
         self["allowed-target"] = []
+        self["frame-ancestors"] = []
 
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
@@ -315,6 +317,18 @@ class Options(usage.Options):
                 f"--trusted-proxy {network!r}: not an address or CIDR network"
             ) from None
         self["trusted-proxy"].append(network)
+
+    def opt_frame_ancestors(self, origin: str) -> None:
+        """
+        Let pages of this origin (https://host[:port], or 'self') frame the
+        console page, e.g. an operator's dashboard (repeatable; default: no
+        page may frame it).
+        """
+        try:
+            frame_ancestor(origin)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["frame-ancestors"].append(origin)
 
     def opt_allowed_origin(self, origin: str) -> None:
         """Also accept WebSockets from this origin or host name (repeatable)."""

@@ -7,6 +7,7 @@ C{/websockify}).
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,50 @@ class ConsoleRoot(Resource):
         return self._static.render(request)
 
 
+#: A C{--frame-ancestors} value: C{'self'} or an origin, the host possibly
+#: with a leading C{*.}; nothing that could end the header's source list.
+_FRAME_ANCESTOR = re.compile(
+    r"(?:https?://(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::(?:\d{1,5}|\*))?)\Z"
+)
+
+
+def frame_ancestor(value: str) -> str:
+    """
+    One C{--frame-ancestors} value as the CSP source it becomes: C{self}
+    (quoted or not) or an origin such as C{https://dashboard.example.com}.
+
+    @raise ValueError: for anything else (a path, a list, a quote).
+    """
+    if value.strip("'") == "self":
+        return "'self'"
+    text = value.rstrip("/")
+    if not _FRAME_ANCESTOR.match(text):
+        raise ValueError(
+            f"--frame-ancestors {value!r}: not an origin "
+            "(https://host[:port]) or 'self'"
+        )
+    return text
+
+
+def frame_headers(frame_ancestors: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    """
+    The headers that say who may frame the proxy's pages: nobody by default
+    (a framed console can be steered into typing or pasting by the page
+    around it: clickjacking), or only C{frame_ancestors}
+    (C{--frame-ancestors}), for a dashboard that embeds the console.
+    X-Frame-Options cannot name an origin that browsers still honour, so it
+    is only sent with the denial; CSP C{frame-ancestors} wins where both are
+    understood.
+    """
+    if not frame_ancestors:
+        return [
+            (b"Content-Security-Policy", b"frame-ancestors 'none'"),
+            (b"X-Frame-Options", b"DENY"),
+        ]
+    sources = " ".join(frame_ancestors).encode("ascii")
+    return [(b"Content-Security-Policy", b"frame-ancestors " + sources)]
+
+
 class ConsoleSite(GuardedSite):
     """
     The proxy's L{Site}: its access log keeps page loads and every error,
@@ -179,12 +224,22 @@ class ConsoleSite(GuardedSite):
         *args: Any,
         quiet_paths: tuple[bytes, ...] = (b"/novnc/",),
         console_factory: ConsoleProxyFactory | None = None,
+        frame_ancestors: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, *args, quiet_paths=quiet_paths, **kwargs)
         #: The WebSocket factory behind this site (for the assembly and
         #: its tests to find what they configured).
         self.console_factory = console_factory
+        self._frame_headers = frame_headers(frame_ancestors)
+
+    def getResourceFor(self, request: Request) -> IResource:
+        # Every answer, the page, noVNC's files, errors and the token
+        # check alike, says who may frame it.
+        for name, value in self._frame_headers:
+            request.setHeader(name, value)
+        resource: IResource = super().getResourceFor(request)
+        return resource
 
 
 def console_site(
@@ -194,6 +249,7 @@ def console_site(
     timeout: float = 60.0,
     extra: dict[bytes, IResource] | None = None,
     quiet_health: bool = True,
+    frame_ancestors: tuple[str, ...] = (),
 ) -> Site:
     """
     The proxy's L{Site}.
@@ -206,6 +262,8 @@ def console_site(
     @param quiet_health: keep successful requests for the C{extra}
         resources (health checks) out of the access log
         (C{--access-log-polls} turns it off).
+    @param frame_ancestors: origins that may frame the pages
+        (C{--frame-ancestors}); none: no page may be framed.
     @param extra: resources served at the top level beside the page (the
         health checks).
 
@@ -232,6 +290,7 @@ def console_site(
         quiet_paths=(b"/novnc/", *quiet_extra),
         reactor=factory.reactor,
         console_factory=factory,
+        frame_ancestors=frame_ancestors,
     )
     site.displayTracebacks = False
     return site

@@ -91,6 +91,7 @@ def proxy_site(
         # Anyone may ask the public listener: the status, not the reasons.
         extra=ops_children(readiness, public=True),
         quiet_health=not settings.access_log_polls,
+        frame_ancestors=settings.frame_ancestors,
     )
     return site, factory
 

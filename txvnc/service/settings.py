@@ -39,7 +39,7 @@ from txvnc.ops.spin import MAX_SPIN_US
 from txvnc.proxy.limits import Limits
 from txvnc.proxy.options import check_limits, limits_from
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
-from txvnc.proxy.site import find_novnc, is_novnc
+from txvnc.proxy.site import find_novnc, frame_ancestor, is_novnc
 from txvnc.service.endpoints import (
     check_http_url,
     check_listener,
@@ -99,6 +99,7 @@ class Settings:
     target_policy: TargetPolicy
     allowed_origins: tuple[str, ...]
     allowed_unix_dirs: tuple[str, ...]
+    frame_ancestors: tuple[str, ...]
     trusted_proxies: tuple[Network, ...]
     limits: Limits
     token_check_timeout: float
@@ -145,6 +146,9 @@ class Settings:
             target_policy=given["target-policy"],
             allowed_origins=tuple(given["allowed-origin"]),
             allowed_unix_dirs=tuple(given["allowed-unix-dir"]),
+            frame_ancestors=tuple(
+                frame_ancestor(origin) for origin in given.get("frame-ancestors", ())
+            ),
             trusted_proxies=parse_networks(given["trusted-proxy"]),
             limits=limits_from(given),
             token_check_timeout=given["token-check-timeout"],
@@ -260,6 +264,11 @@ def _check_files_and_listeners(config: Mapping[str, Any]) -> None:
         parse_networks(config["trusted-proxy"])
     except ValueError as e:
         raise usage.UsageError(f"--trusted-proxy: {e}") from None
+    for origin in config.get("frame-ancestors", ()):
+        try:
+            frame_ancestor(origin)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
     for name in ("listen", "api-listen", "metrics-listen"):
         description = config[name]
         if description and description.startswith("ssl:"):
