@@ -83,7 +83,28 @@ class StaticFiles(File):
     """
     Static files without directory listings: a console proxy has nothing to
     browse, and a listing is an invitation to look for something that is.
+
+    Nor does it serve anything outside its directory: Twisted's L{File}
+    refuses C{..} but follows symbolic links, so a link under C{--web}
+    (left by a package, or planted by whoever can write there) would
+    publish whatever it points at. A child whose real path leaves the real
+    path of the root is not found; links that stay inside still work.
     """
+
+    def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(path, *args, **kwargs)
+        #: The real path of the tree's root (set again on every child).
+        self.root = os.path.realpath(path)
+
+    def createSimilarFile(self, path: str) -> File:
+        child: File = super().createSimilarFile(path)
+        if isinstance(child, StaticFiles):
+            child.root = self.root
+        return child
+
+    def _inside(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
 
     def directoryListing(self) -> Resource:
         return NoResource()
@@ -95,6 +116,8 @@ class StaticFiles(File):
         if b"\0" in path or not _is_utf8(path):
             return NoResource()
         child: Resource = super().getChild(path, request)
+        if isinstance(child, File) and not self._inside(child.path):
+            return NoResource()
         return child
 
     def render_GET(self, request: Request) -> bytes | int:
