@@ -197,6 +197,25 @@ async def test_tigervnc_unix_socket(tmp_path: Path, make_stack) -> None:
         await console_works(browser, "txvnc-test")
 
 
+@pytest_twisted.ensureDeferred
+async def test_tigervnc_unix_socket_behind_a_link_out(tmp_path: Path, make_stack) -> None:
+    """A link in the allowed directory to Xtigervnc's socket outside it is refused at mint, and a link planted after mint is refused at the upgrade."""
+    sockets, outside = tmp_path / "sockets", tmp_path / "outside"
+    sockets.mkdir()
+    outside.mkdir()
+    path = outside / "vnc.sock"
+    with tigervnc(tmp_path, "-rfbunixpath", str(path), "-SecurityTypes", "None"):
+        stack = make_stack(allowed_unix_dirs=(str(sockets),))
+        (sockets / "escape.sock").symlink_to(path)
+        with pytest.raises(AssertionError, match="minting failed: 403"):
+            await stack.mint(None, unix_path=str(sockets / "escape.sock"))
+        # Nothing there at mint; a link to the outside socket afterwards.
+        token = await stack.mint(None, unix_path=str(sockets / "vm.sock"))
+        (sockets / "vm.sock").symlink_to(path)
+        code, reason = await stack.raw_upgrade(f"token={token}")
+        assert (code, reason) == (403, "The console's target is not allowed")
+
+
 # qemu
 
 

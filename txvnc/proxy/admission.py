@@ -8,7 +8,8 @@ that could not be read (the check's body); the brute-force guard
 (L{txvnc.proxy.guard}); a console slot (the handshake's L{Seat}); the
 token's presence; the token API, which I{uses} the token for a handshake
 and only I{checks} it for the page, so asking never spends a single-use
-token; the proxy's own target policy; a slot for the token. A missing or
+token; the proxy's own target policy (a unix target resolved to its real
+path); a slot for the token. A missing or
 unknown token counts against the client in the guard on both paths, so the
 check is no faster a way to guess tokens than opening consoles.
 
@@ -22,7 +23,7 @@ the browser is told is the same sentence on both, from the constants below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from twisted.logger import Logger
 
@@ -33,8 +34,9 @@ from txvnc.client import (
     ConsoleAuthUnavailable,
 )
 from txvnc.core.audit import AuditLog
-from txvnc.core.targets import TargetPolicy, unix_path_allowed
+from txvnc.core.targets import TargetPolicy
 from txvnc.core.tokens import token_hash, token_ref
+from txvnc.core.unixpaths import real_unix_target
 from txvnc.proxy import closecodes
 from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.guard import AuthFailureGuard, address_of
@@ -163,14 +165,18 @@ class Admission:
         )
         self.allowed_unix_dirs = allowed_unix_dirs
 
-    def target_allowed(self, info: ConnectInfo) -> bool:
+    def allowed_target(self, info: ConnectInfo) -> ConnectInfo | None:
         """
-        Whether this proxy's own policy (C{--allowed-target},
-        C{--allowed-unix-dir}) lets a console reach C{info}'s target.
+        C{info} as the console should connect, when this proxy's own policy
+        (C{--allowed-target}, C{--allowed-unix-dir}) lets it reach that
+        target; else L{None}. A unix target is resolved here (a local stat)
+        and its real path is what the console connects to
+        (L{txvnc.core.unixpaths}).
         """
         if info.unix_path is not None:
-            return unix_path_allowed(info.unix_path, self.allowed_unix_dirs)
-        return self.target_policy.allows(info.host, info.port)
+            real = real_unix_target(info.unix_path, self.allowed_unix_dirs)
+            return None if real is None else replace(info, unix_path=real)
+        return info if self.target_policy.allows(info.host, info.port) else None
 
     async def decide(self, request: ConsoleRequest) -> Verdict:
         """
@@ -225,7 +231,8 @@ class Admission:
             self._failed(request, address, hashed, "invalid token")
             return Verdict(403, INVALID_TOKEN, "bad_token")
 
-        if not self.target_allowed(info):
+        allowed = self.allowed_target(info)
+        if allowed is None:
             # The API should never have minted it; the proxy's own policy
             # has the last word before any packet goes to the target.
             path.target_refused(log, request, ref, info)
@@ -240,6 +247,7 @@ class Admission:
                     reason="target not allowed",
                 )
             return Verdict(403, TARGET_NOT_ALLOWED, "target_not_allowed")
+        info = allowed
 
         if seat is not None:
             refusal = seat.take_token(hashed)

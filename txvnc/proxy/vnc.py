@@ -7,13 +7,24 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 
 from txvnc.client import ConnectInfo
+from txvnc.core.unixpaths import still_real
+
+
+class UnixPathChanged(Exception):
+    """
+    A unix target that was checked at admission became (or gained) a
+    symbolic link before the console connected.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.args[0]} changed into a symbolic link after it was checked"
 
 
 class VNCPeer(Protocol):
@@ -76,6 +87,10 @@ class VNCConnector:
         """
         endpoint: Any
         if info.unix_path is not None:
+            if not still_real(info.unix_path):
+                # Admission resolved the path and found it allowed; a link
+                # has appeared in it since: go nowhere.
+                return fail(UnixPathChanged(info.unix_path))
             endpoint = UNIXClientEndpoint(
                 self._reactor, info.unix_path, timeout=self.timeout
             )
