@@ -254,8 +254,9 @@ class Options(usage.Options):
             None,
             DEFAULT_MAX_FAILURES,
             (
-                "Failed console requests per minute per client address before "
-                "it gets 429 for a minute (0: no limit)."
+                "Failed console requests per minute per client address (IPv6: "
+                "per /64) before its token checks are paced to that rate and "
+                "its failures answered 429; valid tokens still open (0: no limit)."
             ),
             int,
         ],
