@@ -397,14 +397,14 @@ def _log_path(directory: Path, name: str | None) -> Path:
 
 
 def _run(
-    argv: list[str], directory: Path, name: str | None
+    argv: list[str], directory: Path, name: str | None, open_files: int | None = None
 ) -> tuple[subprocess.Popen[str], OutputWatcher, Path]:
     """
     Start C{argv} in C{directory}, its output watched and kept in a new log
     file.
     """
     log_path = _log_path(directory, name)
-    process = spawn(argv, cwd=directory)
+    process = spawn(argv, cwd=directory, open_files=open_files)
     assert process.stdout is not None
     label = f"twistd txvnc ({name})" if name else "twistd txvnc"
     return process, OutputWatcher(process.stdout, label, log_path), log_path
@@ -427,6 +427,7 @@ def launch(
     audit_log: bool = False,
     ready: Sequence[str] = (),
     name: str | None = None,
+    open_files: int | None = None,
 ) -> Twistd:
     """
     Start C{twistd -n txvnc} once, on fresh ports, without waiting: see
@@ -490,7 +491,7 @@ def launch(
         audit_path = directory / f"{name or 'twistd'}-audit.jsonl"
         argv += ["--audit-log", str(audit_path)]
     argv += args
-    process, log, log_path = _run(argv, directory, name)
+    process, log, log_path = _run(argv, directory, name, open_files)
     return Twistd(
         process,
         log,
@@ -529,6 +530,7 @@ def start_twistd(directory: Path, *args: str, **options: Any) -> Twistd:
         C{directory} (L{Twistd.audit_path}).
     @param ready: more log line patterns to wait for.
     @param name: names its log file (C{twistd-NAME.log}) and its messages.
+    @param open_files: its C{RLIMIT_NOFILE}, set before it starts.
     """
     directory.mkdir(parents=True, exist_ok=True)
     for _ in range(PORT_TRIES):

@@ -39,6 +39,10 @@ class Limits:
     @ivar max_connections: consoles open or opening at once, in total.
     @ivar max_connections_per_token: consoles open at once with one token.
     @ivar max_message_size: largest frame or message taken from a browser.
+    @ivar max_pending_per_address: connections with no open console (page
+        loads, token checks, handshakes in progress) per client address.
+    @ivar descriptors: file descriptors the proxy's connections may hold
+        (L{txvnc.proxy.capacity}); past them a new connection gets 503.
     """
 
     handshake_timeout: float = 30.0
@@ -51,6 +55,8 @@ class Limits:
     #: noVNC's biggest message is a clipboard paste; this bounds what one
     #: message can make the proxy hold.
     max_message_size: int = 4 * 1024 * 1024
+    max_pending_per_address: int = 0
+    descriptors: int = 0
 
 
 def is_user_input(message: bytes) -> bool:

@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from txvnc.core.accesslog import access_log_formatter_for
-from txvnc.core.guarded import GuardedSite
+from txvnc.core.guarded import GuardedChannel, GuardedSite
+from txvnc.proxy.capacity import Slot
 from txvnc.proxy.tokencheck import MAX_BODY as TOKEN_CHECK_BODY
 from txvnc.proxy.tokencheck import PATH as TOKEN_CHECK
 from txvnc.proxy.tokencheck import TokenCheckResource
@@ -142,13 +147,29 @@ class ConsoleWebSocketResource(WebSocketResource):
     which would keep the relay from registering its own.
     """
 
+    def __init__(self, factory: ConsoleProxyFactory) -> None:
+        super().__init__(factory)
+        self._console_factory = factory
+
     def render(self, request: Request) -> bytes | int:
-        channel = request.channel
+        channel: Any = request.channel
         channel.setTimeout(None)
         transport: Any = channel.transport
         if transport is not None:
             transport.unregisterProducer()
-        return super().render(request)
+        # The connection's place in the descriptor budget goes with it to
+        # the WebSocket protocol (built inside this call), which gives it
+        # back when the connection ends; the channel never hears of it again.
+        slot = getattr(channel, "slot", None)
+        channel.slot = None
+        self._console_factory.hand_over(slot)
+        try:
+            result: bytes | int = super().render(request)
+        finally:
+            leftover = self._console_factory.take_handover()
+            if leftover is not None:
+                channel.slot = leftover  # no protocol took it
+        return result
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -230,6 +251,75 @@ def frame_headers(frame_ancestors: tuple[str, ...]) -> list[tuple[bytes, bytes]]
     return [(b"Content-Security-Policy", b"frame-ancestors " + sources)]
 
 
+class ConsoleChannel(GuardedChannel):
+    """
+    A L{GuardedChannel} that gives back its place in the proxy's descriptor
+    budget (L{txvnc.proxy.capacity}) when it closes, unless a WebSocket
+    upgrade took it along.
+    """
+
+    slot: Slot | None = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.release()
+        super().connectionLost(reason)
+
+
+#: The whole answer to a connection the proxy has no room for.
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+    b"Retry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n\r\n"
+    b"The console service is busy: try again"
+)
+#: Seconds a refused connection may stay before it is dropped unanswered.
+BUSY_DEADLINE = 2.0
+
+
+class BusyProtocol(Protocol):
+    """
+    Answers a connection over the proxy's budget with 503 once its request
+    arrives (read, so that closing does not reset the answer away), and
+    drops it after L{BUSY_DEADLINE} if nothing arrives.
+    """
+
+    def __init__(self, clock: IReactorTime, done: Any) -> None:
+        self._clock = clock
+        self._done = done
+        self._deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._deadline = self._clock.callLater(BUSY_DEADLINE, self._drop)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None:
+            return
+        self._cancel()
+        transport: Any = self.transport
+        transport.write(BUSY)
+        transport.loseConnection()
+
+    def _drop(self) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        transport.abortConnection()
+
+    def _cancel(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel()
+        self._done()
+
+
+#: Refused connections answered at once; past this many the next ones are
+#: closed without an answer (each answer holds a descriptor for a moment).
+MAX_BUSY = 32
+
+
 class ConsoleSite(GuardedSite):
     """
     The proxy's L{Site}: its access log keeps page loads and every error,
@@ -240,6 +330,9 @@ class ConsoleSite(GuardedSite):
     request's headers must arrive within the WebSocket handshake timeout
     (L{txvnc.core.guarded}).
     """
+
+    protocol = ConsoleChannel
+    _log = Logger()
 
     def __init__(
         self,
@@ -255,6 +348,40 @@ class ConsoleSite(GuardedSite):
         #: its tests to find what they configured).
         self.console_factory = console_factory
         self._frame_headers = frame_headers(frame_ancestors)
+        self._busy = 0
+        self._busy_logged = -1e9
+
+    def buildProtocol(self, addr: Any) -> Any:
+        factory = self.console_factory
+        if factory is None:
+            return super().buildProtocol(addr)
+        slot = factory.budget.take(getattr(addr, "host", None))
+        if isinstance(slot, str):
+            return self._refuse(addr, slot, factory.clock)
+        channel = super().buildProtocol(addr)
+        channel.slot = slot
+        return channel
+
+    def _refuse(self, addr: Any, why: str, clock: IReactorTime) -> Any:
+        """
+        A connection over the budget: answered 503 (at most L{MAX_BUSY} at
+        a time, the rest closed at once), logged at most once a second.
+        """
+        now = clock.seconds()
+        if now - self._busy_logged >= 1.0:
+            self._busy_logged = now
+            self._log.warn(
+                "refusing connections with 503: {why} ({peer})",
+                why=why,
+                peer=getattr(addr, "host", addr),
+            )
+        if self._busy >= MAX_BUSY:
+            return None
+        self._busy += 1
+        return BusyProtocol(clock, self._busy_done)
+
+    def _busy_done(self) -> None:
+        self._busy -= 1
 
     def getResourceFor(self, request: Request) -> IResource:
         # Every answer, the page, noVNC's files, errors and the token

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.web.server import Site
 
 from txvnc.client import ConsoleAuthClient, pooled_http_client
@@ -19,11 +20,14 @@ from txvnc.ops.health import Readiness, http_ok, ops_children
 from txvnc.ops.metrics import PrometheusConsoleEvents, ProxyCollector
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.spin import SpinService
+from txvnc.proxy.capacity import open_files_limit
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.site import console_site
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.listeners import listener
 from txvnc.service.settings import Settings
+
+_log = Logger()
 
 
 def token_api_check(settings: Settings, reactor: Any, readiness: Readiness) -> Any:
@@ -84,6 +88,15 @@ def proxy_site(
         revocation_interval=settings.revocation_poll_interval,
     )
     registry.register(ProxyCollector(factory))
+    limits = settings.limits
+    open_files = open_files_limit()
+    _log.info(
+        "proxy: at most {consoles} consoles (open-files limit {open_files}), "
+        "{pending} connections without a console per client address",
+        consoles=limits.max_connections or "unlimited",
+        open_files=open_files if open_files is not None else "unlimited",
+        pending=limits.max_pending_per_address or "unlimited",
+    )
     site = console_site(
         factory,
         web_dir=settings.web,
