@@ -37,6 +37,7 @@ from twisted.web.client import (
     ResponseFailed,
     _HTTP11ClientFactory,
 )
+from twisted.web.http_headers import Headers
 
 from txvnc.core.pem import load_ca
 
@@ -140,6 +141,34 @@ class QuietConnectionPool(HTTPConnectionPool):
     _factory = _QuietClientFactory
 
 
+class PooledHTTPClient(HTTPClient):
+    """
+    treq's client, with a short way through for what a proxy asks most (a
+    token check, a revocation poll: no body, no redirects, an ASCII URL):
+    straight to the pooled L{Agent}, past treq's URL parsing (hyperlink,
+    IDNA), cookie jar and content decoder, which were about half of the
+    client's time per token check. Everything else is treq's.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(agent)
+        self._pooled_agent = agent
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Any:
+        if (
+            kwargs.get("allow_redirects", True)
+            or not isinstance(url, str)
+            or set(kwargs) - {"headers", "allow_redirects"}
+        ):
+            return super().request(method, url, **kwargs)
+        try:
+            uri = url.encode("ascii")
+        except UnicodeEncodeError:
+            return super().request(method, url, **kwargs)
+        headers = Headers(kwargs.get("headers") or {})
+        return self._pooled_agent.request(method.encode("ascii"), uri, headers)
+
+
 def pooled_http_client(
     reactor: Any, max_per_host: int = API_CONNECTIONS, ca_file: str | None = None
 ) -> HTTPClient:
@@ -160,9 +189,9 @@ def pooled_http_client(
     # because the proxy depends on it after an idle spell.
     pool.retryAutomatically = True
     if ca_file is None:
-        return HTTPClient(Agent(reactor, pool=pool))
+        return PooledHTTPClient(Agent(reactor, pool=pool))
     policy = BrowserLikePolicyForHTTPS(trustRoot=load_ca(ca_file))
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    return PooledHTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
 class ConsoleAuthClient:
