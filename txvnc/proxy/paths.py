@@ -146,8 +146,8 @@ class _Handshake(Path):
         # "connecting to: ..." as the console opened): a console costs two
         # lines, this and its closing summary (docs/performance.md).
         log.info(
-            "[{conn_id}] {client}: connecting to: {target}, token {token_ref} "
-            "accepted, instance {instance_uuid}",
+            "[{conn_id}] {client}: connecting to: {target} (token {token_ref} "
+            "accepted, instance {instance_uuid})",
             conn_id=r.conn_id,
             client=r.client,
             token_ref=ref,
