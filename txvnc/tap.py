@@ -122,7 +122,7 @@ class Options(usage.Options):
             "token-check-timeout",
             None,
             DEFAULT_TIMEOUT,
-            "Seconds to wait for the token API.",
+            "Seconds to wait for the token API, a free connection to it included.",
             float,
         ],
         [
