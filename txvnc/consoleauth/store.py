@@ -93,6 +93,22 @@ class ITokenStore(Interface):
         after C{now} unless reported again (a dead proxy's consoles vanish).
         """
 
+    def update_sessions(
+        node: str,
+        added: list[SessionRecord],
+        removed: list[str],
+        now: float,
+        ttl: float,
+    ) -> Deferred[str | None]:
+        """
+        Apply what changed since proxy C{node}'s last report (consoles
+        C{added}, console ids C{removed}) and keep the report C{ttl}
+        seconds from C{now}; work in proportion to the changes, not to the
+        consoles held. Fires with the digest (L{txvnc.core.digest}) of the
+        consoles now held for C{node}, or L{None}, changing nothing, when
+        no live report of C{node} is held (the proxy must send it all).
+        """
+
     def sessions(now: float) -> Deferred[list[SessionRecord]]:
         """
         Every console reported by a proxy whose report is still live.

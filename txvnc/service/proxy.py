@@ -13,7 +13,7 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from txvnc.client import ConsoleAuthClient, pooled_http_client
+from txvnc.client import API_CONNECTIONS, ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.core.audit import AuditLog
 from txvnc.ops.health import Readiness, http_ok, ops_children
@@ -69,6 +69,7 @@ def proxy_site(
         api_key,
         reactor,
         timeout=settings.token_check_timeout,
+        max_in_flight=API_CONNECTIONS,
     )
     node = settings.node_name
     factory = ConsoleProxyFactory(
