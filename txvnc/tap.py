@@ -29,6 +29,7 @@ from txvnc.proxy.options import LIMIT_PARAMETERS
 from txvnc.proxy.revocation import DEFAULT_INTERVAL
 from txvnc.service.assemble import build
 from txvnc.service.config import apply_config, config_path, load_config
+from txvnc.service.novaconf import nova_config_path, read_nova_config
 from txvnc.service.settings import Settings
 
 DEFAULT_LISTEN = "tcp:6080"
@@ -169,6 +170,16 @@ class Options(usage.Options):
             "PEM key of --vnc-client-cert. [default: in the certificate file]",
         ],
         [
+            "vnc-check-hostname",
+            None,
+            "yes",
+            (
+                "yes: a VeNCrypt server's certificate must name the token's "
+                "host; no: the CA alone decides, as nova does (--nova-config "
+                "sets no)."
+            ),
+        ],
+        [
             "purge-interval",
             None,
             60.0,
@@ -211,6 +222,14 @@ class Options(usage.Options):
             None,
             ("Read options from this TOML file first; the command line wins "
             "(see docs/txvnc.toml.example)."),
+        ],
+        [
+            "nova-config",
+            None,
+            None,
+            ("Run as a nova cell's console proxy: read this nova.conf first "
+            "(listener, TLS, origins, VeNCrypt, [database] connection as the "
+            "token store); --config and the command line win (docs/nova.md)."),
         ],
         [
             "consoleauth-ca",
@@ -290,6 +309,7 @@ class Options(usage.Options):
         self["trusted-proxy"] = []
         self["allowed-unix-dir"] = []
         self["allowed-target"] = []
+        self["nova-ignored"] = []
 
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
@@ -321,9 +341,15 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Read C{--config FILE} first, so that the command line wins.
+        Read C{--nova-config FILE}, then C{--config FILE}, so that the
+        command line wins.
         """
         argv = list(sys.argv[1:] if options is None else options)
+        nova_path = nova_config_path(argv)
+        if nova_path is not None:
+            nova = read_nova_config(nova_path)
+            apply_config(self, nova.values, nova_path)
+            self["nova-ignored"] = list(nova.ignored)
         path = config_path(argv)
         if path is not None:
             apply_config(self, load_config(path), path)
