@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThread
 from tests.hostile.wsclient import upgrade_request
 from tests.support.browser import connect_browser
 from tests.support.novacell import CHECK_TIMEOUT, Nova
+from tests.support.twistd import start_twistd_async
 from txvnc.core.tokens import token_ref
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -193,6 +194,38 @@ async def test_nova_cleaning_an_instance_closes_its_consoles(nova: Nova, vnc) ->
     browsers[2].sendClose()
     await browsers[2].closed
     nova.txvnc.log.wait_for(rf"nova deleted a token of instance {instance}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_proxy_of_the_cell_closes_them(nova: Nova, vnc) -> None:
+    """
+    Two txvnc processes on one cell's nova.conf (behind a balancer), a
+    console of one token on each: nova cleaning the instance closes both.
+    """
+    second = await start_twistd_async(
+        nova.directory / "second",
+        "--nova-config", str(nova.conf),
+        "--revocation-poll-interval", "0.5",
+        store=None,
+        name="second",
+    )  # fmt: skip
+    try:
+        instance = nova.cell.add_instance()
+        token = nova.mint(instance, vnc.address.port)["token"]
+        second.remember(token)
+        browsers = [
+            await connect_browser(proxy.proxy_port, f"token={token}", path="/")
+            for proxy in (nova.txvnc, second)
+        ]
+        assert [await opened(b) for b in browsers] == [True, True]
+        started = time.monotonic()
+        await deferToThread(nova.cell.clean_instance, instance)
+        for browser in browsers:
+            _, code, _ = await browser.closed
+            assert code == 4001
+        assert time.monotonic() - started < REVOCATION_BOUND
+    finally:
+        await deferToThread(second.stop)
 
 
 @pytest_twisted.ensureDeferred
