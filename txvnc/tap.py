@@ -29,6 +29,7 @@ from txvnc.proxy.options import LIMIT_PARAMETERS
 from txvnc.proxy.revocation import DEFAULT_INTERVAL
 from txvnc.service.assemble import build
 from txvnc.service.config import apply_config, config_path, load_config
+from txvnc.service.listeners import report_in_one_line, say
 from txvnc.service.novaconf import nova_config_path, read_nova_config
 from txvnc.service.settings import Settings
 
@@ -343,17 +344,30 @@ class Options(usage.Options):
         """
         Read C{--nova-config FILE}, then C{--config FILE}, so that the
         command line wins.
+
+        Under twistd (which makes these options its sub-command's), a usage
+        error is one line on stderr and exit status 1, rather than twistd's
+        whole help text with the error at its end, and so is a failure to
+        start later on (L{report_in_one_line}).
         """
         argv = list(sys.argv[1:] if options is None else options)
-        nova_path = nova_config_path(argv)
-        if nova_path is not None:
-            nova = read_nova_config(nova_path)
-            apply_config(self, nova.values, nova_path)
-            self["nova-ignored"] = list(nova.ignored)
-        path = config_path(argv)
-        if path is not None:
-            apply_config(self, load_config(path), path)
-        super().parseOptions(argv)
+        try:
+            nova_path = nova_config_path(argv)
+            if nova_path is not None:
+                nova = read_nova_config(nova_path)
+                apply_config(self, nova.values, nova_path)
+                self["nova-ignored"] = list(nova.ignored)
+            path = config_path(argv)
+            if path is not None:
+                apply_config(self, load_config(path), path)
+            super().parseOptions(argv)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise  # parsed by a caller of its own, which reports it
+            say(str(e))
+            raise SystemExit(1) from None
+        if getattr(self, "parent", None) is not None:
+            report_in_one_line()
 
     def opt_version(self) -> None:
         """Print txvnc's version and exit."""

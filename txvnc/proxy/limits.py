@@ -257,10 +257,14 @@ class SessionTimers:
         if now >= deadline:
             self._fire(closecodes.IDLE_TIMEOUT)
             return
-        if not self._idle_warned and now >= self.last_input + self._idle_warning_time():
-            self._idle_warned = True
-            self._warn("idle", deadline - now)
+        warn_at = self.last_input + self._idle_warning_time()
+        warn = not self._idle_warned and now >= warn_at
+        self._idle_warned = self._idle_warned or warn
+        # The deadline is set before the page is warned: a warning that
+        # fails must not leave the console without its idle timeout.
         self._schedule_idle(now)
+        if warn:
+            self._warn("idle", deadline - now)
 
     def _fire(self, code: int) -> None:
         self.stop()

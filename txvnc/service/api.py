@@ -12,7 +12,11 @@ from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from txvnc.consoleauth.keys import KeyRing, load_or_create_key_file
+from txvnc.consoleauth.keys import (
+    SECRET_KEY_FILE,
+    KeyRing,
+    load_or_create_key_file,
+)
 from txvnc.consoleauth.nova import NovaTokenStore
 from txvnc.consoleauth.resource import (
     MAX_BODY,
@@ -97,7 +101,9 @@ def token_api(
     services: list[IService] = [StoreService(store)]
     base_url = settings.base_url
     assert base_url is not None  # Settings fills it in when the API runs
-    secrets = SecretBox(load_or_create_key_file(settings.secret_key_file))
+    secrets = SecretBox(
+        load_or_create_key_file(settings.secret_key_file, what=SECRET_KEY_FILE)
+    )
     api = ConsoleAuthResource(
         store,
         keys,

@@ -26,6 +26,20 @@ from txvnc.service.listeners import listener
 from txvnc.service.settings import Settings
 
 
+def token_api_check(settings: Settings, reactor: Any, readiness: Readiness) -> Any:
+    """
+    Add the C{token_api} readiness check (the token API's C{/healthz}
+    answers 200) and return the HTTP client it uses. Each proxy process
+    has it, and so does the parent of C{--workers}, whose C{--metrics-listen}
+    is where an operator reads why a node is not ready.
+    """
+    auth_url = settings.consoleauth_url
+    assert auth_url is not None  # Settings fills it in for every proxy
+    http = pooled_http_client(reactor, ca_file=settings.consoleauth_ca)
+    readiness.add("token_api", lambda: http_ok(http, auth_url + "/healthz"))
+    return http
+
+
 def proxy_site(
     settings: Settings,
     reactor: Any,
@@ -44,8 +58,7 @@ def proxy_site(
     """
     auth_url = settings.consoleauth_url
     assert auth_url is not None  # Settings fills it in for every proxy
-    http = pooled_http_client(reactor, ca_file=settings.consoleauth_ca)
-    readiness.add("token_api", lambda: http_ok(http, auth_url + "/healthz"))
+    http = token_api_check(settings, reactor, readiness)
     auth = ConsoleAuthClient(
         http,
         auth_url,
@@ -75,7 +88,8 @@ def proxy_site(
         factory,
         web_dir=settings.web,
         novnc_dir=settings.novnc,
-        extra=ops_children(readiness),
+        # Anyone may ask the public listener: the status, not the reasons.
+        extra=ops_children(readiness, public=True),
         quiet_health=not settings.access_log_polls,
     )
     return site, factory

@@ -20,7 +20,15 @@ from typing import Any
 
 from twisted.python import usage
 
-from txvnc.consoleauth.keys import PROXY, KeyFileError, read_key_file
+from txvnc.consoleauth.keys import (
+    ADMIN,
+    API_KEY_FILE,
+    PROXY,
+    SECRET_KEY_FILE,
+    KeyFileError,
+    key_with_role,
+    read_private_keys,
+)
 from txvnc.consoleauth.store import UnknownStore
 from txvnc.consoleauth.stores import parse_store_description
 from txvnc.consoleauth.tokens import SECURITY_MODES
@@ -33,6 +41,8 @@ from txvnc.proxy.options import check_limits, limits_from
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
 from txvnc.proxy.site import find_novnc, is_novnc
 from txvnc.service.endpoints import (
+    check_http_url,
+    check_listener,
     default_base_url,
     listener_url,
     node_name,
@@ -166,6 +176,7 @@ def _check(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     run_api, run_proxy = not config["no-api"], not config["no-proxy"]
     _check_roles(config, run_api, run_proxy)
+    _check_listeners(config)
     _check_numbers(config)
     _check_files_and_listeners(config)
     derived: dict[str, Any] = {}
@@ -176,15 +187,17 @@ def _check(config: Mapping[str, Any]) -> dict[str, Any]:
             if kind == "sqlite":
                 _check_writable_dir(path, "the token store")
             for name, what in (
-                ("api-key-file", "the API key file"),
-                ("secret-key-file", "the secret key file"),
+                ("api-key-file", API_KEY_FILE),
+                ("secret-key-file", SECRET_KEY_FILE),
             ):
-                if os.path.exists(config[name]):
-                    read_key_file(config[name])
+                path = config[name]
+                if os.path.exists(path):
+                    key_with_role(read_private_keys(path, what), ADMIN, path, what)
                 else:
-                    _check_writable_dir(config[name], what)
+                    _check_writable_dir(config[name], f"the {what}")
         else:
-            read_key_file(config["api-key-file"], PROXY)
+            path = config["api-key-file"]
+            key_with_role(read_private_keys(path), PROXY, path)
         if config["audit-log"] is not None:
             _check_writable_dir(config["audit-log"], "the audit log")
     except (UnknownStore, KeyFileError, PolicyError) as e:
@@ -211,10 +224,23 @@ def _check_roles(config: Mapping[str, Any], run_api: bool, run_proxy: bool) -> N
         raise usage.UsageError("--workers must be at least 1")
     if not 0 <= config["poll-spin"] <= MAX_SPIN_US:
         raise usage.UsageError(f"--poll-spin must be 0 to {MAX_SPIN_US:g}")
+    if config["workers"] > 1 and not run_proxy:
+        raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
+
+
+def _check_listeners(config: Mapping[str, Any]) -> None:
+    """
+    Every listener and URL option, read the way start-up will read it, so a
+    typo is one line naming the option instead of a traceback.
+    """
+    for name in ("listen", "api-listen", "metrics-listen"):
+        if config[name]:
+            check_listener(config[name], f"--{name}")
     if config["workers"] > 1:
-        if not run_proxy:
-            raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
         parse_tcp_listener(config["listen"])
+    for name in ("consoleauth-url", "base-url"):
+        if config[name]:
+            check_http_url(config[name], f"--{name}")
 
 
 def _check_numbers(config: Mapping[str, Any]) -> None:
