@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import resource
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +223,53 @@ class Bench:
         name = "txvnc" if workers == 1 else f"txvnc x{workers}"
         return Proxy(name, port, proc, log)
 
+    def start_txvnc_store(self, store: str) -> tuple[Proxy, str]:
+        """
+        txvnc with its own token API on a C{store} ("sqlite", or "nova": a
+        nova cell's SQLite database) and one reusable token in it for the
+        backend's hold server: the connect rate through the whole check.
+        """
+        port, api_port = free_port(), free_port()
+        key = "bench-key-" + os.urandom(8).hex()
+        key_file = self.tmp / f"api-{store}.key"
+        key_file.write_text(key + "\n")
+        key_file.chmod(0o600)
+        web = self.tmp / "web"
+        web.mkdir(exist_ok=True)
+        token = ""
+        if store == "nova":
+            db = self.tmp / f"nova-{port}.sqlite"
+            token = nova_cell(db, self.backend["hold"])
+            description = f"nova:sqlite:///{db}"
+        else:
+            description = f"sqlite:{self.tmp / f'tokens-{port}.sqlite'}"
+        log = self.tmp / f"txvnc-{store}-{port}.log"
+        proc = subprocess.Popen(
+            [
+                str(TWISTD), "-n", "--pidfile=", "txvnc", "--store", description,
+                "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
+                "--api-listen", f"tcp:{api_port}:interface=127.0.0.1",
+                "--api-key-file", str(key_file), "--web", str(web),
+                "--allowed-target", "127.0.0.1:1024-65535",
+            ],  # fmt: skip
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+            cwd=self.tmp,
+            start_new_session=True,
+        )
+        wait_listening(port, proc)
+        wait_listening(api_port, proc)
+        if store != "nova":
+            mint = urllib.request.Request(
+                f"http://127.0.0.1:{api_port}/v1/tokens",
+                json.dumps({"host": "127.0.0.1", "port": self.backend["hold"],
+                            "ttl": 3600}).encode(),
+                {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            )  # fmt: skip
+            with urllib.request.urlopen(mint, timeout=30) as answer:
+                token = json.loads(answer.read())["token"]
+        return Proxy(f"txvnc {store} store", port, proc, log), token
+
     def start_websockify(self, plugin: str = "JSONTokenApi") -> Proxy:
         """
         websockify with its C{JSONTokenApi} plugin (the same token endpoint
@@ -341,6 +392,35 @@ class Bench:
         self.procs = []
 
 
+def nova_cell(path: Path, vnc_port: int) -> str:
+    """
+    A nova cell database as the nova store reads it (nova's two tables,
+    the columns it reads) with one instance and one novnc token for
+    127.0.0.1:C{vnc_port}, stored as nova's ConsoleAuthToken.authorize
+    stores it; the token.
+    """
+    token = str(uuid.uuid4())
+    instance = str(uuid.uuid4())
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.executescript(
+            "CREATE TABLE instances (id INTEGER PRIMARY KEY, uuid VARCHAR(36)"
+            " UNIQUE, deleted INTEGER DEFAULT 0);"
+            "CREATE TABLE console_auth_tokens (id INTEGER PRIMARY KEY,"
+            " created_at DATETIME, token_hash VARCHAR(255) UNIQUE,"
+            " console_type VARCHAR(255), host VARCHAR(255), port INTEGER,"
+            " internal_access_path VARCHAR(255), instance_uuid VARCHAR(36),"
+            " expires INTEGER);"
+        )
+        db.execute("INSERT INTO instances (uuid) VALUES (?)", (instance,))
+        db.execute(
+            "INSERT INTO console_auth_tokens (token_hash, console_type, host,"
+            " port, instance_uuid, expires) VALUES (?, 'novnc', '127.0.0.1', ?, ?, ?)",
+            (hashlib.sha256(token.encode()).hexdigest(), vnc_port, instance,
+             int(time.time()) + 3600),
+        )  # fmt: skip
+    return token
+
+
 # Figures: (key, label, unit, better, target ratio to websockify or None)
 FIGURES = [
     ("download", "download, 1 console", "MB/s", "higher", 1.5),
@@ -350,6 +430,8 @@ FIGURES = [
     ("rtt_cpu", "round trip: proxy CPU per round trip", "µs", "lower", None),
     ("connect", "connect rate (token over HTTP)", "/s", "higher", 3.0),
     ("connect_p50", "set-up latency p50", "µs", "lower", None),
+    ("connect_sqlite", "connect rate, own API, SQLite store", "/s", "higher", None),
+    ("connect_nova", "connect rate, own API, nova store", "/s", "higher", None),
     ("connect_p99", "set-up latency p99", "µs", "lower", None),
     ("connect_cpu", "connect: proxy CPU per console", "µs", "lower", None),
     ("burst", f"burst: {BURST:,} at once, all open", "s", "lower", None),
@@ -459,6 +541,19 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
         if want("connect") and two is not None:
             # Two workers: the CPU per console must match one process's.
             connect(two.name, two.url(be["hold"]), two)
+        if want("connect_sqlite", "connect_nova"):
+            # One reusable token each, through the API in the same process.
+            for store in ("sqlite", "nova"):
+                proxy, token = bench.start_txvnc_store(store)
+                try:
+                    url = f"ws://127.0.0.1:{proxy.port}/websockify?token={token}"
+                    res = bench.load("connect", url, secs, 32)
+                    if res["failed"]:
+                        print(f"  {proxy.name} connect: {res['failed']} failed "
+                              f"({res['first_error']})", file=sys.stderr)
+                    add("txvnc", f"connect_{store}", res["per_s"])
+                finally:
+                    proxy.stop()
         many_targets = dict(targets)
         if two is not None:
             many_targets[two.name] = lambda script: two.url(be[script])

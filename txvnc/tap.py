@@ -31,6 +31,7 @@ from txvnc.proxy.site import frame_ancestor
 from txvnc.service.assemble import build
 from txvnc.service.config import apply_config, config_path, load_config
 from txvnc.service.listeners import report_in_one_line, say
+from txvnc.service.novaconf import nova_config_path, read_nova_config
 from txvnc.service.settings import Settings
 
 DEFAULT_LISTEN = "tcp:6080"
@@ -171,6 +172,16 @@ class Options(usage.Options):
             "PEM key of --vnc-client-cert. [default: in the certificate file]",
         ],
         [
+            "vnc-check-hostname",
+            None,
+            "yes",
+            (
+                "yes: a VeNCrypt server's certificate must name the token's "
+                "host; no: the CA alone decides, as nova does (--nova-config "
+                "sets no)."
+            ),
+        ],
+        [
             "purge-interval",
             None,
             60.0,
@@ -215,6 +226,14 @@ class Options(usage.Options):
             None,
             ("Read options from this TOML file first; the command line wins "
             "(see docs/txvnc.toml.example)."),
+        ],
+        [
+            "nova-config",
+            None,
+            None,
+            ("Run as a nova cell's console proxy: read this nova.conf first "
+            "(listener, TLS, origins, VeNCrypt, [database] connection as the "
+            "token store); --config and the command line win (docs/nova.md)."),
         ],
         [
             "consoleauth-ca",
@@ -296,6 +315,7 @@ class Options(usage.Options):
         self["allowed-unix-dir"] = []
         self["allowed-target"] = []
         self["frame-ancestors"] = []
+        self["nova-ignored"] = []
 
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
@@ -339,7 +359,8 @@ class Options(usage.Options):
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Read C{--config FILE} first, so that the command line wins.
+        Read C{--nova-config FILE}, then C{--config FILE}, so that the
+        command line wins.
 
         Under twistd (which makes these options its sub-command's), a usage
         error is one line on stderr and exit status 1, rather than twistd's
@@ -348,6 +369,11 @@ class Options(usage.Options):
         """
         argv = list(sys.argv[1:] if options is None else options)
         try:
+            nova_path = nova_config_path(argv)
+            if nova_path is not None:
+                nova = read_nova_config(nova_path)
+                apply_config(self, nova.values, nova_path)
+                self["nova-ignored"] = list(nova.ignored)
             path = config_path(argv)
             if path is not None:
                 apply_config(self, load_config(path), path)

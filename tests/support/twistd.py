@@ -418,7 +418,7 @@ def launch(
     workers: int = 1,
     listen: str = LOOPBACK,
     api_listen: str = LOOPBACK,
-    store: str = "memory:",
+    store: str | None = "memory:",
     base_url: str | None = None,
     web: Path | None = None,
     page: bool = True,
@@ -478,9 +478,10 @@ def launch(
     if api:
         argv += [
             "--api-listen", api_listen.format(port=api_port),
-            "--store", store,
             "--base-url", base_url,
         ]  # fmt: skip
+        if store is not None:
+            argv += ["--store", store]
         patterns.append(rf"starting on {api_port}\b")
     else:
         argv.append("--no-api")
@@ -517,7 +518,8 @@ def start_twistd(directory: Path, *args: str, **options: Any) -> Twistd:
     @param workers: C{--workers N}; ready when every worker listens.
     @param listen: the proxy's endpoint, C{{port}} standing for its port.
     @param api_listen: the API's endpoint, likewise.
-    @param store: the token store.
+    @param store: the token store (L{None}: none given, for C{--nova-config}
+        to name it).
     @param base_url: C{--base-url}, C{{port}} standing for the proxy port
         (default: http or https on 127.0.0.1 and the proxy port).
     @param web: a directory for C{--web}, instead of txvnc's page on noVNC.

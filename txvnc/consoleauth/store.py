@@ -132,6 +132,13 @@ class StoreUnavailable(Exception):
     """
 
 
+class ReadOnlyStore(Exception):
+    """
+    A write to a store whose tokens another system owns (the nova store:
+    nova mints and revokes them); the API answers 405 with the message.
+    """
+
+
 class UnknownStore(ValueError):
     """
     A C{--store} description that names no backend.

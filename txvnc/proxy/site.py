@@ -425,6 +425,11 @@ def console_site(
         static = StaticFiles(web_dir)
     else:
         static = StaticFiles(page_dir())
+        # nova's access URLs name noVNC's vnc_lite.html (vnc_auto.html
+        # before nova 19); txvnc's page reads both URL forms.
+        static.putChild(
+            b"vnc_lite.html", StaticFiles(os.path.join(page_dir(), "vnc_auto.html"))
+        )
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     check = TokenCheckResource(factory.admission, factory.trusted_proxies)

@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, Service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from txvnc.consoleauth.keys import (
@@ -16,6 +17,7 @@ from txvnc.consoleauth.keys import (
     KeyRing,
     load_or_create_key_file,
 )
+from txvnc.consoleauth.nova import NovaTokenStore
 from txvnc.consoleauth.resource import (
     MAX_BODY,
     MAX_REPORT_BODY,
@@ -57,6 +59,20 @@ class StoreService(Service):
         return self.store.close()
 
 
+def nova_watch(reactor: Any, store: NovaTokenStore, interval: float) -> IService:
+    """
+    The look at nova's database for deleted tokens and instances, as often
+    as proxies read the revocation feed, so nova's revocations reach open
+    consoles within two intervals.
+    """
+    return timer_service(
+        reactor,
+        interval,
+        lambda: Deferred.fromCoroutine(store.watch(reactor.seconds())),
+        "watching nova's tokens failed",
+    )
+
+
 def token_api(
     settings: Settings,
     reactor: Any,
@@ -74,7 +90,14 @@ def token_api(
     @param registry: the process's metrics, served at C{/metrics}.
     """
     policy = settings.target_policy
-    store = store_from_string(settings.store, redis_ca=settings.redis_ca)
+    # A nova database query gives up before the proxy's token check does,
+    # so the proxy gets the API's 503 rather than its own time-out.
+    store = store_from_string(
+        settings.store,
+        redis_ca=settings.redis_ca,
+        reactor=reactor,
+        timeout=max(0.1, settings.token_check_timeout * 0.8),
+    )
     services: list[IService] = [StoreService(store)]
     base_url = settings.base_url
     assert base_url is not None  # Settings fills it in when the API runs
@@ -121,6 +144,8 @@ def token_api(
             "purging expired tokens failed",
         )
     )
+    if isinstance(store, NovaTokenStore):
+        services.append(nova_watch(reactor, store, settings.revocation_poll_interval))
     _log.info(
         "token API on {listen}, store {store}, key file {key_file}, "
         "access URLs under {base_url}, targets allowed: {policy}",

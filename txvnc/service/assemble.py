@@ -73,6 +73,12 @@ def build(settings: Settings, reactor: Any) -> MultiService:
     hooks.add("API keys", keys.reload)
     audit = AuditLog(reactor, settings.audit_log)
     services: list[IService] = [AuditService(audit)]
+    if settings.nova_config is not None:
+        _log.info(
+            "serving nova's consoles as {path} says", path=settings.nova_config
+        )
+        for note in settings.nova_ignored:
+            _log.warn("nova.conf option not honoured: {note}", note=note)
     if settings.run_api:
         services += token_api(
             settings, reactor, keys, registry, readiness, hooks, audit

@@ -115,6 +115,9 @@ class Settings:
     node_name: str
     log_format: str
     access_log_polls: bool
+    #: C{--nova-config}, and what of it txvnc does not honour.
+    nova_config: str | None = None
+    nova_ignored: tuple[str, ...] = ()
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
@@ -164,6 +167,8 @@ class Settings:
             node_name=given["node-name"] or node_name(given["listen"]),
             log_format=given["log-format"],
             access_log_polls=bool(given["access-log-polls"]),
+            nova_config=given.get("nova-config"),
+            nova_ignored=tuple(given.get("nova-ignored", ())),
         )
 
 
@@ -316,6 +321,8 @@ def rfb_config(config: Mapping[str, Any]) -> RFBConfig:
         raise usage.UsageError(
             "--vnc-security must be one of: " + ", ".join(SECURITY_MODES)
         )
+    if config["vnc-check-hostname"] not in ("yes", "no"):
+        raise usage.UsageError("--vnc-check-hostname must be yes or no")
     if config["vnc-client-key"] and not config["vnc-client-cert"]:
         raise usage.UsageError("--vnc-client-key needs --vnc-client-cert")
     tls = None
@@ -325,6 +332,7 @@ def rfb_config(config: Mapping[str, Any]) -> RFBConfig:
                 config["vnc-ca-cert"],
                 config["vnc-client-cert"],
                 config["vnc-client-key"],
+                check_host=config["vnc-check-hostname"] == "yes",
             )
         except Exception as e:
             raise usage.UsageError(f"cannot load the VNC TLS files: {e}") from None
