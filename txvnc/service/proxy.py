@@ -20,6 +20,7 @@ from txvnc.ops.metrics import PrometheusConsoleEvents, ProxyCollector
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.spin import SpinService
 from txvnc.proxy.guard import AuthFailureGuard
+from txvnc.proxy.recorder import Recordings
 from txvnc.proxy.site import console_site
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.listeners import listener
@@ -54,6 +55,18 @@ def proxy_site(
         timeout=settings.token_check_timeout,
     )
     node = settings.node_name
+    recordings = None
+    if settings.record_dir is not None:
+        recordings = Recordings(
+            reactor,
+            settings.record_dir,
+            node,
+            record_all=settings.record_all,
+            on_failure=settings.record_on_failure,
+        )
+        # "during": after the drain ("before") has closed the consoles,
+        # whose recordings are then written to their end.
+        reactor.addSystemEventTrigger("during", "shutdown", recordings.stop)
     factory = ConsoleProxyFactory(
         reactor,
         auth,
@@ -69,6 +82,7 @@ def proxy_site(
         node=node,
         trusted_proxies=settings.trusted_proxies,
         revocation_interval=settings.revocation_poll_interval,
+        recordings=recordings,
     )
     registry.register(ProxyCollector(factory))
     site = console_site(
