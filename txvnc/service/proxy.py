@@ -21,6 +21,7 @@ from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.spin import SpinService
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.recorder import Recordings
+from txvnc.proxy.replay import ReplayResource
 from txvnc.proxy.site import console_site
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.listeners import listener
@@ -90,6 +91,7 @@ def proxy_site(
         web_dir=settings.web,
         novnc_dir=settings.novnc,
         extra=ops_children(readiness),
+        replay=ReplayResource(auth, settings.record_dir, reactor),
         quiet_health=not settings.access_log_polls,
     )
     return site, factory
