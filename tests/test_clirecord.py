@@ -73,7 +73,7 @@ async def test_list_show_download_replay_and_delete(tmp_path: Path) -> None:
 async def test_create_asks_for_a_recording(tmp_path: Path) -> None:
     """console create --record --record-input mints a token whose check answer asks the proxy to record its input too."""
     api = Api(tmp_path)
-    status, out, _ = await api.run(
+    status, _, _ = await api.run(
         "console", "create", "--host", "127.0.0.1", "--port", "5900", "--record", "--record-input", "-f", "json"
     )
     assert status == 0

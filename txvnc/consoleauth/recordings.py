@@ -72,6 +72,8 @@ class ReplayLinks:
 
     def check(self, token: str, now: float) -> tuple[str, int] | None:
         """The recording id and expiry of a good, live token, else L{None}."""
+        if not token.isascii():
+            return None
         payload, _, mac = token.partition(".")
         if not payload or not hmac.compare_digest(mac, self._mac(payload)):
             return None

@@ -16,7 +16,8 @@ C{--record-dir} every route answers 404.
 
 from __future__ import annotations
 
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
@@ -33,22 +34,32 @@ NOT_CONFIGURED = "recordings are not kept here (no --record-dir)"
 NO_SUCH = "no such recording"
 
 
+#: The latest time a filter may name (POSIX seconds, year 5138).
+MAX_TIME = 1e11
+
+
 def _time(value: str | None, name: str) -> float | None:
     """
-    A time parameter: ISO 8601 (C{2026-12-06T11:00:00Z}) or POSIX seconds.
+    A time parameter: POSIX seconds, or ISO 8601 (C{2026-12-06T11:00:00Z}).
 
     @raise ValueError: naming the parameter.
     """
-    if value is None or value == "":
+    if value is None:
         return None
+    why = f"{name} must be POSIX seconds (0 to {MAX_TIME:.0f}) or an ISO 8601 time"
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise ValueError(f"{name} must be an ISO 8601 time or POSIX seconds") from None
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(why) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_TIME):
+        raise ValueError(why)
+    return seconds
 
 
 def _archive(api: TokenAPI) -> RecordingArchive | None:
