@@ -1,6 +1,7 @@
 """
 The C{txvnc} command: ask the token API for consoles, like
-C{nova get-vnc-console}, and revoke them.
+C{nova get-vnc-console}, and revoke them; list and replay recordings
+(L{txvnc.clirecord}).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, TextIO
 from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
-from txvnc import __version__
+from txvnc import __version__, clirecord
 from txvnc.client import (
     ConsoleAuthClient,
     ConsoleAuthError,
@@ -315,6 +316,8 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--instance-uuid", help="only this instance's consoles")
     kill = sub.add_parser("kill", help="close one open console", parents=[output])
     kill.add_argument("session_id")
+    clirecord.add_record_flags(create)
+    clirecord.add_parser(top, output)
     return parser
 
 
@@ -344,6 +347,10 @@ async def _command(
     Ask the API what C{args} says; what to show, or an exit status when
     there is nothing to show.
     """
+    if args.group == "recording":
+        shown = await clirecord.command(client, args, err)
+        columns = [Column.of(name, header) for name, header in shown.columns]
+        return Result(columns, shown.records, shown.single, shown.message)
     if args.action == "create":
         answer = await client.create_token(
             args.host,
@@ -358,6 +365,7 @@ async def _command(
             clipboard=args.clipboard,
             shared=args.shared,
             single_use=args.single_use,
+            **clirecord.record_options(args),
         )
         columns = [Column.of("console_type", "Type"), Column.of("access_url", "Url")]
         return Result(columns, [answer], single=True)
@@ -446,12 +454,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.action == "create" and args.host is not None and args.port is None:
+    creating = args.group == "console" and args.action == "create"
+    if creating and args.host is not None and args.port is None:
         parser.error("--host needs --port")
-    if args.action == "create" and args.unix_path is not None and args.port:
+    if creating and args.unix_path is not None and args.port:
         parser.error("--unix-path takes no --port")
     problem = _unknown_field(args.columns or [], FIELDS.get(args.action, ()))
-    if args.action in FIELDS and problem:
+    if args.group == "console" and args.action in FIELDS and problem:
         parser.error(problem)
     try:
         check_http_url(args.api_url, "--api-url")
@@ -464,7 +473,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         print(f"txvnc: {e} (set TXVNC_API_KEY or --api-key-file)", file=sys.stderr)
         raise SystemExit(USAGE) from None
     try:
-        args.vnc_password = _vnc_password(args) if args.action == "create" else None
+        args.vnc_password = _vnc_password(args) if creating else None
     except KeyFileError as e:
         print(f"txvnc: {e}", file=sys.stderr)
         raise SystemExit(USAGE) from None

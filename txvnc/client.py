@@ -86,6 +86,10 @@ class ConnectInfo:
     clipboard: str | None = None
     shared: bool | None = None
     single_use: bool = False
+    #: Record the console (docs/recording.md); its input; its clipboard.
+    record: bool | None = None
+    record_input: bool | None = None
+    record_clipboard: bool | None = None
     #: The revocation feed's number when the token was taken (use only).
     revocation_cursor: int = 0
 
@@ -104,6 +108,9 @@ class ConnectInfo:
             clipboard=_optional(body, "clipboard", str),
             shared=_optional(body, "shared", bool),
             single_use=bool(body.get("single_use", False)),
+            record=_optional(body, "record", bool),
+            record_input=_optional(body, "record_input", bool),
+            record_clipboard=_optional(body, "record_clipboard", bool),
             revocation_cursor=int(body.get("revocation_cursor", 0)),
         )
 
@@ -225,7 +232,7 @@ class ConsoleAuthClient:
         self._slots = DeferredSemaphore(max_in_flight) if max_in_flight else None
 
     async def _call(
-        self, method: str, path: str, json_body: Any = None
+        self, method: str, path: str, json_body: Any = None, raw: bool = False
     ) -> tuple[int, Any]:
         # Never follow redirects: a token API that redirects is misconfigured
         # and the proxy's key must not be sent anywhere else.
@@ -260,7 +267,7 @@ class ConsoleAuthClient:
                 pending = self._http.request(method, self.base_url + path, **kwargs)
             response = await pending
             pending = treq.content(response)
-            raw = await pending
+            content = await pending
         except Exception as e:
             if expired:
                 raise ConsoleAuthUnavailable(
@@ -280,10 +287,12 @@ class ConsoleAuthClient:
                 slots.release()  # type: ignore[union-attr]
             if deadline.active():
                 deadline.cancel()
+        if raw and response.code == 200:
+            return response.code, content
         body: Any = None
-        if raw:
+        if content:
             try:
-                body = json.loads(raw)
+                body = json.loads(content)
             except ValueError:
                 body = None
         if response.code >= 500:
@@ -436,6 +445,70 @@ class ConsoleAuthClient:
         status, body = await self._call("PUT", path, {"ttl": ttl, "sessions": sessions})
         if status != 204:
             raise self._fail(status, body)
+
+    # Recordings (docs/recording.md)
+
+    async def replay_recording_id(self, replay_token: str) -> str | None:
+        """
+        The recording a replay token opens, or L{None} when it is invalid
+        or expired (the proxy's replay page asks this; proxy role).
+        """
+        path = "/v1/replays/" + quote(replay_token, safe="")
+        status, body = await self._call("GET", path)
+        if status == 200 and isinstance(body, dict) and "recording_id" in body:
+            return str(body["recording_id"])
+        if status in (404, 410):
+            return None
+        if status in (401, 403):
+            raise self._fail(status, body)
+        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
+
+    async def list_recordings(
+        self,
+        instance_uuid: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The recordings' metadata, filtered (admin)."""
+        query = {"instance_uuid": instance_uuid, "since": since, "until": until}
+        given = "&".join(
+            f"{k}={quote(v, safe='')}" for k, v in query.items() if v is not None
+        )
+        path = "/v1/recordings" + ("?" + given if given else "")
+        status, body = await self._call("GET", path)
+        if status == 200 and isinstance(body, dict):
+            return list(body.get("recordings", []))
+        raise self._fail(status, body)
+
+    async def recording(self, recording_id: str) -> dict[str, Any]:
+        """One recording's metadata (admin)."""
+        path = "/v1/recordings/" + quote(recording_id, safe="")
+        status, body = await self._call("GET", path)
+        if status == 200 and isinstance(body, dict):
+            return body
+        raise self._fail(status, body)
+
+    async def download_recording(self, recording_id: str) -> bytes:
+        """A recording's file, as stored (admin)."""
+        path = "/v1/recordings/" + quote(recording_id, safe="") + "/file"
+        status, body = await self._call("GET", path, raw=True)
+        if status == 200 and isinstance(body, bytes):
+            return body
+        raise self._fail(status, body)
+
+    async def delete_recording(self, recording_id: str) -> None:
+        path = "/v1/recordings/" + quote(recording_id, safe="")
+        status, body = await self._call("DELETE", path)
+        if status != 204:
+            raise self._fail(status, body)
+
+    async def replay_recording(self, recording_id: str) -> dict[str, Any]:
+        """A short-lived replay URL for a recording (admin)."""
+        path = "/v1/recordings/" + quote(recording_id, safe="") + "/replay"
+        status, body = await self._call("POST", path)
+        if status == 201 and isinstance(body, dict):
+            return body
+        raise self._fail(status, body)
 
 
     async def update_sessions(

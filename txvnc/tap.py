@@ -75,6 +75,11 @@ class Options(usage.Options):
                 "proxies' revocation polls and session reports in the access log."
             ),
         ],
+        [
+            "record-all",
+            None,
+            "Record every console, not only those whose token asks (--record-dir).",
+        ],
     ]
 
     optParameters = [
@@ -305,6 +310,39 @@ class Options(usage.Options):
             DEFAULT_INTERVAL,
             "Seconds between the proxy's reads of the revocation feed.",
             float,
+        ],
+        [
+            "record-dir",
+            None,
+            None,
+            (
+                "Write console recordings here (tokens minted with "
+                '"record": true, or all with --record-all); the API lists and '
+                "serves them from here (docs/recording.md)."
+            ),
+        ],
+        [
+            "record-on-failure",
+            None,
+            "close",
+            (
+                "When a recording cannot be written (disk full or too slow): "
+                "close the console (code 4007) or continue unrecorded."
+            ),
+        ],
+        [
+            "record-retention",
+            None,
+            0.0,
+            "Delete recordings older than this many days (0: keep them).",
+            float,
+        ],
+        [
+            "replay-ttl",
+            None,
+            600,
+            "Seconds a replay URL (POST /v1/recordings/{id}/replay) stays valid.",
+            int,
         ],
     ]
 

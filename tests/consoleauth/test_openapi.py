@@ -36,6 +36,11 @@ def test_document_is_openapi_3_and_names_every_route():
         "/v1/sessions/{session_id}",
         "/v1/revocations",
         "/v1/proxies/{node}/sessions",
+        "/v1/recordings",
+        "/v1/recordings/{recording_id}",
+        "/v1/recordings/{recording_id}/file",
+        "/v1/recordings/{recording_id}/replay",
+        "/v1/replays/{replay_token}",
         "/v1/openapi.yaml",
     }
 
@@ -49,6 +54,8 @@ def test_schemathesis_against_the_live_api(tmp_path):
         tmp_path,
         "--audit-log",
         str(tmp_path / "api-audit.jsonl"),
+        "--record-dir",
+        str(tmp_path),
         api_key_file=keys,
         proxy=False,
         base_url="http://proxy.example:6080",

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 
 from txvnc.consoleauth.keys import ROLES, KeyRing
+from txvnc.consoleauth.recordings import RecordingArchive
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.consoleauth.store import ITokenStore
 from txvnc.consoleauth.tokens import MAX_TTL
@@ -47,6 +48,7 @@ class TokenAPI:
     first argument (klein passes the instance its app is bound to).
 
     @ivar base_url: public base of the proxy, the prefix of access URLs.
+    @ivar recordings: the recordings (C{--record-dir}) or L{None}.
     @ivar trusted_proxies: networks whose X-Forwarded-For names the client
         in audit lines (C{--trusted-proxy}): behind a balancer the peer is
         the balancer.
@@ -68,6 +70,7 @@ class TokenAPI:
         max_ttl: int = MAX_TTL,
         audit: AuditLog | None = None,
         trusted_proxies: tuple[Network, ...] = (),
+        recordings: RecordingArchive | None = None,
     ) -> None:
         self.store = store
         self.keys = KeyRing.single(keys) if isinstance(keys, str) else keys
@@ -79,6 +82,9 @@ class TokenAPI:
         self.max_ttl = max_ttl
         self.audit = audit if audit is not None else AuditLog(clock)
         self.trusted_proxies = tuple(trusted_proxies)
+        #: The recordings directory and replay links (L{None}: no
+        #: C{--record-dir}, the recording routes answer 404).
+        self.recordings = recordings
 
     def audit_event(
         self, request: IRequest, roles: frozenset[str], event: str, **fields: Any

@@ -193,6 +193,16 @@ class NovaTokenStore:
     ) -> Deferred[None]:
         return self._local.put_sessions(node, sessions, now, ttl)
 
+    def update_sessions(
+        self,
+        node: str,
+        added: list[SessionRecord],
+        removed: list[str],
+        now: float,
+        ttl: float,
+    ) -> Deferred[str | None]:
+        return self._local.update_sessions(node, added, removed, now, ttl)
+
     def sessions(self, now: float) -> Deferred[list[SessionRecord]]:
         return self._local.sessions(now)
 

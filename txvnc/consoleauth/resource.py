@@ -15,6 +15,13 @@ C{GET /v1/openapi.yaml}, is the full reference):
     DELETE /v1/sessions/{id}                 admin   close one console
     GET    /v1/revocations?after=N           proxy   the revocation feed
     PUT    /v1/proxies/{node}/sessions       proxy   a proxy's open consoles
+    GET    /v1/recordings[?instance_uuid=U&since=T&until=T]
+                                             admin   list recordings (metadata)
+    GET    /v1/recordings/{id}               admin   one recording's metadata
+    GET    /v1/recordings/{id}/file          admin   download a recording
+    DELETE /v1/recordings/{id}               admin   delete a recording
+    POST   /v1/recordings/{id}/replay        admin   a short-lived replay URL
+    GET    /v1/replays/{token}               proxy   which recording a replay URL opens
     GET    /v1/openapi.yaml                  none    this API's OpenAPI 3 document
 
 Every answer is JSON; every error is C{{"error": "..."}} with a status that
@@ -37,6 +44,7 @@ from twisted.web.server import Request
 from txvnc.consoleauth import routes
 from txvnc.consoleauth.api import MAX_BODY, MAX_PARAMETER, MAX_REPORT_BODY, TokenAPI
 from txvnc.consoleauth.keys import KeyRing
+from txvnc.consoleauth.recordings import RecordingArchive
 from txvnc.consoleauth.routes.document import openapi_document
 from txvnc.consoleauth.routes.fastpath import fast_route, serve
 from txvnc.consoleauth.secretbox import SecretBox
@@ -77,6 +85,7 @@ class ConsoleAuthResource(TokenAPI, Resource):
         max_ttl: int = MAX_TTL,
         audit: AuditLog | None = None,
         trusted_proxies: tuple[Network, ...] = (),
+        recordings: RecordingArchive | None = None,
     ) -> None:
         TokenAPI.__init__(
             self,
@@ -90,6 +99,7 @@ class ConsoleAuthResource(TokenAPI, Resource):
             max_ttl=max_ttl,
             audit=audit,
             trusted_proxies=trusted_proxies,
+            recordings=recordings,
         )
         Resource.__init__(self)
         openapi_document()  # a package without its document fails here, at start

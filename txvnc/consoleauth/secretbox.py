@@ -34,6 +34,7 @@ class SecretBox:
 
     def __init__(self, key: str) -> None:
         digest = hashlib.sha256(b"txvnc secret box\0" + key.encode("utf-8")).digest()
+        self._key = key.encode("utf-8")
         self._fernet = Fernet(base64.urlsafe_b64encode(digest))
 
     def seal(self, secret: str) -> str:
@@ -47,6 +48,15 @@ class SecretBox:
                 "a stored VNC password cannot be decrypted (was --secret-key-file "
                 "replaced?)"
             ) from e
+
+    def derive(self, purpose: str) -> bytes:
+        """
+        A key for C{purpose} (e.g. signing replay links) from the same key
+        file, unrelated to the sealing key and to any other purpose's.
+        """
+        return hashlib.sha256(
+            b"txvnc derived key\0" + purpose.encode("utf-8") + b"\0" + self._key
+        ).digest()
 
     def __repr__(self) -> str:
         return "<SecretBox>"

@@ -278,7 +278,14 @@ OPTION_FIELDS = (
     "view_only",
     "clipboard",
     "shared",
+    "record",
+    "record_input",
+    "record_clipboard",
 )
+
+#: Token fields that ask for the console to be recorded (docs/recording.md):
+#: the screen, the browser's key and pointer input, its clipboard text.
+RECORD_FIELDS = ("record", "record_input", "record_clipboard")
 
 
 def parse_console_options(body: dict[str, Any]) -> dict[str, Any]:
@@ -326,7 +333,7 @@ def parse_console_options(body: dict[str, Any]) -> dict[str, Any]:
         options["security"] = security
     if security == "vnc" and password is None:
         raise InvalidRequest('security "vnc" needs a vnc_password')
-    for flag in ("view_only", "shared"):
+    for flag in ("view_only", "shared", *RECORD_FIELDS):
         value = body.get(flag)
         if value is not None:
             if not isinstance(value, bool):

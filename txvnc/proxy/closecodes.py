@@ -34,6 +34,9 @@ TOO_MANY_FOR_TOKEN = 4004
 VNC_SECURITY = 4005
 #: An administrator closed the console.
 KILLED = 4006
+#: The console is recorded and its recording failed (a full or slow disk)
+#: under --record-on-failure close.
+RECORDING_FAILED = 4007
 
 #: What the proxy says with each code (the close frame's reason).
 REASONS: dict[int, str] = {
@@ -49,6 +52,7 @@ REASONS: dict[int, str] = {
     TOO_MANY_FOR_TOKEN: "Too many consoles are open with this link",
     VNC_SECURITY: "The console's VNC security negotiation failed",
     KILLED: "The console was closed by an administrator",
+    RECORDING_FAILED: "Recording failed: this console must be recorded",
 }
 
 #: How a console that ends with each code is counted in the metrics.
@@ -64,6 +68,7 @@ OUTCOMES: dict[int, str] = {
     TOO_MANY_FOR_TOKEN: "too_many_for_token",
     VNC_SECURITY: "vnc_security",
     KILLED: "killed",
+    RECORDING_FAILED: "recording_failed",
 }
 
 

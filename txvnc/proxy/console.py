@@ -26,7 +26,7 @@ from txvnc.proxy import closecodes
 from txvnc.proxy.admission import Admission, ConsoleRequest, Verdict
 from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.limits import ConnectionCounter, Limits, Refusal, Seat, SessionTimers
-from txvnc.proxy.relay import BrowserSide, Relay
+from txvnc.proxy.relay import BrowserSide, Relay, Tap
 from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.vnc import VNCConnector
 
@@ -73,6 +73,8 @@ class ConsoleHost(Protocol):
     def counter(self) -> ConnectionCounter: ...
 
     def opened(self, console: Console) -> bool: ...
+
+    def recording_tap(self, console: Console) -> Tap | None: ...
 
     def closed(self, console: Console) -> None: ...
 
@@ -192,6 +194,7 @@ class Console:
             host.clock,
             limits.max_message_size,
             self._timers,
+            host.recording_tap(self),
         )
         self.relay.start()
 

@@ -64,6 +64,20 @@ VNC_CONNECTION_LOST = (
 )
 
 
+class Tap(Protocol):
+    """
+    What watches a console's streams when it is recorded
+    (L{txvnc.proxy.recorder.ConsoleRecorder}): called once per read, it
+    must not block.
+    """
+
+    def to_browser(self, data: bytes) -> None: ...
+
+    def from_browser(self, payloads: list[bytes]) -> None: ...
+
+    def close(self, why: str | None) -> None: ...
+
+
 class RelayOwner(Protocol):
     """
     What a L{Relay} reads of its console and how it ends it.
@@ -100,6 +114,7 @@ class Relay:
         clock: IReactorTime,
         max_message_size: int,
         timers: SessionTimers | None = None,
+        tap: Tap | None = None,
     ) -> None:
         self._owner = owner
         self._browser = browser
@@ -107,6 +122,9 @@ class Relay:
         self._connector = connector
         self._max_message_size = max_message_size
         self._timers = timers
+        #: Sees what the browser is sent and sends (a recording); L{None}
+        #: costs the byte path one test per read.
+        self._tap = tap
         self.bytes_to_vnc = 0
         self.bytes_from_vnc = 0
         self.vnc_transport: Any = None
@@ -171,6 +189,9 @@ class Relay:
         """The browser is gone: stop connecting, or close the VNC side."""
         if self._rfb is not None:
             self._rfb.stop()
+        if self._tap is not None:
+            self._tap.close(self._owner.close_why)
+            self._tap = None
         if self._connecting is not None:
             self._connecting.cancel()
         self.lose_vnc()
@@ -186,6 +207,8 @@ class Relay:
         """Binary messages from the browser, in order."""
         if self._timers is not None and any(map(is_user_input, payloads)):
             self._timers.input()
+        if self._tap is not None:
+            self._tap.from_browser(payloads)
         if self._rfb is not None:
             for payload in payloads:
                 self._rfb.from_browser(payload)
@@ -200,6 +223,8 @@ class Relay:
             self._rfb.from_vnc(data)
         elif self._browser.send_binary(data):
             self.bytes_from_vnc += len(data)
+            if self._tap is not None:
+                self._tap.to_browser(data)
 
     def vnc_lost(self, reason: Failure) -> None:
         self.vnc_transport = None
@@ -233,6 +258,8 @@ class Relay:
     def to_browser(self, data: bytes) -> None:
         if self._browser.send_binary(data):
             self.bytes_from_vnc += len(data)
+            if self._tap is not None:
+                self._tap.to_browser(data)
 
     def to_vnc(self, data: bytes) -> None:
         if self.vnc_transport is not None:

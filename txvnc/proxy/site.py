@@ -400,6 +400,7 @@ def console_site(
     extra: dict[bytes, IResource] | None = None,
     quiet_health: bool = True,
     frame_ancestors: tuple[str, ...] = (),
+    replay: IResource | None = None,
 ) -> Site:
     """
     The proxy's L{Site}.
@@ -416,6 +417,8 @@ def console_site(
         (C{--frame-ancestors}); none: no page may be framed.
     @param extra: resources served at the top level beside the page (the
         health checks).
+    @param replay: the replay page's data (C{GET /replay-data}), logged
+        like any page request.
 
     C{POST /token-check} (L{TokenCheckResource}) is always there: the page
     asks it whether its token is still good before reconnecting; it is
@@ -434,6 +437,8 @@ def console_site(
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     check = TokenCheckResource(factory.admission, factory.trusted_proxies)
     children = {TOKEN_CHECK: check, **(extra or {})}
+    if replay is not None:
+        children[b"replay-data"] = replay
     quiet_extra = tuple(b"/" + name for name in extra or {}) if quiet_health else ()
     root = ConsoleRoot(ConsoleWebSocketResource(factory), static, children)
     site = ConsoleSite(

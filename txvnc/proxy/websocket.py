@@ -27,6 +27,7 @@ from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.fastpath import FastWebSocketProtocol
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.limits import ConnectionCounter, Limits
+from txvnc.proxy.recorder import ConsoleRecorder, Recordings
 from txvnc.proxy.registry import ConsoleRegistry
 from txvnc.proxy.revocation import DEFAULT_REPORT_INTERVAL, RevocationFollower
 from txvnc.proxy.security import RFBConfig
@@ -151,6 +152,8 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         feed; L{None}: no follower.
     @param connector: connects consoles to VNC servers (default: over the
         reactor, within C{connect_timeout}).
+    @param recordings: where and which consoles are recorded (L{None}:
+        none is).
     """
 
     protocol = ConsoleProxyProtocol  # type: ignore[assignment]
@@ -174,6 +177,7 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         revocation_interval: float | None = None,
         report_interval: float = DEFAULT_REPORT_INTERVAL,
         connector: VNCConnector | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         super().__init__(server="txvnc", reactor=reactor)
         self.reactor = reactor
@@ -209,6 +213,7 @@ class ConsoleProxyFactory(WebSocketServerFactory):
             connector = VNCConnector(reactor, connect_timeout)
         self.connector = connector
         self.node = node
+        self.recordings = recordings
         self.consoles = ConsoleRegistry()
         self._follower = (
             RevocationFollower(
@@ -316,6 +321,13 @@ class ConsoleProxyFactory(WebSocketServerFactory):
         if self._follower is not None:
             return self._follower.opened(console)
         return True
+
+    def recording_tap(self, console: Console) -> ConsoleRecorder | None:
+        """The recorder of C{console} when it is recorded, else L{None}."""
+        info = console.connect_info
+        if self.recordings is None or info is None:
+            return None
+        return self.recordings.tap_for(console, info)
 
     def closed(self, console: Console) -> None:
         """Count a console out (last, so a drain sees it logged)."""

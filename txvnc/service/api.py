@@ -18,6 +18,7 @@ from txvnc.consoleauth.keys import (
     load_or_create_key_file,
 )
 from txvnc.consoleauth.nova import NovaTokenStore
+from txvnc.consoleauth.recordings import RecordingArchive, ReplayLinks
 from txvnc.consoleauth.resource import (
     MAX_BODY,
     MAX_REPORT_BODY,
@@ -104,6 +105,14 @@ def token_api(
     secrets = SecretBox(
         load_or_create_key_file(settings.secret_key_file, what=SECRET_KEY_FILE)
     )
+    archive = None
+    if settings.record_dir is not None:
+        archive = RecordingArchive(
+            settings.record_dir,
+            ReplayLinks.from_secrets(secrets),
+            settings.replay_ttl,
+            reactor,
+        )
     api = ConsoleAuthResource(
         store,
         keys,
@@ -115,6 +124,7 @@ def token_api(
         max_ttl=settings.max_token_ttl,
         audit=audit,
         trusted_proxies=settings.trusted_proxies,
+        recordings=archive,
     )
     readiness.add("store", lambda: store.get(NO_SUCH_TOKEN, reactor.seconds()))
     # A mint takes 64 KiB at most; only a proxy's console report more.
@@ -146,6 +156,8 @@ def token_api(
     )
     if isinstance(store, NovaTokenStore):
         services.append(nova_watch(reactor, store, settings.revocation_poll_interval))
+    if archive is not None and settings.record_retention > 0:
+        services.append(retention_timer(reactor, archive, settings.record_retention))
     _log.info(
         "token API on {listen}, store {store}, key file {key_file}, "
         "access URLs under {base_url}, targets allowed: {policy}",
@@ -156,3 +168,35 @@ def token_api(
         policy=str(policy),
     )
     return services
+
+
+#: Seconds between looks for recordings past --record-retention.
+RETENTION_INTERVAL = 3600.0
+
+
+def retention_timer(
+    reactor: Any, archive: RecordingArchive, days: float
+) -> IService:
+    """
+    Every hour (and at start), delete the recordings last written more than
+    C{days} ago, in a thread; a failure is logged and the next hour tries
+    again (L{txvnc.ops.timers}).
+    """
+
+    async def purge() -> None:
+        before = reactor.seconds() - days * 86400
+        gone = await archive.run(archive.directory.purge, before)
+        if gone:
+            _log.info(
+                "deleted {count} recording(s) older than {days:g} days "
+                "(--record-retention)",
+                count=len(gone),
+                days=days,
+            )
+
+    return timer_service(
+        reactor,
+        RETENTION_INTERVAL,
+        lambda: Deferred.fromCoroutine(purge()),
+        "deleting old recordings failed",
+    )

@@ -22,6 +22,8 @@ from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.spin import SpinService
 from txvnc.proxy.capacity import open_files_limit
 from txvnc.proxy.guard import AuthFailureGuard
+from txvnc.proxy.recorder import Recordings
+from txvnc.proxy.replay import ReplayResource
 from txvnc.proxy.site import console_site
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.listeners import listener
@@ -72,6 +74,18 @@ def proxy_site(
         max_in_flight=API_CONNECTIONS,
     )
     node = settings.node_name
+    recordings = None
+    if settings.record_dir is not None:
+        recordings = Recordings(
+            reactor,
+            settings.record_dir,
+            node,
+            record_all=settings.record_all,
+            on_failure=settings.record_on_failure,
+        )
+        # "during": after the drain ("before") has closed the consoles,
+        # whose recordings are then written to their end.
+        reactor.addSystemEventTrigger("during", "shutdown", recordings.stop)
     factory = ConsoleProxyFactory(
         reactor,
         auth,
@@ -87,6 +101,7 @@ def proxy_site(
         node=node,
         trusted_proxies=settings.trusted_proxies,
         revocation_interval=settings.revocation_poll_interval,
+        recordings=recordings,
     )
     registry.register(ProxyCollector(factory))
     limits = settings.limits
@@ -104,6 +119,7 @@ def proxy_site(
         novnc_dir=settings.novnc,
         # Anyone may ask the public listener: the status, not the reasons.
         extra=ops_children(readiness, public=True),
+        replay=ReplayResource(auth, settings.record_dir, reactor),
         quiet_health=not settings.access_log_polls,
         frame_ancestors=settings.frame_ancestors,
     )

@@ -118,6 +118,12 @@ class Settings:
     #: C{--nova-config}, and what of it txvnc does not honour.
     nova_config: str | None = None
     nova_ignored: tuple[str, ...] = ()
+    #: Recording (docs/recording.md): L{None} records nothing.
+    record_dir: str | None = None
+    record_all: bool = False
+    record_on_failure: str = "close"
+    record_retention: float = 0.0
+    replay_ttl: int = 600
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Settings:
@@ -169,6 +175,11 @@ class Settings:
             access_log_polls=bool(given["access-log-polls"]),
             nova_config=given.get("nova-config"),
             nova_ignored=tuple(given.get("nova-ignored", ())),
+            record_dir=given.get("record-dir"),
+            record_all=bool(given.get("record-all")),
+            record_on_failure=given.get("record-on-failure") or "close",
+            record_retention=float(given.get("record-retention") or 0),
+            replay_ttl=int(given.get("replay-ttl") or 600),
         )
 
 
@@ -288,6 +299,25 @@ def _check_files_and_listeners(config: Mapping[str, Any]) -> None:
                 raise usage.UsageError(f"--{name}: {e}") from None
     if config["log-format"] not in ("text", "json"):
         raise usage.UsageError("--log-format must be text or json")
+    _check_recording(config)
+
+
+def _check_recording(config: Mapping[str, Any]) -> None:
+    directory = config.get("record-dir")
+    if config.get("record-on-failure", "close") not in ("close", "continue"):
+        raise usage.UsageError("--record-on-failure must be close or continue")
+    if (config.get("record-retention") or 0) < 0:
+        raise usage.UsageError("--record-retention must be 0 or more days")
+    if (config.get("replay-ttl") or 600) <= 0:
+        raise usage.UsageError("--replay-ttl must be positive")
+    if config.get("record-all") and directory is None:
+        raise usage.UsageError("--record-all needs --record-dir")
+    if directory is not None and not (
+        os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
+    ):
+        raise usage.UsageError(
+            f"--record-dir {directory}: not a writable directory"
+        )
 
 
 def _web(config: Mapping[str, Any]) -> dict[str, Any]:

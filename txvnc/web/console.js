@@ -48,6 +48,7 @@ const CLOSE_TEXT = {
   4004: "Too many consoles are open with this link.",
   4005: "The console's VNC security negotiation failed.",
   4006: "An administrator closed the console.",
+  4007: "Recording failed: this console must be recorded, and it could not be.",
 };
 
 // Drops after which the page reconnects by itself: the service restarting

@@ -4,6 +4,7 @@ The token API's routes, on one Klein app, one module per area:
     tokens       mint, list, check and use tokens
     revocations  revoke a token or an instance; the revocation feed
     sessions     the proxies' console reports; list and close consoles
+    recordings   list, download, delete and replay console recordings
     document     the OpenAPI document
 
 and what they share: C{app} (the Klein app and how it routes), C{access}
@@ -14,7 +15,14 @@ JSON 404 and 405, and the one 500 path).
 Importing this package registers every route.
 """
 
-from txvnc.consoleauth.routes import document, errors, revocations, sessions, tokens
+from txvnc.consoleauth.routes import (
+    document,
+    errors,
+    recordings,
+    revocations,
+    sessions,
+    tokens,
+)
 from txvnc.consoleauth.routes.app import answer_head_with_405, app, klein_path
 
 answer_head_with_405(app)
@@ -24,6 +32,7 @@ __all__ = [
     "document",
     "errors",
     "klein_path",
+    "recordings",
     "revocations",
     "sessions",
     "tokens",

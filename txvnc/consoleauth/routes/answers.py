@@ -17,6 +17,14 @@ from txvnc.consoleauth.tokens import InvalidRequest
 Answer = tuple[int, Any]
 
 
+class RawBody(bytes):
+    """
+    An answer's body sent as it is, not as JSON (a recording's file).
+    """
+
+    content_type = b"application/octet-stream"
+
+
 def json_body(request: IRequest, status: int, body: Any) -> bytes:
     """
     Set the status and headers of an answer; its body, as bytes.
@@ -25,6 +33,9 @@ def json_body(request: IRequest, status: int, body: Any) -> bytes:
     request.setHeader(b"Cache-Control", b"no-store")
     if body is None:
         return b""
+    if isinstance(body, RawBody):
+        request.setHeader(b"Content-Type", body.content_type)
+        return bytes(body)
     request.setHeader(b"Content-Type", b"application/json")
     return json.dumps(body).encode("utf-8") + b"\n"
 
