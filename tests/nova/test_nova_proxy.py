@@ -126,11 +126,14 @@ async def test_novas_token_opens_a_console(nova: Nova, instance: str, vnc, where
     elif where == "cookie after a bad one":
         query, headers = "", {"Cookie": f'bad"cookie; token={token}'}
     for _ in range(2):
+        # Asked before the browser connects: the proxy may reach the VNC
+        # server before the test hears that the WebSocket opened.
+        connected = vnc.next_connection()
         browser = await connect_browser(
             nova.txvnc.proxy_port, query, path=path, headers=headers
         )
         assert await opened(browser), where
-        await vnc.next_connection()
+        await connected
         browser.sendClose()
         await browser.closed
 
