@@ -384,6 +384,36 @@ class Bench:
             proc.stdin.close()
             proc.wait(120)
 
+    @property
+    def lean_client(self) -> Path | None:
+        """
+        C{benchmarks/cclient/wsdownload.c} built into the run's directory
+        (L{None} without a C compiler): a download client that spends far
+        less CPU per byte than Node, to show whether Node is the limit.
+        """
+        if not hasattr(self, "_lean"):
+            binary: Path | None = self.tmp / "wsdownload"
+            cc = shutil.which("cc") or shutil.which("gcc")
+            source = HERE / "cclient" / "wsdownload.c"
+            if cc is None or subprocess.run(
+                [cc, "-O2", "-o", str(binary), str(source)], capture_output=True
+            ).returncode:
+                print("  no C compiler: no lean-client download figure", file=sys.stderr)
+                binary = None
+            self._lean = binary
+        return self._lean
+
+    def lean_download(self, port: int, path: str, seconds: float) -> dict:
+        """One WebSocket to C{port} and C{path}, read by the lean client."""
+        assert self.lean_client is not None
+        out = subprocess.run(
+            [str(self.lean_client), "127.0.0.1", str(port), path, str(seconds)],
+            capture_output=True, text=True, timeout=60 + seconds,
+        )  # fmt: skip
+        if out.returncode:
+            raise RuntimeError(f"lean client: {out.stderr.strip()}")
+        return dict(json.loads(out.stdout))
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -424,6 +454,7 @@ def nova_cell(path: Path, vnc_port: int) -> str:
 # Figures: (key, label, unit, better, target ratio to websockify or None)
 FIGURES = [
     ("download", "download, 1 console", "MB/s", "higher", 1.5),
+    ("download_c", "download, lean C client", "MB/s", "higher", 1.5),
     ("upload", "upload, 16 KiB masked", "MB/s", "higher", 2.0),
     ("rtt_p50", "round trip p50", "µs", "lower", 0.8),
     ("rtt_p99", "round trip p99", "µs", "lower", 0.8),
@@ -509,6 +540,13 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
                 res = bench.load("download", target("stream"), secs, proxy=proxy)
                 add(system, "download", res["bytes_per_s"] / MiB)
                 add_cpu(system, "download", res)
+            if want("download", "download_c") and bench.lean_client and system != "baseline (TCP)":
+                if proxy is not None:
+                    where = (proxy.port, f"/websockify?token={be['stream']}-lean{os.urandom(4).hex()}")
+                else:
+                    where = (be["ws"], "/stream")
+                res = bench.lean_download(*where, secs)
+                add(system, "download_c", res["bytes_per_s"] / MiB)
             if want("upload"):
                 res = bench.load("upload", target("sink"), secs, proxy=proxy)
                 add(system, "upload", res["bytes_per_s"] / MiB)
