@@ -18,15 +18,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from txvnc import __version__, clirecord
-from txvnc.client import (
-    ConsoleAuthClient,
-    ConsoleAuthError,
-    ConsoleAuthUnavailable,
-    pooled_http_client,
-)
+from txvnc.client import ConsoleAuthError, ConsoleAuthUnavailable, OperatorClient
 from txvnc.consoleauth.keys import KeyFileError, read_key_file
 from txvnc.consoleauth.tokens import CLIPBOARD_MODES, OPTION_FIELDS, SECURITY_MODES
 from txvnc.core.tokens import token_hash
+from txvnc.httppool import pooled_http_client
 from txvnc.service.endpoints import EndpointError, check_http_url
 
 DEFAULT_API_URL = "http://127.0.0.1:6081"
@@ -341,7 +337,7 @@ def _api_key(args: argparse.Namespace) -> str:
 
 
 async def _command(
-    client: ConsoleAuthClient, args: argparse.Namespace, err: TextIO
+    client: OperatorClient, args: argparse.Namespace, err: TextIO
 ) -> Result | int:
     """
     Ask the API what C{args} says; what to show, or an exit status when
@@ -418,7 +414,7 @@ async def _command(
 
 
 async def execute(
-    client: ConsoleAuthClient, args: argparse.Namespace, out: TextIO, err: TextIO
+    client: OperatorClient, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     """
     Run the command C{args} names against the token API; its exit status.
@@ -484,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
 
     async def run(reactor: Any) -> None:
-        client = ConsoleAuthClient(
+        client = OperatorClient(
             pooled_http_client(reactor),
             args.api_url,
             args.api_key,

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from txvnc.client import ConsoleAuthClient
+from txvnc.client import OperatorClient
 
 #: What C{recording list} shows of each recording (C{-f json}: every field).
 LIST_COLUMNS = [
@@ -98,7 +98,7 @@ def add_parser(top: Any, output: argparse.ArgumentParser) -> None:
 
 
 async def command(
-    client: ConsoleAuthClient, args: argparse.Namespace, err: TextIO
+    client: OperatorClient, args: argparse.Namespace, err: TextIO
 ) -> Shown:
     """Run C{txvnc recording ACTION}; what to show."""
     if args.action == "list":
