@@ -51,12 +51,22 @@ demo: install
 	@scripts/demo
 
 # The tests' own twistd processes serve the checkout's node_modules.
-test: install $(VENV)/.test-deps node_modules/.package-lock.json
+test: install $(VENV)/.test-deps node_modules/.package-lock.json tests/nova/.venv/.installed
 	@scripts/system-deps test
 	@echo "==> running every test (pytest; the end-to-end ones start qemu, twistd and Chromium)"
 	@status=0; $(BIN)/pytest || status=$$?; \
 	if [ $$status -eq 0 ]; then echo "==> make test: every test passed"; \
 	else echo "==> make test: FAILED (pytest exit status $$status; see above)"; exit $$status; fi
+
+# nova from the package index in an environment of its own, apart from
+# txvnc's (importing nova pulls in eventlet): tests/nova/mint.py runs nova's
+# migrations and mints nova's tokens for the nova drop-in tests.
+tests/nova/.venv/.installed: tests/nova/requirements.txt
+	@echo "==> installing nova (its migrations and token code, for the tests) into tests/nova/.venv"
+	@$(PYTHON) -m venv tests/nova/.venv
+	@tests/nova/.venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+	@tests/nova/.venv/bin/pip install -q --disable-pip-version-check -r tests/nova/requirements.txt
+	@touch $@
 
 # The benchmark's own environment, apart from txvnc's: websockify and the
 # plotting library in benchmarks/.venv, the Node load client's packages in
@@ -106,4 +116,4 @@ lint: install $(VENV)/.test-deps
 	@echo "==> make lint: clean"
 
 clean:
-	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts .fuzz benchmarks/.venv benchmarks/node_modules
+	rm -rf $(VENV) node_modules build *.egg-info tests/artifacts .fuzz benchmarks/.venv benchmarks/node_modules tests/nova/.venv

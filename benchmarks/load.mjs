@@ -14,6 +14,14 @@
 //   hold      opens COUNT consoles, prints, holds them until stdin closes
 //   many      COUNT consoles streaming at once over SECONDS; aggregate
 //             bytes/s and min/max between consoles
+//   burst     COUNT consoles opened at the same moment (a page reload for
+//             every console after a restart); a clean refusal (HTTP 503,
+//             close 1013) is retried after the console page's jittered
+//             back-off; seconds until all are open, retries, and any that
+//             neither opened nor were refused within 30 s (hung)
+//
+// With BENCH_TOKEN_CYCLE=N, "{n}" is the connection's serial modulo N
+// instead (tokens from a fixed list, for websockify's TokenFile plugin).
 
 import net from "node:net";
 import readline from "node:readline";
@@ -26,7 +34,8 @@ let serial = 0;
 
 /** One console: {ready: Promise, send(buf), close(), ondata}. */
 function open(tgt) {
-  const n = `${process.pid}x${serial++}`;
+  const cycle = Number(process.env.BENCH_TOKEN_CYCLE || 0);
+  const n = cycle ? `${serial++ % cycle}` : `${process.pid}x${serial++}`;
   const url = tgt.replaceAll("{n}", n);
   const c = { ondata: null, bytes: 0 };
   c.ready = new Promise((resolve, reject) => {
@@ -153,6 +162,11 @@ async function upload(seconds) {
 // they are not what a proxy that runs for months adds.
 const RTT_WARM_UP = 2000;
 
+// BENCH_NET_DELAY_MS: the browser that far away, each way (a wait before
+// each message leaves and after its echo arrives), for figures that should
+// hold for real consoles (--poll-spin, docs/performance.md). 0: loopback.
+const NET_DELAY = Number(process.env.BENCH_NET_DELAY_MS || 0) / 1000;
+
 async function rtt(count) {
   const c = open(target);
   await c.ready;
@@ -169,8 +183,10 @@ async function rtt(count) {
     pending = 64;
     const t0 = process.hrtime.bigint();
     const done = new Promise((r) => (resolveOne = r));
+    if (NET_DELAY) await sleep(NET_DELAY);
     c.send(msg);
     await done;
+    if (NET_DELAY) await sleep(NET_DELAY);
     if (i >= RTT_WARM_UP) samples.push(Number(process.hrtime.bigint() - t0) / 1000);
   }
   if (w) win = windowClose(w);
@@ -189,6 +205,7 @@ async function rtt(count) {
 async function connect(seconds, concurrency) {
   const latencies = [];
   let failed = 0, firstError = null;
+  const w = await windowOpen();
   const end = now() + seconds;
   const t0 = now();
   const worker = async () => {
@@ -207,8 +224,10 @@ async function connect(seconds, concurrency) {
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   const elapsed = now() - t0;
+  const win = windowClose(w);
   latencies.sort((a, b) => a - b);
   return {
+    ...win,
     per_s: latencies.length / elapsed,
     p50_us: percentile(latencies, 50),
     p99_us: percentile(latencies, 99),
@@ -274,7 +293,61 @@ async function many(count, seconds) {
   };
 }
 
+// The console page's back-off (txvnc/web/console.js backoffDelay): doubling
+// steps from 1 s, each jittered to half to all of the step.
+const backoffDelay = (attempt) => Math.min(1000 * 2 ** attempt, 30000) * (0.5 + Math.random() / 2);
+
+async function burst(count) {
+  const HANG = 30;
+  let retries = 0, refusedFor = {}, failed = 0, hung = 0, firstError = null;
+  const latencies = [];
+  const t0 = now();
+  const one = async () => {
+    for (let attempt = 0; ; attempt++) {
+      const c = open(target);
+      const outcome = await Promise.race([
+        c.ready.then(() => "open", (e) => String(e.message || e)),
+        sleep(HANG).then(() => "hung"),
+      ]);
+      if (outcome === "open") {
+        latencies.push((now() - t0) * 1e6);
+        return c;
+      }
+      c.close?.();
+      if (outcome === "hung") {
+        hung += 1;
+        return null;
+      }
+      if ((outcome === "HTTP 503" || outcome === "closed 1013") && attempt < 8) {
+        retries += 1;
+        refusedFor[outcome] = (refusedFor[outcome] || 0) + 1;
+        await sleep(backoffDelay(attempt) / 1000);
+        continue;
+      }
+      failed += 1;
+      firstError ??= outcome;
+      return null;
+    }
+  };
+  const consoles = await Promise.all(Array.from({ length: count }, one));
+  const seconds = now() - t0;
+  for (const c of consoles) c?.close();
+  latencies.sort((a, b) => a - b);
+  return {
+    opened: latencies.length,
+    seconds,
+    p50_us: percentile(latencies, 50),
+    p99_us: percentile(latencies, 99),
+    retries,
+    refused: refusedFor,
+    failed,
+    hung,
+    first_error: firstError,
+  };
+}
+
 const modes = {
+  burst: () => burst(Number(arg)),
   download: () => download(Number(arg)),
   upload: () => upload(Number(arg)),
   rtt: () => rtt(Number(arg)),

@@ -193,3 +193,86 @@ async def test_dropped_connection_is_unavailable():
             await client.check_token("t")
     finally:
         await port.stopListening()
+
+
+class CountingSite:
+    """A real token endpoint on 127.0.0.1 that counts the TCP connections made to it."""
+
+    def __init__(self) -> None:
+        from twisted.web.server import Site
+
+        root = OddAnswer(404, b'{"error": "not found"}')
+        self.site = Site(root)
+        self.connections = 0
+        build = self.site.buildProtocol
+
+        def counting(addr):
+            self.connections += 1
+            return build(addr)
+
+        self.site.buildProtocol = counting
+        self.port = reactor.listenTCP(0, self.site, interface="127.0.0.1")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port.getHost().port}"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_burst_of_checks_reuses_a_fixed_set_of_connections():
+    """
+    Forty checks at once, twice, over a pool of four: four connections are
+    opened in all (none opened and closed per request), and the pool logs
+    no "Starting factory" / "Stopping factory" lines.
+    """
+    from twisted.internet.defer import gatherResults
+    from twisted.logger import globalLogPublisher
+
+    server = CountingSite()
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    http = pooled_http_client(reactor, max_per_host=4)
+    client = ConsoleAuthClient(http, server.url, KEY, reactor, max_in_flight=4)
+    try:
+        for _ in range(2):
+            answers = await gatherResults(
+                [Deferred.fromCoroutine(client.check_token(f"t{i}")) for i in range(40)]
+            )
+            assert answers == [None] * 40
+        assert server.connections == 4
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+        await http._agent._pool.closeCachedConnections()
+        await server.port.stopListening()
+    noisy = [e for e in events if "factory" in str(e.get("log_format", ""))]
+    assert noisy == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_check_waiting_for_a_connection_times_out_as_unavailable():
+    """A request's deadline counts its wait for a free slot; slots are given back whatever happens."""
+    clock = Clock()
+    sent = []
+
+    class Hanging:
+        def request(self, *a, **k):
+            sent.append(Deferred())
+            return sent[-1]
+
+    client = ConsoleAuthClient(Hanging(), "http://api", KEY, clock, timeout=5, max_in_flight=1)
+    first = Deferred.fromCoroutine(client.check_token("a"))
+    clock.advance(1)
+    second = Deferred.fromCoroutine(client.check_token("b"))
+    assert len(sent) == 1  # the second waits for the one slot
+    clock.advance(4.5)  # the first's deadline: its slot goes to the second
+    with pytest.raises(ConsoleAuthUnavailable, match="within 5s"):
+        await first
+    assert len(sent) == 2
+    clock.advance(0.5)  # the second's deadline, counted from its call
+    with pytest.raises(ConsoleAuthUnavailable, match="within 5s"):
+        await second
+    third = Deferred.fromCoroutine(client.check_token("c"))
+    assert len(sent) == 3  # every slot was given back
+    clock.advance(5)
+    with pytest.raises(ConsoleAuthUnavailable):
+        await third

@@ -98,13 +98,13 @@ def test_help_lists_every_option_with_its_default(tmp_path: Path) -> None:
 def test_no_api_and_no_proxy_is_a_usage_error(tmp_path: Path) -> None:
     """
     C{twistd txvnc --no-api --no-proxy} refuses to start with a usage error
-    saying there is nothing to run.
+    saying there is nothing to run: one line on stderr (not twistd's help
+    on stdout with the error at its end).
     """
     result = twistd("-n", "--pidfile=", "txvnc", "--no-api", "--no-proxy", cwd=tmp_path)
     assert result.returncode == 1
-    # twistd prints the usage, then the error, on stdout.
-    last_line = result.stdout.strip().splitlines()[-1]
-    assert last_line.endswith(": --no-api and --no-proxy leave nothing to run")
+    assert result.stderr == "twistd txvnc: --no-api and --no-proxy leave nothing to run\n"
+    assert result.stdout == ""
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "txvnc-api.key").exists()
 

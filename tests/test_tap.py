@@ -43,6 +43,16 @@ def test_defaults():
     assert config["allowed-origin"] == []
 
 
+def test_the_reactor_does_not_spin_unless_asked():
+    """
+    --poll-spin is 0 by default (no spinning; it bought nothing for a
+    browser a millisecond away and cost CPU: docs/performance.md) and
+    takes a window when asked.
+    """
+    assert options().settings.poll_spin == 0
+    assert options("--poll-spin", "100").settings.poll_spin == 100
+
+
 def test_allowed_origin_repeats():
     """--allowed-origin may be given several times."""
     config = options("--allowed-origin", "https://a.example", "--allowed-origin", "b")

@@ -27,6 +27,7 @@ from txvnc.client import (
 from txvnc.consoleauth.keys import KeyFileError, read_key_file
 from txvnc.consoleauth.tokens import CLIPBOARD_MODES, OPTION_FIELDS, SECURITY_MODES
 from txvnc.core.tokens import token_hash
+from txvnc.service.endpoints import EndpointError, check_http_url
 
 DEFAULT_API_URL = "http://127.0.0.1:6081"
 
@@ -461,6 +462,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     problem = _unknown_field(args.columns or [], FIELDS.get(args.action, ()))
     if args.group == "console" and args.action in FIELDS and problem:
         parser.error(problem)
+    try:
+        check_http_url(args.api_url, "--api-url")
+    except EndpointError as e:
+        print(f"txvnc: {e}", file=sys.stderr)
+        raise SystemExit(USAGE) from None
     try:
         args.api_key = _api_key(args)
     except KeyFileError as e:

@@ -6,6 +6,15 @@ It speaks through a treq L{HTTPClient} built on a persistent connection pool,
 so a busy proxy checks tokens over a few warm connections instead of a TCP
 handshake per console. Tests hand it a L{treq.testing.StubTreq} wrapping the
 real resource instead.
+
+A pool alone does not keep connections warm under load: it opens a new
+connection for every request that finds none idle, and when more than
+C{maxPersistentPerHost} come back it closes the extra ones, so 32 consoles
+opening at once against a pool of 16 opened and closed a connection for
+half of them, over and over (profiled: docs/performance.md, "Opening
+consoles"). So the proxy's client also caps the requests in flight at the
+pool's size (L{API_CONNECTIONS}); the rest wait, inside their deadline, for
+a connection that is already open.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from urllib.parse import quote
 
 import treq
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, DeferredSemaphore
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import (
@@ -26,11 +35,18 @@ from twisted.web.client import (
     BrowserLikePolicyForHTTPS,
     HTTPConnectionPool,
     ResponseFailed,
+    _HTTP11ClientFactory,
 )
+from twisted.web.http_headers import Headers
 
 from txvnc.core.pem import load_ca
 
 DEFAULT_TIMEOUT = 5.0
+
+#: Connections a proxy keeps open to the token API, and requests it has in
+#: flight at once: a token check takes well under a millisecond at the API,
+#: so 16 connections answer thousands of consoles a second.
+API_CONNECTIONS = 16
 
 
 class ConsoleAuthUnavailable(Exception):
@@ -113,22 +129,76 @@ def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """
+    Twisted's factory for one pooled connection, without its "Starting
+    factory _HTTP11ClientFactory(...)" and "Stopping factory" lines: two
+    lines in the operator's log for every connection to the token API say
+    nothing an operator can act on. (The one private name of Twisted used
+    outside L{txvnc.proxy.fastpath}; tests/proxy/test_upstream_internals.py
+    checks it.)
+    """
+
+    noisy = False
+
+
+class QuietConnectionPool(HTTPConnectionPool):
+    """A persistent connection pool whose connections are not logged."""
+
+    _factory = _QuietClientFactory
+
+
+class PooledHTTPClient(HTTPClient):
+    """
+    treq's client, with a short way through for what a proxy asks most (a
+    token check, a revocation poll: no body, no redirects, an ASCII URL):
+    straight to the pooled L{Agent}, past treq's URL parsing (hyperlink,
+    IDNA), cookie jar and content decoder, which were about half of the
+    client's time per token check. Everything else is treq's.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(agent)
+        self._pooled_agent = agent
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> Any:
+        if (
+            kwargs.get("allow_redirects", True)
+            or not isinstance(url, str)
+            or set(kwargs) - {"headers", "allow_redirects"}
+        ):
+            return super().request(method, url, **kwargs)
+        try:
+            uri = url.encode("ascii")
+        except UnicodeEncodeError:
+            return super().request(method, url, **kwargs)
+        headers = Headers(kwargs.get("headers") or {})
+        return self._pooled_agent.request(method.encode("ascii"), uri, headers)
+
+
 def pooled_http_client(
-    reactor: Any, max_per_host: int = 16, ca_file: str | None = None
+    reactor: Any, max_per_host: int = API_CONNECTIONS, ca_file: str | None = None
 ) -> HTTPClient:
     """
-    A treq client whose connections stay open between requests.
+    A treq client whose connections stay open between requests: up to
+    C{max_per_host} of them, each kept for two minutes after its last
+    request. Pair it with a L{ConsoleAuthClient} whose C{max_in_flight} is
+    the same number, or a burst opens (and closes) more.
 
     @param ca_file: PEM CA certificate that https servers must chain to,
         instead of the system's trusted CAs.
     """
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = QuietConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = max_per_host
     pool.cachedConnectionTimeout = 120
+    # A kept connection the server closed meanwhile is retried once on a
+    # new one (idempotent requests only): Twisted's default, said here
+    # because the proxy depends on it after an idle spell.
+    pool.retryAutomatically = True
     if ca_file is None:
-        return HTTPClient(Agent(reactor, pool=pool))
+        return PooledHTTPClient(Agent(reactor, pool=pool))
     policy = BrowserLikePolicyForHTTPS(trustRoot=load_ca(ca_file))
-    return HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    return PooledHTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
 
 
 class ConsoleAuthClient:
@@ -140,6 +210,9 @@ class ConsoleAuthClient:
     @param http: a treq-like client: an L{HTTPClient}, or a
         L{treq.testing.StubTreq} in tests (they share no type, hence L{Any}).
     @param clock: where timeouts are scheduled.
+    @param max_in_flight: requests sent at once; more wait (within their
+        timeout) for one to finish. L{None}: no limit. The proxy sets it
+        to its pool's size (L{API_CONNECTIONS}).
     """
 
     def __init__(
@@ -149,12 +222,14 @@ class ConsoleAuthClient:
         api_key: str | Callable[[], str],
         clock: IReactorTime,
         timeout: float = DEFAULT_TIMEOUT,
+        max_in_flight: int | None = None,
     ) -> None:
         self._http = http
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._clock = clock
         self.timeout = timeout
+        self._slots = DeferredSemaphore(max_in_flight) if max_in_flight else None
 
     async def _call(
         self, method: str, path: str, json_body: Any = None, raw: bool = False
@@ -178,9 +253,18 @@ class ConsoleAuthClient:
             expired = True
             pending.cancel()
 
-        pending = self._http.request(method, self.base_url + path, **kwargs)
+        slots = self._slots
+        held = False
+        if slots is None:
+            pending = self._http.request(method, self.base_url + path, **kwargs)
+        else:
+            pending = slots.acquire()
         deadline = self._clock.callLater(self.timeout, expire)
         try:
+            if slots is not None:
+                await pending
+                held = True
+                pending = self._http.request(method, self.base_url + path, **kwargs)
             response = await pending
             pending = treq.content(response)
             content = await pending
@@ -197,6 +281,10 @@ class ConsoleAuthClient:
                 ) from None
             raise
         finally:
+            if held:
+                # After the body: the connection is back in the pool by now
+                # (Twisted returns it before it finishes the response).
+                slots.release()  # type: ignore[union-attr]
             if deadline.active():
                 deadline.cancel()
         if raw and response.code == 200:
@@ -421,6 +509,33 @@ class ConsoleAuthClient:
         if status == 201 and isinstance(body, dict):
             return body
         raise self._fail(status, body)
+
+
+    async def update_sessions(
+        self,
+        node: str,
+        added: list[dict[str, Any]],
+        removed: list[str],
+        digest: str,
+        ttl: int,
+    ) -> bool:
+        """
+        Tell the API which consoles this proxy (C{node}) opened and closed
+        since its last report, and the digest of all it has open now;
+        L{False} when the API's copy does not add up and wants the whole
+        list (L{report_sessions}).
+
+        @raise ConsoleAuthError: 404 or 405 from an API that predates
+            change reports, among others.
+        """
+        path = "/v1/proxies/" + quote(node, safe="") + "/sessions"
+        body = {"ttl": ttl, "added": added, "removed": removed, "digest": digest}
+        status, answer = await self._call("PATCH", path, body)
+        if status == 204:
+            return True
+        if status == 409:
+            return False
+        raise self._fail(status, answer)
 
 
 def _instance_query(instance_uuid: str | None) -> str:

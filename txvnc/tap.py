@@ -27,8 +27,11 @@ from txvnc.ops.spin import DEFAULT_SPIN_US
 from txvnc.proxy.guard import DEFAULT_MAX_FAILURES
 from txvnc.proxy.options import LIMIT_PARAMETERS
 from txvnc.proxy.revocation import DEFAULT_INTERVAL
+from txvnc.proxy.site import frame_ancestor
 from txvnc.service.assemble import build
 from txvnc.service.config import apply_config, config_path, load_config
+from txvnc.service.listeners import report_in_one_line, say
+from txvnc.service.novaconf import nova_config_path, read_nova_config
 from txvnc.service.settings import Settings
 
 DEFAULT_LISTEN = "tcp:6080"
@@ -127,7 +130,7 @@ class Options(usage.Options):
             "token-check-timeout",
             None,
             DEFAULT_TIMEOUT,
-            "Seconds to wait for the token API.",
+            "Seconds to wait for the token API, a free connection to it included.",
             float,
         ],
         [
@@ -174,6 +177,16 @@ class Options(usage.Options):
             "PEM key of --vnc-client-cert. [default: in the certificate file]",
         ],
         [
+            "vnc-check-hostname",
+            None,
+            "yes",
+            (
+                "yes: a VeNCrypt server's certificate must name the token's "
+                "host; no: the CA alone decides, as nova does (--nova-config "
+                "sets no)."
+            ),
+        ],
+        [
             "purge-interval",
             None,
             60.0,
@@ -197,8 +210,10 @@ class Options(usage.Options):
             DEFAULT_SPIN_US,
             (
                 "Microseconds a proxy process keeps polling before it sleeps "
-                "while traffic flows; cuts round trips, costs at most 2% of a "
-                "core in polls that find nothing (0: always sleep)."
+                "while traffic flows; cuts round trips only where browsers "
+                "are microseconds away (loopback), costs at most 2% of a "
+                "core in polls that find nothing (0, the default: always "
+                "sleep)."
             ),
             float,
         ],
@@ -216,6 +231,14 @@ class Options(usage.Options):
             None,
             ("Read options from this TOML file first; the command line wins "
             "(see docs/txvnc.toml.example)."),
+        ],
+        [
+            "nova-config",
+            None,
+            None,
+            ("Run as a nova cell's console proxy: read this nova.conf first "
+            "(listener, TLS, origins, VeNCrypt, [database] connection as the "
+            "token store); --config and the command line win (docs/nova.md)."),
         ],
         [
             "consoleauth-ca",
@@ -257,8 +280,9 @@ class Options(usage.Options):
             None,
             DEFAULT_MAX_FAILURES,
             (
-                "Failed console requests per minute per client address before "
-                "it gets 429 for a minute (0: no limit)."
+                "Failed console requests per minute per client address (IPv6: "
+                "per /64) before its token checks are paced to that rate and "
+                "its failures answered 429; valid tokens still open (0: no limit)."
             ),
             int,
         ],
@@ -328,6 +352,8 @@ class Options(usage.Options):
         self["trusted-proxy"] = []
         self["allowed-unix-dir"] = []
         self["allowed-target"] = []
+        self["frame-ancestors"] = []
+        self["nova-ignored"] = []
 
     def opt_allowed_unix_dir(self, directory: str) -> None:
         """Tokens may name VNC unix sockets under this directory (repeatable)."""
@@ -353,19 +379,50 @@ class Options(usage.Options):
             ) from None
         self["trusted-proxy"].append(network)
 
+    def opt_frame_ancestors(self, origin: str) -> None:
+        """
+        Let pages of this origin (https://host[:port], or 'self') frame the
+        console page, e.g. an operator's dashboard (repeatable; default: no
+        page may frame it).
+        """
+        try:
+            frame_ancestor(origin)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        self["frame-ancestors"].append(origin)
+
     def opt_allowed_origin(self, origin: str) -> None:
         """Also accept WebSockets from this origin or host name (repeatable)."""
         self["allowed-origin"].append(origin)
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
-        Read C{--config FILE} first, so that the command line wins.
+        Read C{--nova-config FILE}, then C{--config FILE}, so that the
+        command line wins.
+
+        Under twistd (which makes these options its sub-command's), a usage
+        error is one line on stderr and exit status 1, rather than twistd's
+        whole help text with the error at its end, and so is a failure to
+        start later on (L{report_in_one_line}).
         """
         argv = list(sys.argv[1:] if options is None else options)
-        path = config_path(argv)
-        if path is not None:
-            apply_config(self, load_config(path), path)
-        super().parseOptions(argv)
+        try:
+            nova_path = nova_config_path(argv)
+            if nova_path is not None:
+                nova = read_nova_config(nova_path)
+                apply_config(self, nova.values, nova_path)
+                self["nova-ignored"] = list(nova.ignored)
+            path = config_path(argv)
+            if path is not None:
+                apply_config(self, load_config(path), path)
+            super().parseOptions(argv)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise  # parsed by a caller of its own, which reports it
+            say(str(e))
+            raise SystemExit(1) from None
+        if getattr(self, "parent", None) is not None:
+            report_in_one_line()
 
     def opt_version(self) -> None:
         """Print txvnc's version and exit."""

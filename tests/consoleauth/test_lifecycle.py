@@ -16,7 +16,9 @@ from twisted.internet.task import Clock
 from tests.support.mint import mint
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
+from txvnc.consoleauth.routes.sessions import RESEND_ALL
 from txvnc.core.audit import AuditLog
+from txvnc.core.digest import digest_of
 from txvnc.core.forwarded import parse_networks
 from txvnc.core.targets import TargetPolicy
 from txvnc.core.tokens import token_hash
@@ -258,6 +260,48 @@ async def test_sessions_are_listed_and_killed(api):
 async def test_bad_session_reports_are_400(api, body, why):
     """A malformed console report is refused with 400 saying what is wrong."""
     status, answer = await api.call("PUT", "/v1/proxies/p/sessions", body)
+    assert status == 400
+    assert why in answer["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_change_reports_apply_when_the_digests_agree(api):
+    """
+    A change report (PATCH) adds and removes consoles from the last whole
+    report when its digest matches the API's; else 409, and the whole list
+    mends it.
+    """
+    path = "/v1/proxies/proxy-a/sessions"
+    change = {"added": [report("s3")], "removed": ["s1"], "digest": digest_of(["s2", "s3"])}
+    assert (await api.call("PATCH", path, change))[0] == 409  # nothing reported yet
+    assert (await api.call("PUT", path, {"sessions": [report("s1"), report("s2")]}))[0] == 204
+    assert (await api.call("PATCH", path, change))[0] == 204
+    listed = (await api.call("GET", "/v1/sessions"))[1]["sessions"]
+    assert sorted(s["id"] for s in listed) == ["s2", "s3"]
+    status, answer = await api.call("PATCH", path, {"digest": digest_of(["s2"])})
+    assert (status, answer["error"]) == (409, RESEND_ALL)
+    assert (await api.call("PUT", path, {"sessions": [report("s2")]}))[0] == 204
+    assert (await api.call("PATCH", path, {"digest": digest_of(["s2"])}))[0] == 204
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ([], "must be an object"),
+        ({"added": []}, "digest must be"),
+        ({"digest": 5}, "digest must be"),
+        ({"digest": "1-a", "removed": [""]}, "removed must be"),
+        ({"digest": "1-a", "removed": "s1"}, "removed must be"),
+        ({"digest": "1-a", "added": {}}, "added must be"),
+        ({"digest": "1-a", "added": [{"id": "s"}]}, "bad session record"),
+        ({"digest": "1-a", "ttl": 0}, "ttl must be"),
+        ({"digest": "1-a", "sessions": []}, "unknown field"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_bad_change_reports_are_400(api, body, why):
+    """A malformed change report is refused with 400 saying what is wrong."""
+    status, answer = await api.call("PATCH", "/v1/proxies/p/sessions", body)
     assert status == 400
     assert why in answer["error"]
 

@@ -49,6 +49,7 @@ def test_schemathesis_against_the_live_api(tmp_path):
     """Generated requests to every operation get no 5xx and only documented, schema-true answers."""
     keys = tmp_path / "keys"
     keys.write_text(KEY + "\n")  # one key with both roles reaches every route
+    keys.chmod(0o600)  # twistd refuses a key file others can read
     api = start_twistd(
         tmp_path,
         "--audit-log",

@@ -135,6 +135,7 @@ async def test_admin_key_cannot_act_as_proxy(api):
         ("POST", f"/v1/tokens/{token}/use", None),
         ("GET", "/v1/revocations?after=0", None),
         ("PUT", "/v1/proxies/p/sessions", {"sessions": []}),
+        ("PATCH", "/v1/proxies/p/sessions", {"digest": "0-0"}),
     ]:
         status, answer = await api.call(method, path, ADMIN_KEY, body)
         assert (status, answer) == (

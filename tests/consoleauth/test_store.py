@@ -17,6 +17,7 @@ from txvnc.consoleauth.sqlite import SQLiteTokenStore
 from txvnc.consoleauth.store import ITokenStore, UnknownStore
 from txvnc.consoleauth.stores import redact_store_description, store_from_string
 from txvnc.consoleauth.tokens import TokenRecord
+from txvnc.core.digest import digest_of
 from txvnc.core.tokens import token_hash
 
 
@@ -218,6 +219,34 @@ async def test_sessions_replace_and_expire(store, twin):
     assert sorted(s.id for s in found) == ["s2", "s3"]
     assert session("s2") in found
     assert [s.id for s in await store.sessions(now=145.0)] == ["s3"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_session_changes_apply_to_the_last_report_with_its_digest(store, twin):
+    """
+    A proxy's changes (added consoles, removed ids) apply to what it last
+    reported, renew it, and answer the digest of what is held now, the
+    same digest the proxy computes; with no live report there is nothing
+    to change and the answer is None.
+    """
+    assert await store.update_sessions("proxy-a", [session("s1")], [], 100.0, 30.0) is None
+    assert await store.sessions(now=100.0) == []
+    await store.put_sessions("proxy-a", [session("s1"), session("s2")], 100.0, 30.0)
+    await twin.put_sessions("proxy-b", [session("s9", node="proxy-b")], 100.0, 200.0)
+    digest = await twin.update_sessions(
+        "proxy-a", [session("s3"), session("s4")], ["s1", "no-such"], 120.0, 30.0
+    )
+    assert digest == digest_of(["s2", "s3", "s4"])
+    found = await store.sessions(now=145.0)  # renewed at 120 for 30 s
+    assert sorted(s.id for s in found) == ["s2", "s3", "s4", "s9"]
+    assert session("s3") in found
+    # Sending a console again changes nothing; an empty change only renews.
+    assert await store.update_sessions("proxy-a", [session("s3")], [], 140.0, 30.0) == digest
+    assert await store.update_sessions("proxy-a", [], [], 160.0, 30.0) == digest
+    assert await store.update_sessions("proxy-a", [], ["s2", "s3", "s4"], 161.0, 30.0) == digest_of([])
+    assert [s.id for s in await store.sessions(now=170.0)] == ["s9"]
+    assert await store.update_sessions("proxy-a", [session("s5")], [], 170.0, 30.0) == digest_of(["s5"])
+    assert await store.update_sessions("proxy-a", [], [], 205.0, 30.0) is None  # lapsed at 200
 
 
 @pytest_twisted.ensureDeferred

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.novacell import Nova, serve_nova
 from tests.support.processes import free_port
 from tests.support.twistd import Twistd, require, start_twistd
 from tests.support.vncservers import QEMU, VM, start_vm
@@ -80,6 +81,15 @@ def serve_txvnc(
     server = start_twistd(directory, *extra, store=sqlite_store(directory))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def nova(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nova]:
+    """
+    A nova cell made by nova's own code and C{twistd txvnc --nova-config}
+    serving it (L{tests.support.novacell.serve_nova}).
+    """
+    yield from serve_nova(tmp_path_factory.mktemp("nova"))
 
 
 def sqlite_store(directory: Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import string
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,12 @@ def test_validation_of_token_fields(body):
                 isinstance(body["instance_uuid"], str)
                 and 0 < len(body["instance_uuid"]) <= 255
                 and "/" not in body["instance_uuid"]
+                # Printable: no control, format or line-separator characters.
+                and all(
+                    unicodedata.category(c)[0] != "C"
+                    and unicodedata.category(c) not in ("Zl", "Zp")
+                    for c in body["instance_uuid"]
+                )
             )
         )
         and body.get("console_type", "novnc") == "novnc"

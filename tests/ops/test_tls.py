@@ -200,7 +200,9 @@ async def test_token_api_over_tls(tmp_path, pki):
         )
         assert response.code == 201
         token = (await response.json())["token"]
-        response = await http.get(f"http://127.0.0.1:{proxy_port}/readyz")
+        # The proxy's check of the API over https, in detail on the API port
+        # (the proxy's public /readyz gives the status only).
+        response = await http.get(f"https://127.0.0.1:{api_port}/readyz")
         assert (await response.json())["checks"]["token_api"] == "ok"
         connected = vnc.next_connection()
         browser = await browse(proxy_port, token)

@@ -170,9 +170,9 @@ class MemoryProxy:
         return str((await response.json())["token"])
 
     def _connect(self, client: Protocol, peer: str = "127.0.0.1") -> iosim.IOPump:
-        server = self.site.buildProtocol(None)
         proxy_address = IPv4Address("TCP", "127.0.0.1", 6080)
         client_address = IPv4Address("TCP", peer, next(_ports))
+        server = self.site.buildProtocol(client_address)
         pump = iosim.connect(
             server,
             iosim.FakeTransport(server, True, proxy_address, client_address),

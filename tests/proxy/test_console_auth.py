@@ -105,15 +105,24 @@ async def test_single_use_token_opens_one_console(vnc):
 
 
 @pytest_twisted.ensureDeferred
-async def test_too_many_failures_get_429(vnc):
-    """Past the failure budget a client gets 429 even with a valid token, once logged."""
-    stack = make_stack(max_auth_failures=3)
+async def test_too_many_failures_get_429_but_a_valid_token_opens(vnc):
+    """Over real sockets: past the failure budget a valid token from the same address still opens a console, and the next guess gets 429."""
+    stack = make_stack(max_auth_failures=20)
     try:
         token = await stack.mint(vnc.address.port)
-        for _ in range(4):
-            await refused(stack, vnc, "token=guess", 403, INVALID_TOKEN)
-        await refused(stack, vnc, f"token={token}", 429, TOO_MANY_FAILURES)
+        for n in range(21):
+            await refused(stack, vnc, f"token=guess-{n}", 403, INVALID_TOKEN)
         assert stack.factory.guard.blocked("127.0.0.1")
+        connected = vnc.next_connection()
+        browser = await stack.open_browser(f"token={token}")
+        await browser.opened
+        await connected
+        browser.sendClose(1000)
+        await browser.closed
+        # A guess waits its turn (3 s on) and is answered 429.
+        code, phrase = await stack.raw_upgrade("token=guess-x")
+        assert (code, phrase) == (429, TOO_MANY_FAILURES)
+        assert len(vnc.connections) == 1
     finally:
         await stack.stop()
 

@@ -4,7 +4,7 @@ The brute-force guard, on a Clock.
 
 from twisted.internet.task import Clock
 
-from txvnc.proxy.guard import AuthFailureGuard, address_of
+from txvnc.proxy.guard import AuthFailureGuard, address_of, client_key
 
 
 def test_address_of_drops_the_port():
@@ -57,3 +57,42 @@ def test_memory_is_bounded_under_a_flood_of_addresses():
         clock.advance(0.001)
     assert len(guard._failures) <= 100
     assert guard.blocked("x")
+
+
+def test_ipv6_clients_are_counted_per_64():
+    """Addresses of one IPv6 /64 share one budget; another /64 has its own; IPv4-mapped IPv6 counts as the IPv4 address."""
+    guard = AuthFailureGuard(Clock(), max_failures=2)
+    for address in ("2001:db8::1", "2001:db8::2", "2001:db8::ffff:1"):
+        guard.failed(address)
+    assert guard.blocked("2001:db8::abcd")
+    assert not guard.blocked("2001:db8:0:1::1")
+    assert client_key("::ffff:192.0.2.7") == client_key("192.0.2.7") == "192.0.2.7"
+    assert client_key("[2001:db8::1]") == "2001:db8::/64"
+    assert client_key("unix") == "unix"
+
+
+def test_a_blocked_client_is_checked_at_the_guards_pace():
+    """Over its budget a client's checks are spaced window/max_failures apart; one that would wait over max_wait is refused."""
+    clock = Clock()
+    guard = AuthFailureGuard(clock, max_failures=20, max_wait=10.0)
+    for _ in range(21):
+        guard.failed("a")
+    assert guard.blocked("a") and guard.pace == 3.0
+    assert [guard.next_check("a") for _ in range(5)] == [0.0, 3.0, 6.0, 9.0, None]
+    clock.advance(6.0)
+    assert guard.next_check("a") == 6.0
+    assert guard.next_check("b") == 0.0  # only asked of blocked clients
+
+
+def test_failures_while_blocked_extend_the_cool_down():
+    """A client that keeps failing stays blocked until it has failed none for the cool-down."""
+    clock = Clock()
+    guard = AuthFailureGuard(clock, max_failures=2)
+    for _ in range(3):
+        guard.failed("a")
+    clock.advance(50)
+    assert guard.failed("a") is False
+    clock.advance(50)
+    assert guard.blocked("a")
+    clock.advance(10.1)
+    assert not guard.blocked("a")

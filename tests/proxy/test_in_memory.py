@@ -26,7 +26,7 @@ from txvnc.proxy.admission import (
 from txvnc.proxy.limits import Limits
 
 from .harness import LogCapture
-from .memory import MemoryProxy
+from .memory import MemoryProxy, RawUpgrade
 
 
 class Broken(Resource):
@@ -114,19 +114,44 @@ async def test_token_api_down_is_503_in_memory():
 
 @pytest_twisted.ensureDeferred
 async def test_handshakes_and_checks_share_the_guard_in_memory():
-    """Failed handshakes and failed checks count in one budget; past it both are refused with 429 even for a good token, until the cool-down passes on the clock."""
+    """Failed handshakes and failed checks count in one budget; past it a good token still opens (its neighbours are not locked out), while failures are answered 429 and paced on the clock."""
     proxy = MemoryProxy(max_failures=2)
     token = await proxy.mint()
     assert proxy.upgrade("token=guess-1") == (403, INVALID_TOKEN)
     response = await proxy_check(proxy, "guess-2")
     assert response == 403
     assert proxy.upgrade("token=guess-3") == (403, INVALID_TOKEN)
-    assert proxy.upgrade(f"token={token}") == (429, TOO_MANY_FAILURES)
-    assert await proxy_check(proxy, token) == 429
+    assert proxy.factory.guard.blocked("127.0.0.1")
+    # The first check of a blocked client is not delayed: a good token opens.
+    assert proxy.upgrade(f"token={token}")[0] == 101
     reasons = [f["reason"] for e, f in proxy.audit.events if e == "console.refused"]
     assert reasons == ["invalid token", "invalid token (token check)", "invalid token"]
+    # The next turn is window / max_failures = 30 s away, over the 10 s a
+    # request may wait: refused at once, without asking the API.
+    assert proxy.upgrade("token=guess-4") == (429, TOO_MANY_FAILURES)
+    assert await proxy_check(proxy, token) == 429
     proxy.clock.advance(61)
     assert proxy.browser(f"token={token}").opened.called
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_blocked_client_waits_its_turn_and_a_good_token_opens():
+    """Behind one address over its budget, a good token waits for its paced check and opens; a guess waits and gets 429; the API is asked once per turn."""
+    proxy = MemoryProxy(max_failures=20)
+    token = await proxy.mint()
+    for n in range(21):
+        assert proxy.upgrade(f"token=guess-{n}") == (403, INVALID_TOKEN)
+    guess = RawUpgrade("/websockify?token=guess-x", {"Origin": "http://proxy.test"})
+    proxy._connect(guess)
+    assert guess.status == (429, TOO_MANY_FAILURES)  # checked at once, failed
+    good = RawUpgrade(f"/websockify?token={token}", {"Origin": "http://proxy.test"})
+    proxy._connect(good)
+    assert good.answer == b""  # waiting for its turn, 3 s on
+    proxy.clock.advance(3)
+    proxy.flush()
+    assert good.status[0] == 101
+    refused = [e for e, _ in proxy.audit.events if e == "console.refused"]
+    assert len(refused) == 22
 
 
 async def proxy_check(proxy, token):

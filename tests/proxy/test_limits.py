@@ -56,6 +56,21 @@ def timers(idle=0.0, session=0.0):
     return clock, line, t
 
 
+def test_a_failing_idle_warning_does_not_stop_the_idle_timeout():
+    """A warning that raises (the page's notice failed) still leaves the console to close at its idle deadline."""
+    clock = Clock()
+    line = Timeline(clock)
+
+    def broken_warn(kind, seconds):
+        raise RuntimeError("the notice could not be sent")
+
+    SessionTimers(clock, 300, 0, broken_warn, line.expire).start()
+    with pytest.raises(RuntimeError):
+        clock.advance(240)
+    clock.advance(60)
+    assert line.expired == [(300, closecodes.IDLE_TIMEOUT)]
+
+
 def test_idle_warns_a_minute_before_then_expires():
     """Without input the page is warned at idle-60s and closed at idle with 4002."""
     clock, line, _ = timers(idle=300)
@@ -177,10 +192,15 @@ class NoticeBrowser(Browser):
         #: The proxy's keepalive notices, apart from the other notices.
         self.keepalives = []
         self._keepalive_waiters = []
+        #: The proxy's policy notice (sent once, at open), apart too.
+        self.policies = []
         self.pings = 0
         self._ping_waiters = []
 
     def onMessage(self, payload, isBinary):
+        if not isBinary and json.loads(payload).get("type") == "policy":
+            self.policies.append(json.loads(payload))
+            return
         if not isBinary and json.loads(payload).get("type") == "keepalive":
             self.keepalives.append(json.loads(payload))
             waiters, self._keepalive_waiters = self._keepalive_waiters, []
@@ -436,6 +456,11 @@ async def test_keepalive_notices_tell_the_page_the_path_is_alive(vnc):
         assert browser.notices == []
         await quiet.next_ping()
         assert quiet.keepalives == [] and quiet.notices == []
+        # The token's policy comes once, at open, to the page that asked.
+        assert browser.policies == [
+            {"type": "policy", "view_only": False, "clipboard": "both"}
+        ]
+        assert quiet.policies == []
 
     await with_stack(stack, body)
 

@@ -3,15 +3,19 @@ The revocation follower, against the real token API in memory (StubTreq) on
 a Clock.
 """
 
+import json
+
 import pytest
 import pytest_twisted
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.web.resource import Resource
 
 from txvnc.client import ConsoleAuthClient
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.core.tokens import token_hash
+from txvnc.proxy import revocation
 from txvnc.proxy.revocation import RevocationFollower, matches
 
 KEY = "follower-key"
@@ -169,3 +173,113 @@ def test_service_polls_on_its_clock(s):
     s.follower.stopService()
     s.clock.advance(5)
     assert calls == [1.0, 2.0]
+
+
+class Recording:
+    """A treq-like client that notes each request's method and JSON body size."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = []
+
+    def request(self, method, url, **kwargs):
+        body = kwargs.get("json")
+        self.calls.append((method, len(json.dumps(body)) if body is not None else 0))
+        return self.inner.request(method, url, **kwargs)
+
+    def reports(self):
+        return [(m, n) for m, n in self.calls if m in ("PUT", "PATCH")]
+
+
+def recorded(s, resource=None):
+    http = Recording(StubTreq(resource or s.api))
+    s.client._http = http
+    return http
+
+
+async def listed(s):
+    return sorted(x.id for x in await s.store.sessions(s.clock.seconds()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_reports_send_the_changes_not_the_whole_list(s):
+    """
+    After the first whole list, a report carries only the consoles opened
+    and closed since the last one: its size follows the changes, not the
+    consoles open, and the API's list stays complete.
+    """
+    http = recorded(s)
+    consoles = [FakeConsole(f"s{i}", f"tok{i}", "i-1") for i in range(200)]
+    for c in consoles:
+        s.open(c)
+    await s.follower.poll()
+    s.open(FakeConsole("new", "tok-new", "i-2"))
+    s.consoles.discard(consoles[0])
+    s.follower.closed(consoles[0])
+    await s.follower.poll()
+    (put, whole), (patch, change) = http.reports()
+    assert (put, patch) == ("PUT", "PATCH")
+    assert change < 600 < 200 * 150 < whole
+    assert set(await listed(s)) == {f"s{i}" for i in range(1, 200)} | {"new"}
+    s.clock.advance(10)
+    await s.follower.poll()  # due, nothing changed: an empty change renews it
+    assert http.reports()[-1][0] == "PATCH" and http.reports()[-1][1] < 150
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_api_that_lost_the_list_gets_it_whole_at_once(s):
+    """A change report the API cannot add up (409: it restarted) is followed by the whole list in the same poll."""
+    http = recorded(s)
+    s.open(FakeConsole("a", "tok-a", "i-1"))
+    await s.follower.poll()
+    s.store._nodes.clear()  # the API's store restarted empty
+    s.open(FakeConsole("b", "tok-b", "i-1"))
+    await s.follower.poll()
+    assert [m for m, _ in http.reports()] == ["PUT", "PATCH", "PUT"]
+    assert await listed(s) == ["a", "b"]
+
+
+class OlderAPI(Resource):
+    """The token API before change reports: PATCH is a 405."""
+
+    isLeaf = True
+
+    def __init__(self, api):
+        super().__init__()
+        self.api = api
+
+    def render(self, request):
+        if request.method == b"PATCH":
+            request.setResponseCode(405)
+            return b'{"error": "method PATCH not allowed"}'
+        return self.api.render(request)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_older_api_keeps_getting_whole_lists(s):
+    """An API that answers a change report with 405 is sent whole lists from then on."""
+    http = recorded(s, OlderAPI(s.api))
+    s.open(FakeConsole("a", "tok-a", "i-1"))
+    await s.follower.poll()
+    s.open(FakeConsole("b", "tok-b", "i-1"))
+    await s.follower.poll()
+    s.open(FakeConsole("c", "tok-c", "i-1"))
+    await s.follower.poll()
+    assert [m for m, _ in http.reports()] == ["PUT", "PATCH", "PUT", "PUT"]
+    assert await listed(s) == ["a", "b", "c"]
+
+
+def test_an_entry_looks_only_at_the_consoles_it_names(s, monkeypatch):
+    """Revocation matching goes through the index: one entry, one console looked at, among thousands."""
+    for i in range(5000):
+        s.open(FakeConsole(f"s{i}", f"tok{i}", f"i-{i % 50}"))
+    looked = []
+    real = revocation.matches
+    monkeypatch.setattr(
+        revocation, "matches", lambda c, *a: looked.append(c) or real(c, *a)
+    )
+    assert s.follower.apply([(1, "token", token_hash("tok7"))]) == 1
+    assert len(looked) == 1
+    assert s.follower.apply([(2, "instance", "i-3")]) == 100
+    assert s.follower.apply([(3, "session", "s4999"), (4, "token", "nothing")]) == 1
+    assert len(looked) == 1 + 100 + 1

@@ -43,6 +43,19 @@ async def test_console_page_is_served_uncached_without_referrer(stack):
 
 
 @pytest_twisted.ensureDeferred
+async def test_novas_access_url_names_serve_the_page(stack):
+    """
+    nova's access URLs name noVNC's vnc_lite.html (with the token in
+    ?path=%3Ftoken%3D...): txvnc's page answers there too, as it is.
+    """
+    _, page = await get(stack, "/vnc_auto.html")
+    response, body = await get(stack, "/vnc_lite.html?path=%3Ftoken%3Dabc")
+    assert response.code == 200 and body == page
+    assert response.headers.getRawHeaders(b"content-type")[0].startswith(b"text/html")
+    assert response.headers.getRawHeaders(b"cache-control") == [b"no-store"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_page_script_imports_novnc_from_the_package(stack):
     """console.js imports noVNC's RFB from /novnc/, which is served as JS."""
     response, body = await get(stack, "/console.js")

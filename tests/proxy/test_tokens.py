@@ -32,6 +32,23 @@ def test_each_form_is_found(query, cookie):
     assert extract_token(params(query), cookie) == TOKEN
 
 
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        f'bad"cookie; token={TOKEN}',
+        f"a b=1; token={TOKEN}",
+        f'x="unterminated; token={TOKEN}',
+        f"=; token={TOKEN}; theme=dark",
+    ],
+)
+def test_malformed_cookie_before_the_token(cookie):
+    """
+    Cookies are read part by part, as nova reads them: another site's
+    malformed cookie before the token cookie does not hide it.
+    """
+    assert extract_token(params(""), cookie) == TOKEN
+
+
 def test_query_wins_over_path_and_cookie():
     """When several forms are present the query string's token is used."""
     query = f"token={TOKEN}&path=" + quote("?token=other", safe="")

@@ -31,6 +31,10 @@ class PKI:
     client_key: Path
     qemu_dir: Path
     other_ca_cert: Path
+    #: A server certificate from the same CA naming only another host
+    #: (C{compute-1.example}), as a nova compute's often is.
+    other_server_cert: Path
+    other_server_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -82,6 +86,7 @@ def _leaf(
     common_name: str,
     usage: x509.ObjectIdentifier,
     server: bool,
+    names: list[x509.GeneralName] | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -113,7 +118,8 @@ def _leaf(
     if server:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [
+                names
+                or [
                     x509.DNSName("localhost"),
                     x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                 ]
@@ -132,6 +138,14 @@ def make_pki(directory: Path) -> PKI:
     server, server_key = _leaf(ca, ca_key, "localhost", ExtendedKeyUsageOID.SERVER_AUTH, True)
     client, client_key = _leaf(ca, ca_key, "txvnc proxy", ExtendedKeyUsageOID.CLIENT_AUTH, False)
     other_ca, _ = _ca("some other CA")
+    other_server, other_server_key = _leaf(
+        ca,
+        ca_key,
+        "compute-1.example",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        True,
+        [x509.DNSName("compute-1.example")],
+    )
     qemu_dir = directory / "qemu-tls"
     qemu_dir.mkdir()
     files = {
@@ -141,6 +155,8 @@ def make_pki(directory: Path) -> PKI:
         "client.pem": client.public_bytes(pem),
         "client-key.pem": _key_pem(client_key),
         "other-ca.pem": other_ca.public_bytes(pem),
+        "other-server.pem": other_server.public_bytes(pem),
+        "other-server-key.pem": _key_pem(other_server_key),
         "qemu-tls/ca-cert.pem": ca.public_bytes(pem),
         "qemu-tls/server-cert.pem": server.public_bytes(pem),
         "qemu-tls/server-key.pem": _key_pem(server_key),
@@ -156,4 +172,6 @@ def make_pki(directory: Path) -> PKI:
         client_key=directory / "client-key.pem",
         qemu_dir=qemu_dir,
         other_ca_cert=directory / "other-ca.pem",
+        other_server_cert=directory / "other-server.pem",
+        other_server_key=directory / "other-server-key.pem",
     )

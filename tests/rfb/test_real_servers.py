@@ -180,6 +180,34 @@ async def test_tigervnc_untrusted_certificate_is_refused(tmp_path: Path, make_st
         assert reason == "TLS with the VNC server failed: certificate verify failed"
 
 
+@pytest.mark.parametrize("check_host", [True, False], ids=["names", "ca-only"])
+@pytest_twisted.ensureDeferred
+async def test_tigervnc_certificate_naming_another_host(
+    tmp_path: Path, make_stack, pki: PKI, check_host: bool
+) -> None:
+    """
+    A server certificate of the right CA that names another host is refused
+    with the host check (--vnc-check-hostname yes) and accepted without it,
+    as nova accepts it (CA only).
+    """
+    with tigervnc(
+        tmp_path,
+        "-SecurityTypes", "X509None",
+        "-X509Cert", str(pki.other_server_cert),
+        "-X509Key", str(pki.other_server_key),
+    ) as server:  # fmt: skip
+        config = VNCTLSConfig(
+            str(pki.ca_cert), str(pki.client_cert), str(pki.client_key), check_host
+        )
+        stack = make_stack(rfb=RFBConfig(tls=config))
+        browser = await connect(stack, server.port, security="vencrypt")
+        if check_host:
+            reason = await refused(browser)
+            assert "IPAddressMismatch" in reason, reason
+        else:
+            await console_works(browser)
+
+
 @pytest_twisted.ensureDeferred
 async def test_tigervnc_unix_socket(tmp_path: Path, make_stack) -> None:
     """A token naming a unix socket under an allowed directory reaches that server."""
@@ -195,6 +223,25 @@ async def test_tigervnc_unix_socket(tmp_path: Path, make_stack) -> None:
         stack = make_stack(allowed_unix_dirs=(str(sockets),))
         browser = await connect(stack, None, unix_path=str(path), security="vnc", vnc_password=PASSWORD)
         await console_works(browser, "txvnc-test")
+
+
+@pytest_twisted.ensureDeferred
+async def test_tigervnc_unix_socket_behind_a_link_out(tmp_path: Path, make_stack) -> None:
+    """A link in the allowed directory to Xtigervnc's socket outside it is refused at mint, and a link planted after mint is refused at the upgrade."""
+    sockets, outside = tmp_path / "sockets", tmp_path / "outside"
+    sockets.mkdir()
+    outside.mkdir()
+    path = outside / "vnc.sock"
+    with tigervnc(tmp_path, "-rfbunixpath", str(path), "-SecurityTypes", "None"):
+        stack = make_stack(allowed_unix_dirs=(str(sockets),))
+        (sockets / "escape.sock").symlink_to(path)
+        with pytest.raises(AssertionError, match="minting failed: 403"):
+            await stack.mint(None, unix_path=str(sockets / "escape.sock"))
+        # Nothing there at mint; a link to the outside socket afterwards.
+        token = await stack.mint(None, unix_path=str(sockets / "vm.sock"))
+        (sockets / "vm.sock").symlink_to(path)
+        code, reason = await stack.raw_upgrade(f"token={token}")
+        assert (code, reason) == (403, "The console's target is not allowed")
 
 
 # qemu

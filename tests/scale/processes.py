@@ -17,7 +17,7 @@ from tests.support.twistd import Twistd
 
 #: The API key (admin and proxy) of every scale test's twistd, so that a
 #: proxy and a token API started apart agree on it.
-KEY = "scale-test-key"
+KEY = "scale-test-key-" + "s" * 16  # twistd refuses keys under 16 characters
 
 
 def children(pid: int) -> list[int]:

@@ -316,10 +316,14 @@ async def test_token_api_errors_of_every_worker_on_metrics_listen(tmp_path, vnc)
                 key("txvnc_consoles_open"): 0,
             },
         )
-        # Health is the workers' own, on the proxy port, as before.
+        # Health is the workers' own, on the proxy port, as before: the
+        # status only there; why is on --metrics-listen.
         ready = await treq.get(f"http://127.0.0.1:{port}/readyz", persistent=False)
         assert ready.code == 503
-        assert "token_api" in await ready.text()
+        assert await ready.json() == {"status": "not ready"}
+        ready = await treq.get(metrics_url + "/readyz", persistent=False)
+        assert ready.code == 503
+        assert "token_api" in (await ready.json())["checks"]
         alive = await treq.get(metrics_url + "/healthz", persistent=False)
         assert alive.code == 200
         await treq.content(alive)

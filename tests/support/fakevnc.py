@@ -86,10 +86,15 @@ class VNCSide(Protocol):
 
 class FakeVNCServer:
     """
-    A TCP server that records connections; C{on_connect} scripts each one.
+    A TCP server (or, given C{unix_path}, a unix socket server) that records
+    connections; C{on_connect} scripts each one.
     """
 
-    def __init__(self, on_connect: Callable[[VNCSide], None] | None = None):
+    def __init__(
+        self,
+        on_connect: Callable[[VNCSide], None] | None = None,
+        unix_path: str | None = None,
+    ):
         self.on_connect = on_connect
         self.connections: list[VNCSide] = []
         self._connected: list[Deferred] = []
@@ -97,7 +102,10 @@ class FakeVNCServer:
         factory = Factory.forProtocol(VNCSide)
         factory.server = self
         factory.noisy = False
-        self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        if unix_path is not None:
+            self.port = reactor.listenUNIX(unix_path, factory)
+        else:
+            self.port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.address = self.port.getHost()
 
     def next_connection(self) -> Deferred:

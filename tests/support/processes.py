@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -83,7 +84,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def die_with_parent() -> Callable[[], None]:
+def die_with_parent(open_files: int | None = None) -> Callable[[], None]:
     """
     A C{preexec_fn} that makes the child get C{SIGKILL} when its parent dies.
 
@@ -91,7 +92,8 @@ def die_with_parent() -> Callable[[], None]:
     ends, not the process, so L{spawn} only forks from the main thread
     (pytest-twisted runs the reactor in a greenlet on that same thread).
     If the parent died between the fork and the C{prctl}, the child ends
-    itself at once.
+    itself at once. With C{open_files}, it also sets the child's
+    C{RLIMIT_NOFILE}.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     prctl = libc.prctl
@@ -102,6 +104,8 @@ def die_with_parent() -> Callable[[], None]:
             os._exit(127)
         if os.getppid() != parent:
             os._exit(127)
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
 
     return preexec
 
@@ -113,13 +117,15 @@ def spawn(
     env: dict[str, str] | None = None,
     stdin: bool = False,
     stderr: int | None = subprocess.STDOUT,
+    open_files: int | None = None,
 ) -> subprocess.Popen[str]:
     """
     Start C{argv} as a child that dies with this process.
 
     Its stdout is a text pipe (hand it to an L{OutputWatcher}); C{stderr} is
     merged into it by default, or C{subprocess.PIPE} for a pipe of its own;
-    C{stdin} gives it a pipe to write to.
+    C{stdin} gives it a pipe to write to; C{open_files} sets its
+    C{RLIMIT_NOFILE} (soft and hard) before it runs.
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
@@ -134,7 +140,7 @@ def spawn(
         text=True,
         cwd=cwd,
         env=env if env is not None else clean_env(),
-        preexec_fn=die_with_parent(),
+        preexec_fn=die_with_parent(open_files),
     )
 
 

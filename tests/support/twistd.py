@@ -397,14 +397,14 @@ def _log_path(directory: Path, name: str | None) -> Path:
 
 
 def _run(
-    argv: list[str], directory: Path, name: str | None
+    argv: list[str], directory: Path, name: str | None, open_files: int | None = None
 ) -> tuple[subprocess.Popen[str], OutputWatcher, Path]:
     """
     Start C{argv} in C{directory}, its output watched and kept in a new log
     file.
     """
     log_path = _log_path(directory, name)
-    process = spawn(argv, cwd=directory)
+    process = spawn(argv, cwd=directory, open_files=open_files)
     assert process.stdout is not None
     label = f"twistd txvnc ({name})" if name else "twistd txvnc"
     return process, OutputWatcher(process.stdout, label, log_path), log_path
@@ -418,7 +418,7 @@ def launch(
     workers: int = 1,
     listen: str = LOOPBACK,
     api_listen: str = LOOPBACK,
-    store: str = "memory:",
+    store: str | None = "memory:",
     base_url: str | None = None,
     web: Path | None = None,
     page: bool = True,
@@ -427,6 +427,7 @@ def launch(
     audit_log: bool = False,
     ready: Sequence[str] = (),
     name: str | None = None,
+    open_files: int | None = None,
 ) -> Twistd:
     """
     Start C{twistd -n txvnc} once, on fresh ports, without waiting: see
@@ -477,9 +478,10 @@ def launch(
     if api:
         argv += [
             "--api-listen", api_listen.format(port=api_port),
-            "--store", store,
             "--base-url", base_url,
         ]  # fmt: skip
+        if store is not None:
+            argv += ["--store", store]
         patterns.append(rf"starting on {api_port}\b")
     else:
         argv.append("--no-api")
@@ -490,7 +492,7 @@ def launch(
         audit_path = directory / f"{name or 'twistd'}-audit.jsonl"
         argv += ["--audit-log", str(audit_path)]
     argv += args
-    process, log, log_path = _run(argv, directory, name)
+    process, log, log_path = _run(argv, directory, name, open_files)
     return Twistd(
         process,
         log,
@@ -516,7 +518,8 @@ def start_twistd(directory: Path, *args: str, **options: Any) -> Twistd:
     @param workers: C{--workers N}; ready when every worker listens.
     @param listen: the proxy's endpoint, C{{port}} standing for its port.
     @param api_listen: the API's endpoint, likewise.
-    @param store: the token store.
+    @param store: the token store (L{None}: none given, for C{--nova-config}
+        to name it).
     @param base_url: C{--base-url}, C{{port}} standing for the proxy port
         (default: http or https on 127.0.0.1 and the proxy port).
     @param web: a directory for C{--web}, instead of txvnc's page on noVNC.
@@ -529,6 +532,7 @@ def start_twistd(directory: Path, *args: str, **options: Any) -> Twistd:
         C{directory} (L{Twistd.audit_path}).
     @param ready: more log line patterns to wait for.
     @param name: names its log file (C{twistd-NAME.log}) and its messages.
+    @param open_files: its C{RLIMIT_NOFILE}, set before it starts.
     """
     directory.mkdir(parents=True, exist_ok=True)
     for _ in range(PORT_TRIES):

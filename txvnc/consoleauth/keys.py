@@ -24,6 +24,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 from dataclasses import dataclass
 
 from twisted.logger import Logger
@@ -34,6 +35,14 @@ KEY_BYTES = 32
 ADMIN = "admin"
 PROXY = "proxy"
 ROLES = (ADMIN, PROXY)
+#: What the messages call the files read here: the API key file, unless
+#: told otherwise (the secret key file that seals VNC passwords is read the
+#: same way).
+API_KEY_FILE = "API key file"
+SECRET_KEY_FILE = "secret key file"
+#: The shortest key a serving process accepts: anything shorter is a word,
+#: not a secret (the keys txvnc makes itself have 43 characters).
+MIN_KEY_LENGTH = 16
 _COMMENT = re.compile(r"(^|\s)#.*$")
 
 
@@ -50,9 +59,11 @@ class ApiKey:
     roles: frozenset[str]
 
 
-def parse_keys(text: str, path: str) -> tuple[ApiKey, ...]:
+def parse_keys(
+    text: str, path: str, what: str = API_KEY_FILE
+) -> tuple[ApiKey, ...]:
     """
-    The keys of a keys file's text.
+    The keys of a keys file's text; C{what} names the file in messages.
 
     @raise KeyFileError: naming the line that is wrong, or an empty file.
     """
@@ -66,20 +77,21 @@ def parse_keys(text: str, path: str) -> tuple[ApiKey, ...]:
             keys.append(ApiKey(words[0], frozenset(ROLES)))
             continue
         if len(words) != 2:
-            raise KeyFileError(f"{path} line {number}: expected ROLE KEY")
+            raise KeyFileError(f"{what} {path} line {number}: expected ROLE KEY")
         roles = frozenset(r.strip() for r in words[0].split(","))
         if not roles <= set(ROLES):
             # Not quoted: a line written KEY ROLE would put the key here.
             raise KeyFileError(
-                f"{path} line {number}: unknown role (use admin, proxy or admin,proxy)"
+                f"{what} {path} line {number}: unknown role "
+                "(use admin, proxy or admin,proxy)"
             )
         keys.append(ApiKey(words[1], roles))
     if not keys:
-        raise KeyFileError(f"API key file {path} is empty")
+        raise KeyFileError(f"{what} {path} is empty")
     return tuple(keys)
 
 
-def read_keys(path: str) -> tuple[ApiKey, ...]:
+def read_keys(path: str, what: str = API_KEY_FILE) -> tuple[ApiKey, ...]:
     """
     The keys in the file at C{path}.
 
@@ -89,13 +101,65 @@ def read_keys(path: str) -> tuple[ApiKey, ...]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise KeyFileError(f"API key file {path} does not exist") from None
+        raise KeyFileError(f"{what} {path} does not exist") from None
     except OSError as e:
-        raise KeyFileError(f"cannot read API key file {path}: {e.strerror}") from None
-    return parse_keys(text, path)
+        raise KeyFileError(f"cannot read {what} {path}: {e.strerror}") from None
+    return parse_keys(text, path, what)
 
 
-def key_with_role(keys: tuple[ApiKey, ...], role: str, path: str) -> str:
+def check_private(path: str, what: str = API_KEY_FILE) -> None:
+    """
+    Refuse a key file that users other than its owner (its group included)
+    may read or write, as ssh refuses an open private key: whoever reads
+    the API key mints consoles, whoever reads the secret key opens the
+    stored VNC passwords.
+
+    @raise KeyFileError: naming the file, its mode and the fix.
+    """
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return  # reading the file says what is wrong with it
+    if mode & 0o077:
+        raise KeyFileError(
+            f"{what} {path} is open to other users (mode {mode:04o}): "
+            f"run chmod 600 {path}"
+        )
+
+
+def check_long_enough(
+    keys: tuple[ApiKey, ...], path: str, what: str = API_KEY_FILE
+) -> None:
+    """
+    Refuse keys too short to be secret. The message gives the length only:
+    never the key.
+
+    @raise KeyFileError: naming the file.
+    """
+    for k in keys:
+        if len(k.key) < MIN_KEY_LENGTH:
+            raise KeyFileError(
+                f"{what} {path} holds a key of {len(k.key)} characters, too "
+                f"short to be secret: use at least {MIN_KEY_LENGTH} characters "
+                "(txvnc's own keys have 43)"
+            )
+
+
+def read_private_keys(path: str, what: str = API_KEY_FILE) -> tuple[ApiKey, ...]:
+    """
+    The keys in C{path} for a process that serves with them: well formed
+    (L{read_keys}), private to their owner (L{check_private}) and long
+    enough (L{check_long_enough}).
+    """
+    keys = read_keys(path, what)
+    check_private(path, what)
+    check_long_enough(keys, path, what)
+    return keys
+
+
+def key_with_role(
+    keys: tuple[ApiKey, ...], role: str, path: str, what: str = API_KEY_FILE
+) -> str:
     """
     The first key holding C{role}.
 
@@ -104,17 +168,19 @@ def key_with_role(keys: tuple[ApiKey, ...], role: str, path: str) -> str:
     for k in keys:
         if role in k.roles:
             return k.key
-    raise KeyFileError(f"API key file {path} has no {role} key")
+    raise KeyFileError(f"{what} {path} has no {role} key")
 
 
-def read_key_file(path: str, role: str = ADMIN) -> str:
+def read_key_file(path: str, role: str = ADMIN, what: str = API_KEY_FILE) -> str:
     """
     The first key with C{role} in C{path}.
     """
-    return key_with_role(read_keys(path), role, path)
+    return key_with_role(read_keys(path, what), role, path, what)
 
 
-def load_or_create_key_file(path: str, role: str = ADMIN) -> str:
+def load_or_create_key_file(
+    path: str, role: str = ADMIN, what: str = API_KEY_FILE
+) -> str:
     """
     Read the key from C{path}, creating the file with a fresh random key
     (both roles) and mode 0600 when it does not exist, so a first start
@@ -124,13 +190,15 @@ def load_or_create_key_file(path: str, role: str = ADMIN) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return read_key_file(path, role)
+        return read_key_file(path, role, what)
     except OSError as e:
-        raise KeyFileError(f"cannot create API key file {path}: {e.strerror}") from None
+        raise KeyFileError(f"cannot create {what} {path}: {e.strerror}") from None
     key = secrets.token_urlsafe(KEY_BYTES)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(key + "\n")
-    _log.info("created API key file {path} (mode 0600)", path=os.path.abspath(path))
+    _log.info(
+        "created {what} {path} (mode 0600)", what=what, path=os.path.abspath(path)
+    )
     return key
 
 
@@ -157,13 +225,21 @@ class KeyRing:
     The keys the token API accepts, reloadable from their file.
 
     @ivar path: the keys file, or L{None} for a fixed set (tests).
+    @ivar private: whether the file is held to L{read_private_keys} (a
+        serving process's keys), on reloads as at start-up.
     """
 
     _log = Logger()
 
-    def __init__(self, keys: tuple[ApiKey, ...], path: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: tuple[ApiKey, ...],
+        path: str | None = None,
+        private: bool = False,
+    ) -> None:
         self.keys = keys
         self.path = path
+        self.private = private
 
     @classmethod
     def single(cls, key: str) -> KeyRing:
@@ -173,8 +249,11 @@ class KeyRing:
         return cls((ApiKey(key, frozenset(ROLES)),))
 
     @classmethod
-    def from_file(cls, path: str) -> KeyRing:
-        return cls(read_keys(path), path)
+    def from_file(cls, path: str, private: bool = False) -> KeyRing:
+        """
+        The keys in C{path}; with C{private}, held to L{read_private_keys}.
+        """
+        return cls(_read(path, private), path, private)
 
     def roles(self, authorization: bytes | None) -> frozenset[str] | None:
         """
@@ -207,7 +286,7 @@ class KeyRing:
         if self.path is None:
             return False
         try:
-            keys = read_keys(self.path)
+            keys = _read(self.path, self.private)
         except KeyFileError as e:
             self._log.error(
                 "API keys not reloaded, the old ones stay in force: {why}", why=str(e)
@@ -221,3 +300,7 @@ class KeyRing:
             proxy=sum(PROXY in k.roles for k in keys),
         )
         return True
+
+
+def _read(path: str, private: bool) -> tuple[ApiKey, ...]:
+    return read_private_keys(path) if private else read_keys(path)

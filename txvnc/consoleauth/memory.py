@@ -16,6 +16,7 @@ from txvnc.consoleauth.sessions import (
 )
 from txvnc.consoleauth.store import ITokenStore
 from txvnc.consoleauth.tokens import TokenRecord
+from txvnc.core.digest import RunningDigest
 
 
 @implementer(ITokenStore)
@@ -30,7 +31,7 @@ class MemoryTokenStore:
         self._records: dict[str, TokenRecord] = {}
         self._feed: list[Revocation] = []
         self._seq = 0
-        self._nodes: dict[str, tuple[float, list[SessionRecord]]] = {}
+        self._nodes: dict[str, _Report] = {}
 
     def add(self, record: TokenRecord) -> Deferred[None]:
         self._records[record.token_hash] = record
@@ -87,16 +88,37 @@ class MemoryTokenStore:
     def put_sessions(
         self, node: str, sessions: list[SessionRecord], now: float, ttl: float
     ) -> Deferred[None]:
-        self._nodes[node] = (now + ttl, list(sessions))
+        report = _Report(now + ttl)
+        for session in sessions:
+            report.add(session)
+        self._nodes[node] = report
         return succeed(None)
+
+    def update_sessions(
+        self,
+        node: str,
+        added: list[SessionRecord],
+        removed: list[str],
+        now: float,
+        ttl: float,
+    ) -> Deferred[str | None]:
+        report = self._nodes.get(node)
+        if report is None or report.until <= now:
+            return succeed(None)
+        for session_id in removed:
+            report.remove(session_id)
+        for session in added:
+            report.add(session)
+        report.until = now + ttl
+        return succeed(str(report.digest))
 
     def sessions(self, now: float) -> Deferred[list[SessionRecord]]:
         return succeed(
             [
                 s
                 for node in sorted(self._nodes)
-                for s in self._nodes[node][1]
-                if self._nodes[node][0] > now
+                if self._nodes[node].until > now
+                for s in self._nodes[node].sessions.values()
             ]
         )
 
@@ -105,9 +127,27 @@ class MemoryTokenStore:
         for h in doomed:
             del self._records[h]
         self._feed = [r for r in self._feed if r.at > now - REVOCATION_RETENTION]
-        for node in [n for n, (until, _) in self._nodes.items() if until <= now]:
+        for node in [n for n, r in self._nodes.items() if r.until <= now]:
             del self._nodes[node]
         return succeed(len(doomed))
 
     def close(self) -> Deferred[None]:
         return succeed(None)
+
+
+class _Report:
+    """One proxy's consoles, by id, with their digest and expiry."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.sessions: dict[str, SessionRecord] = {}
+        self.digest = RunningDigest()
+
+    def add(self, session: SessionRecord) -> None:
+        if session.id not in self.sessions:
+            self.digest.add(session.id)
+        self.sessions[session.id] = session
+
+    def remove(self, session_id: str) -> None:
+        if self.sessions.pop(session_id, None) is not None:
+            self.digest.remove(session_id)

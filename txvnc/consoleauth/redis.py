@@ -36,15 +36,18 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txvnc.consoleauth import redisreports
 from txvnc.consoleauth.sessions import (
     REVOCATION_MAX_ENTRIES,
     Revocation,
     SessionRecord,
+    session_from_json,
+    session_to_json,
     sessions_from_json,
-    sessions_to_json,
 )
 from txvnc.consoleauth.store import ITokenStore, StoreUnavailable, UnknownStore
 from txvnc.consoleauth.tokens import TokenRecord
+from txvnc.core.digest import RunningDigest, digest_term, format_digest
 from txvnc.core.pem import load_ca
 
 DEFAULT_PREFIX = "txvnc:"
@@ -141,23 +144,6 @@ local latest = tonumber(redis.call('GET', p..'rev:seq') or '0')
 local entries = redis.call('ZRANGEBYSCORE', p..'rev', '(' .. ARGV[2], '+inf')
 table.insert(entries, 1, tostring(latest))
 return entries
-"""
-
-_PUT_SESSIONS = """
-local p = ARGV[1]
-redis.call('SET', p..'node:'..ARGV[2], ARGV[3], 'PX', ARGV[4])
-redis.call('ZADD', p..'nodes', ARGV[5], ARGV[2])
-return 1
-"""
-
-_SESSIONS = """
-local p = ARGV[1]
-local out = {}
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', p..'nodes', '(' .. ARGV[2], '+inf')) do
-  local v = redis.call('GET', p..'node:'..n)
-  if v then table.insert(out, v) else redis.call('ZREM', p..'nodes', n) end
-end
-return out
 """
 
 _PURGE = """
@@ -426,16 +412,46 @@ class RedisTokenStore:
     def put_sessions(
         self, node: str, sessions: list[SessionRecord], now: float, ttl: float
     ) -> Deferred[None]:
+        rows = {s.id: session_to_json(s) for s in sessions}
+        digest = RunningDigest()
+        for session_id in rows:
+            digest.add(session_id)
+        flat = [x for pair in rows.items() for x in pair]
         d = self._eval(
-            _PUT_SESSIONS, node, sessions_to_json(sessions), _ms(ttl), repr(now + ttl)
-        )
+            redisreports.PUT, node, _ms(ttl), repr(now + ttl),
+            digest.count, digest.total, *flat,
+        )  # fmt: skip
         return d.addCallback(lambda _: None)
 
-    def sessions(self, now: float) -> Deferred[list[SessionRecord]]:
-        d = self._eval(_SESSIONS, repr(now))
+    def update_sessions(
+        self,
+        node: str,
+        added: list[SessionRecord],
+        removed: list[str],
+        now: float,
+        ttl: float,
+    ) -> Deferred[str | None]:
+        args: list[object] = [node, repr(now), _ms(ttl), repr(now + ttl), len(removed)]
+        for session_id in removed:
+            args += [session_id, digest_term(session_id)]
+        for s in added:
+            args += [s.id, digest_term(s.id), session_to_json(s)]
+        d = self._eval(redisreports.UPDATE, *args)
         return d.addCallback(
-            lambda values: [s for v in values or [] for s in sessions_from_json(v)]
+            lambda r: format_digest(int(r[0]), int(r[1])) if r else None
         )
+
+    def sessions(self, now: float) -> Deferred[list[SessionRecord]]:
+        def parse(values: list[str] | None) -> list[SessionRecord]:
+            found = []
+            for v in values or []:
+                if v[:1] == "s":
+                    found.append(session_from_json(v[1:]))
+                else:
+                    found.extend(sessions_from_json(v[1:]))
+            return found
+
+        return self._eval(redisreports.LIST, repr(now)).addCallback(parse)
 
     def purge(self, now: float) -> Deferred[int]:
         return self._eval(_PURGE, repr(now)).addCallback(int)

@@ -159,3 +159,11 @@ def sessions_to_json(sessions: list[SessionRecord]) -> str:
 
 def sessions_from_json(text: str | bytes) -> list[SessionRecord]:
     return [SessionRecord.from_dict(d) for d in json.loads(text)]
+
+
+def session_to_json(session: SessionRecord) -> str:
+    return json.dumps(session.to_dict(), sort_keys=True)
+
+
+def session_from_json(text: str | bytes) -> SessionRecord:
+    return SessionRecord.from_dict(json.loads(text))

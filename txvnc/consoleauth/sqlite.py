@@ -22,11 +22,12 @@ from txvnc.consoleauth.sessions import (
     REVOCATION_RETENTION,
     Revocation,
     SessionRecord,
-    sessions_from_json,
-    sessions_to_json,
+    session_from_json,
+    session_to_json,
 )
 from txvnc.consoleauth.store import ITokenStore
 from txvnc.consoleauth.tokens import TokenRecord
+from txvnc.core.digest import RunningDigest
 
 # The record itself is JSON: only what queries filter on has a column, so a
 # new token field needs no migration.
@@ -48,12 +49,22 @@ CREATE TABLE IF NOT EXISTS revocations (
     value TEXT NOT NULL,
     at    REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS proxy_sessions (
+CREATE TABLE IF NOT EXISTS proxy_reports (
     node       TEXT PRIMARY KEY,
     expires_at REAL NOT NULL,
-    sessions   TEXT NOT NULL
+    count      INTEGER NOT NULL,
+    total      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS proxy_report_sessions (
+    node   TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (node, id)
 );
 """
+# One row a console (not one JSON list a proxy, as before: the table
+# proxy_sessions, which an older API on the same file may still write), so
+# that a proxy's changes touch only their own rows.
 
 
 def _open_connection(connection: sqlite3.Connection) -> None:
@@ -206,20 +217,84 @@ class SQLiteTokenStore:
     def put_sessions(
         self, node: str, sessions: list[SessionRecord], now: float, ttl: float
     ) -> Deferred[None]:
-        return self._pool.runOperation(
-            "INSERT OR REPLACE INTO proxy_sessions (node, expires_at, sessions)"
-            " VALUES (?, ?, ?)",
-            (node, now + ttl, sessions_to_json(sessions)),
-        )
+        def interaction(cursor: Any) -> None:
+            cursor.execute("DELETE FROM proxy_report_sessions WHERE node = ?", (node,))
+            digest = RunningDigest()
+            rows = {}
+            for session in sessions:
+                if session.id not in rows:
+                    digest.add(session.id)
+                rows[session.id] = (node, session.id, session_to_json(session))
+            cursor.executemany(
+                "INSERT INTO proxy_report_sessions (node, id, record) VALUES (?, ?, ?)",
+                list(rows.values()),
+            )
+            cursor.execute(
+                "INSERT OR REPLACE INTO proxy_reports (node, expires_at, count, total)"
+                " VALUES (?, ?, ?, ?)",
+                (node, now + ttl, digest.count, digest.total),
+            )
+
+        return self._pool.runInteraction(interaction)
+
+    def update_sessions(
+        self,
+        node: str,
+        added: list[SessionRecord],
+        removed: list[str],
+        now: float,
+        ttl: float,
+    ) -> Deferred[str | None]:
+        def interaction(cursor: Any) -> str | None:
+            cursor.execute(
+                "SELECT count, total FROM proxy_reports"
+                " WHERE node = ? AND expires_at > ?",
+                (node, now),
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            digest = RunningDigest()
+            digest.count, digest.total = int(row[0]), int(row[1])
+            for session_id in removed:
+                cursor.execute(
+                    "DELETE FROM proxy_report_sessions WHERE node = ? AND id = ?",
+                    (node, session_id),
+                )
+                if cursor.rowcount:
+                    digest.remove(session_id)
+            for session in added:
+                record = session_to_json(session)
+                cursor.execute(
+                    "INSERT OR IGNORE INTO proxy_report_sessions (node, id, record)"
+                    " VALUES (?, ?, ?)",
+                    (node, session.id, record),
+                )
+                if cursor.rowcount:
+                    digest.add(session.id)
+                else:
+                    cursor.execute(
+                        "UPDATE proxy_report_sessions SET record = ?"
+                        " WHERE node = ? AND id = ?",
+                        (record, node, session.id),
+                    )
+            cursor.execute(
+                "UPDATE proxy_reports SET expires_at = ?, count = ?, total = ?"
+                " WHERE node = ?",
+                (now + ttl, digest.count, digest.total, node),
+            )
+            return str(digest)
+
+        return self._pool.runInteraction(interaction)
 
     def sessions(self, now: float) -> Deferred[list[SessionRecord]]:
         d = self._pool.runQuery(
-            "SELECT sessions FROM proxy_sessions WHERE expires_at > ? ORDER BY node",
+            "SELECT s.record FROM proxy_report_sessions AS s"
+            " JOIN proxy_reports AS r ON r.node = s.node"
+            " WHERE r.expires_at > ? ORDER BY s.node",
             (now,),
         )
-        return d.addCallback(
-            lambda rows: [s for row in rows for s in sessions_from_json(row[0])]
-        )
+        return d.addCallback(lambda rows: [session_from_json(row[0]) for row in rows])
 
     def purge(self, now: float) -> Deferred[int]:
         def interaction(cursor: Any) -> int:
@@ -228,7 +303,12 @@ class SQLiteTokenStore:
             cursor.execute(
                 "DELETE FROM revocations WHERE at <= ?", (now - REVOCATION_RETENTION,)
             )
-            cursor.execute("DELETE FROM proxy_sessions WHERE expires_at <= ?", (now,))
+            cursor.execute(
+                "DELETE FROM proxy_report_sessions WHERE node IN"
+                " (SELECT node FROM proxy_reports WHERE expires_at <= ?)",
+                (now,),
+            )
+            cursor.execute("DELETE FROM proxy_reports WHERE expires_at <= ?", (now,))
             return count
 
         return self._pool.runInteraction(interaction)

@@ -93,6 +93,22 @@ class ITokenStore(Interface):
         after C{now} unless reported again (a dead proxy's consoles vanish).
         """
 
+    def update_sessions(
+        node: str,
+        added: list[SessionRecord],
+        removed: list[str],
+        now: float,
+        ttl: float,
+    ) -> Deferred[str | None]:
+        """
+        Apply what changed since proxy C{node}'s last report (consoles
+        C{added}, console ids C{removed}) and keep the report C{ttl}
+        seconds from C{now}; work in proportion to the changes, not to the
+        consoles held. Fires with the digest (L{txvnc.core.digest}) of the
+        consoles now held for C{node}, or L{None}, changing nothing, when
+        no live report of C{node} is held (the proxy must send it all).
+        """
+
     def sessions(now: float) -> Deferred[list[SessionRecord]]:
         """
         Every console reported by a proxy whose report is still live.
@@ -113,6 +129,13 @@ class StoreUnavailable(Exception):
     """
     The store could not be reached (Redis down, connection lost): an
     operational condition the API answers with 503, not a bug.
+    """
+
+
+class ReadOnlyStore(Exception):
+    """
+    A write to a store whose tokens another system owns (the nova store:
+    nova mints and revokes them); the API answers 405 with the message.
     """
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +161,29 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+#: Unicode categories an instance name may not hold: control and format
+#: characters (a newline that forges a log line, an ESC that repaints a
+#: terminal, a right-to-left override), surrogates, private and unassigned
+#: code points, and line and paragraph separators.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+
+
+def is_instance_name(value: object) -> bool:
+    """
+    Whether C{value} may name an instance: nova sends its instance's UUID
+    (C{9165dbda-f54e-4186-b2cb-e6ca05ac53ee}), other control planes their
+    own names, so any printable string of 1 to 255 characters without
+    C{/} (it is a path segment of C{/v1/instances/...}). It is logged as
+    it is, so it may hold no control characters.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_INSTANCE_UUID_LENGTH
+        and "/" not in value
+        and not any(unicodedata.category(c) in _UNPRINTABLE for c in value)
+    )
+
+
 def parse_token_request(body: object, max_ttl: int = MAX_TTL) -> TokenRequest:
     """
     Check a decoded JSON body against the token request schema.
@@ -215,15 +239,10 @@ def _finish(
     max_ttl: int = MAX_TTL,
 ) -> TokenRequest:
     instance_uuid = body.get("instance_uuid")
-    if instance_uuid is not None and (
-        not isinstance(instance_uuid, str)
-        or not instance_uuid
-        or len(instance_uuid) > MAX_INSTANCE_UUID_LENGTH
-        or "/" in instance_uuid
-    ):
+    if instance_uuid is not None and not is_instance_name(instance_uuid):
         raise InvalidRequest(
             "instance_uuid must be a non-empty string of at most 255 characters"
-            " without '/'"
+            " without '/' or control characters"
         )
 
     console_type = body.get("console_type", "novnc")

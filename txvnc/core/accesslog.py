@@ -3,9 +3,11 @@ Keeping tokens out of logs.
 
 Twisted's access log writes each request's URI and Referer, and console
 URIs carry tokens (C{?token=}, noVNC's C{path=%3Ftoken%3D}, the API's
-C{/v1/tokens/T}). Every site txvnc runs logs through L{access_log_formatter},
-which swaps each token for the same short hash the proxy's own log lines use,
-so a console can still be followed from line to line.
+C{/v1/tokens/T}), in whatever percent-encoding the sender chose: the
+parsers decode names before they look (C{?%74oken=T} opens a console).
+Every site txvnc runs logs through L{access_log_formatter}, which swaps each
+token for the same short hash the proxy's own log lines use, so a console
+can still be followed from line to line.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import quote, unquote, unquote_plus
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.python.components import proxyForInterface
@@ -22,25 +25,103 @@ from twisted.web.iweb import IRequest
 from txvnc.core.forwarded import Network, request_client
 from txvnc.core.tokens import token_ref
 
-_TOKEN_PATTERNS = [
-    # token=T, and its percent-encoded form inside noVNC's path parameter.
-    re.compile(r"(?i)(token(?:=|%3D))([^&\s\"%;#]+)"),
-    # /v1/tokens/T in the token API's paths.
-    re.compile(r"(/v1/tokens/)([^/?\s\"#]+)"),
-]
-
-
-def _replace(match: re.Match[str]) -> str:
-    return match.group(1) + "~" + token_ref(match.group(2))
+#: A URL in a log line: what lies between spaces and quotes.
+_WORD = re.compile(r'[^\s"]+')
+#: What separates path segments, once decoded ("%2F" is a "/" to a router
+#: that joins decoded segments, as klein does).
+_SEGMENT_SEPARATOR = re.compile(r"(/|%(?:25)*2[fF])")
+#: A token already redacted.
+_REF = re.compile(r"~[0-9a-f]{12}")
+#: How deep URLs nest inside parameters (noVNC's path= holds one).
+_MAX_DEPTH = 4
 
 
 def redact(text: str) -> str:
     """
     C{text} with every token it carries replaced by C{~<12-hex hash>}.
+
+    Each URL in the text is read the way the parsers that act on it do:
+    query names and values percent-decoded (Autobahn's and Twisted's
+    C{parse_qs}, the page's C{URLSearchParams}), a value that holds a URL
+    (noVNC's C{path=websockify?token=T}) read again as one, and API paths
+    split into decoded segments (Twisted's C{postpath}). A query name
+    containing C{token}, in any letter case and spelling, has its value
+    replaced; so has the segment after a C{tokens} segment. The hash is of
+    the token as the parser reads it, the one the proxy's own lines name.
     """
-    for pattern in _TOKEN_PATTERNS:
-        text = pattern.sub(_replace, text)
+    return _WORD.sub(lambda word: _redact_url(word.group(0), 0), text)
+
+
+def _decoded(text: str) -> str:
+    """
+    C{text} percent-decoded until it stops changing (a name spelled
+    C{%2574oken} is still a token's name to a parser that decodes twice).
+    """
+    for _ in range(_MAX_DEPTH):
+        plain = unquote_plus(text)
+        if plain == text:
+            break
+        text = plain
     return text
+
+
+def _ref(value: str) -> str:
+    return "~" + token_ref(value.strip())
+
+
+def _redact_url(url: str, depth: int) -> str:
+    path, mark, query = url.partition("?")
+    path = _redact_path(path, depth)
+    if mark:
+        return path + mark + _redact_query(query, depth)
+    if "=" in path:
+        return _redact_query(path, depth)  # a bare query, as in path=?token=T
+    return path
+
+
+def _redact_path(path: str, depth: int) -> str:
+    parts = _SEGMENT_SEPARATOR.split(path)
+    after_tokens = False
+    # Even indexes are segments, odd ones the separators between them.
+    for n in range(0, len(parts), 2):
+        segment = parts[n]
+        if not segment:
+            continue  # empty segments collapse in some routers
+        if after_tokens and not _REF.fullmatch(segment):
+            parts[n] = _ref(unquote(segment))
+        elif "%" in segment and depth < _MAX_DEPTH:
+            parts[n] = _redact_nested(segment, depth, unquote)
+        after_tokens = _decoded(segment).lower() == "tokens"
+    return "".join(parts)
+
+
+def _redact_query(query: str, depth: int) -> str:
+    fields = query.split("&")
+    for n, field in enumerate(fields):
+        name, equals, value = field.partition("=")
+        if equals and "token" in _decoded(name).lower():
+            if value and not _REF.fullmatch(value):
+                fields[n] = name + equals + _ref(unquote_plus(value))
+        elif depth < _MAX_DEPTH:
+            # A value (or a bare field) may itself be a URL with a token.
+            fields[n] = name + equals + _redact_nested(value, depth, unquote_plus)
+            if not equals:
+                fields[n] = _redact_nested(field, depth, unquote_plus)
+    return "&".join(fields)
+
+
+def _redact_nested(raw: str, depth: int, decode: Callable[[str], str]) -> str:
+    """
+    C{raw} decoded once and redacted as a URL of its own; re-encoded when
+    that changed anything, else left as it was.
+    """
+    plain = decode(raw)
+    redacted = _redact_url(plain, depth + 1)
+    if redacted == plain:
+        return raw
+    if plain == raw:
+        return redacted
+    return quote(redacted, safe="/~")
 
 
 def access_log_formatter(timestamp: str, request: IRequest) -> str:

@@ -5,7 +5,9 @@ C{/healthz} says the process is up and serving HTTP (200, always).
 C{/readyz} says whether it should get new consoles: 200 when every check
 passes (the token store answers, the token API answers), 503 with the
 failing checks otherwise, and 503 while the service drains for shutdown.
-Both answer JSON, never anything secret.
+Both answer JSON, never anything secret. On the public proxy listener
+C{/readyz} gives the status alone: why a check failed names internal hosts
+and addresses, which are for the log and the API or metrics listener.
 """
 
 from __future__ import annotations
@@ -82,14 +84,18 @@ class HealthResource(Resource):
 class ReadyResource(Resource):
     """
     C{/readyz}: the checks of a L{Readiness}.
+
+    @param public: answer the status only, without the checks (the proxy's
+        listener, which anyone may ask); the log has the details either way.
     """
 
     isLeaf = True
     _log = Logger()
 
-    def __init__(self, readiness: Readiness) -> None:
+    def __init__(self, readiness: Readiness, public: bool = False) -> None:
         super().__init__()
         self._readiness = readiness
+        self._public = public
 
     def render_GET(self, request: Request) -> int:
         d = Deferred.fromCoroutine(self._answer(request))
@@ -100,7 +106,9 @@ class ReadyResource(Resource):
         ready, checks = await self._readiness.run()
         if not ready:
             self._log.warn("not ready: {checks}", checks=checks)
-        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready"}
+        if not self._public:
+            body["checks"] = checks
         request.write(_json(request, 200 if ready else 503, body))
         request.finish()
 
@@ -135,14 +143,15 @@ HEALTH_PATHS = (b"/healthz", b"/readyz")
 
 
 def ops_children(
-    readiness: Readiness, metrics: IResource | None = None
+    readiness: Readiness, metrics: IResource | None = None, public: bool = False
 ) -> dict[bytes, IResource]:
     """
-    The operational resources a listener serves beside its own.
+    The operational resources a listener serves beside its own; with
+    C{public}, a C{/readyz} that tells the status only.
     """
     children: dict[bytes, IResource] = {
         b"healthz": HealthResource(),
-        b"readyz": ReadyResource(readiness),
+        b"readyz": ReadyResource(readiness, public=public),
     }
     if metrics is not None:
         children[b"metrics"] = metrics

@@ -44,8 +44,13 @@ from twisted.logger import Logger
 
 _log = Logger()
 
-#: Default window, in microseconds (C{--poll-spin}).
-DEFAULT_SPIN_US = 100.0
+#: Default window, in microseconds (C{--poll-spin}): off. With the browser
+#: a millisecond or more away (any real console) a spin catches nothing
+#: the browser sends and round trips were the same with and without, while
+#: the proxy's CPU per round trip rose by about 60 us (docs/performance.md,
+#: "Spinning before sleeping"). It pays only where everything is a few
+#: microseconds apart: loopback benchmarks, a proxy beside its browsers.
+DEFAULT_SPIN_US = 0.0
 
 #: Longest window an operator may ask for: past this a sleep is cheaper.
 MAX_SPIN_US = 1000.0

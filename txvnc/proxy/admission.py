@@ -5,10 +5,11 @@ L{ConsoleRequest} in, a L{Verdict} out.
 
 The steps, in order: the origin policy (L{txvnc.proxy.origin}); a request
 that could not be read (the check's body); the brute-force guard
-(L{txvnc.proxy.guard}); a console slot (the handshake's L{Seat}); the
-token's presence; the token API, which I{uses} the token for a handshake
-and only I{checks} it for the page, so asking never spends a single-use
-token; the proxy's own target policy; a slot for the token. A missing or
+(L{txvnc.proxy.guard}: a client over its budget waits its paced turn); a
+console slot (the handshake's L{Seat}); the token's presence; the token
+API, which I{uses} the token for a handshake and only I{checks} it for the
+page, so asking never spends a single-use token; the proxy's own target
+policy (a unix target resolved to its real path); a slot for the token. A missing or
 unknown token counts against the client in the guard on both paths, so the
 check is no faster a way to guess tokens than opening consoles.
 
@@ -22,8 +23,9 @@ the browser is told is the same sentence on both, from the constants below.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txvnc.client import (
@@ -33,11 +35,12 @@ from txvnc.client import (
     ConsoleAuthUnavailable,
 )
 from txvnc.core.audit import AuditLog
-from txvnc.core.targets import TargetPolicy, unix_path_allowed
+from txvnc.core.targets import TargetPolicy
 from txvnc.core.tokens import token_hash, token_ref
+from txvnc.core.unixpaths import real_unix_target
 from txvnc.proxy import closecodes
 from txvnc.proxy.events import ConsoleEvents
-from txvnc.proxy.guard import AuthFailureGuard, address_of
+from txvnc.proxy.guard import AuthFailureGuard, address_of, client_key
 from txvnc.proxy.limits import Refusal, Seat
 from txvnc.proxy.origin import origin_allowed
 from txvnc.proxy.paths import HANDSHAKE, TOKEN_CHECK, Path
@@ -163,14 +166,18 @@ class Admission:
         )
         self.allowed_unix_dirs = allowed_unix_dirs
 
-    def target_allowed(self, info: ConnectInfo) -> bool:
+    def allowed_target(self, info: ConnectInfo) -> ConnectInfo | None:
         """
-        Whether this proxy's own policy (C{--allowed-target},
-        C{--allowed-unix-dir}) lets a console reach C{info}'s target.
+        C{info} as the console should connect, when this proxy's own policy
+        (C{--allowed-target}, C{--allowed-unix-dir}) lets it reach that
+        target; else L{None}. A unix target is resolved here (a local stat)
+        and its real path is what the console connects to
+        (L{txvnc.core.unixpaths}).
         """
         if info.unix_path is not None:
-            return unix_path_allowed(info.unix_path, self.allowed_unix_dirs)
-        return self.target_policy.allows(info.host, info.port)
+            real = real_unix_target(info.unix_path, self.allowed_unix_dirs)
+            return None if real is None else replace(info, unix_path=real)
+        return info if self.target_policy.allows(info.host, info.port) else None
 
     async def decide(self, request: ConsoleRequest) -> Verdict:
         """
@@ -185,8 +192,17 @@ class Admission:
             return request.unreadable
 
         address = address_of(request.client)
-        if self.guard.blocked(address):
-            return Verdict(429, TOO_MANY_FAILURES, "too_many_failures")
+        # Over its failure budget, a client still has its token checked (a
+        # valid one opens: its neighbours behind the same address are not
+        # locked out), but one check at a time at the guard's pace, and a
+        # failure is answered 429 (txvnc.proxy.guard).
+        paced = self.guard.blocked(address)
+        if paced:
+            wait = self.guard.next_check(address)
+            if wait is None:
+                return Verdict(429, TOO_MANY_FAILURES, "too_many_failures")
+            if wait > 0:
+                await deferLater(self.guard.clock, wait)
 
         seat = request.seat
         if seat is not None:
@@ -201,6 +217,8 @@ class Admission:
         if token is None:
             path.no_token(log, request)
             self._failed(request, address, None, "no token")
+            if paced:
+                return Verdict(429, TOO_MANY_FAILURES, "too_many_failures")
             return Verdict(403, INVALID_TOKEN, "no_token")
 
         ref = token_ref(token)
@@ -223,9 +241,12 @@ class Admission:
         if info is None:
             path.invalid(log, request, ref)
             self._failed(request, address, hashed, "invalid token")
+            if paced:
+                return Verdict(429, TOO_MANY_FAILURES, "too_many_failures")
             return Verdict(403, INVALID_TOKEN, "bad_token")
 
-        if not self.target_allowed(info):
+        allowed = self.allowed_target(info)
+        if allowed is None:
             # The API should never have minted it; the proxy's own policy
             # has the last word before any packet goes to the target.
             path.target_refused(log, request, ref, info)
@@ -240,6 +261,7 @@ class Admission:
                     reason="target not allowed",
                 )
             return Verdict(403, TARGET_NOT_ALLOWED, "target_not_allowed")
+        info = allowed
 
         if seat is not None:
             refusal = seat.take_token(hashed)
@@ -285,8 +307,10 @@ class Admission:
         if self.guard.failed(address):
             self._log.warn(
                 "{address}: over {limit} failed console requests in a minute; "
-                "refusing it with 429 for {cooldown:g}s",
-                address=address,
+                "checking its tokens one per {pace:g}s and answering its "
+                "failures with 429 until it has failed none for {cooldown:g}s",
+                address=client_key(address),
                 limit=self.guard.max_failures,
+                pace=self.guard.pace,
                 cooldown=self.guard.cooldown,
             )

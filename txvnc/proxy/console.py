@@ -185,14 +185,6 @@ class Console:
             interval = limits.keepalive_interval
             self.send_notice({"type": "keepalive", "seconds": interval})
         self.send_notice(policy_notice(info))
-        self._log.info(
-            "[{conn_id}] {client}: connecting to: {target} "
-            "(instance {instance_uuid})",
-            conn_id=self.conn_id,
-            client=self.client,
-            target=info.target,
-            instance_uuid=info.instance_uuid,
-        )
         self.relay = Relay(
             self,
             self._browser,

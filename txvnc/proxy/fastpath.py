@@ -30,9 +30,9 @@ This is the one module of txvnc that touches Twisted's and Autobahn's
 private internals: a TCP transport's buffers and socket (L{tune},
 L{writable_now}, L{send_now}) and, in L{FastWebSocketProtocol}, Autobahn's
 receive buffer, frame parser, send queue, close frame and close reasons.
-Checked against Twisted 26.10.0 and Autobahn 26.11.1 (setup.cfg allows
-Twisted >= 24.3, Autobahn >= 24.4); tests/proxy/test_fastpath.py and the
-relay tests fail if a release moves them.
+Checked against Twisted 26.10.0 and Autobahn 26.11.1, the upper bounds in
+setup.cfg; tests/proxy/test_upstream_internals.py names each part used and
+fails, by name, if a release moves one.
 """
 
 from __future__ import annotations
@@ -226,13 +226,30 @@ class FastWebSocketProtocol(WebSocketServerProtocol):
     its subclass (L{txvnc.proxy.websocket.ConsoleProxyProtocol}) uses only
     Autobahn's documented callbacks and these methods.
 
-    Internals used: C{_dataReceived}, C{data} (the receive buffer),
+    Internals used: C{_connectionMade} and C{CONFIG_ATTRS},
+    C{_dataReceived}, C{data} (the receive buffer),
     C{current_frame}, C{current_frame_masker}, C{inside_message},
     C{state}, C{send_queue}, C{sendCloseFrame}, C{localCloseCode},
     C{localCloseReason} and C{wasNotCleanReason}.
     """
 
     _frames: BinaryFrameReader | None = None
+
+    def _connectionMade(self) -> None:
+        # Autobahn's _connectionMade copies the factory's protocol options
+        # onto the protocol, then formats the whole list with
+        # pprint.pformat for a debug line, on every connection, whether or
+        # not anyone logs debug (about 9 % of the proxy's time while
+        # consoles open). Copy them here, the same way, and let Autobahn's
+        # loop see an empty list (an instance attribute shadowing the
+        # class's): same options, nothing to format. Upstream report text:
+        # docs/performance.md, "Opening consoles".
+        factory = self.factory
+        for name in type(self).CONFIG_ATTRS:
+            if not hasattr(self, name):
+                setattr(self, name, getattr(factory, name))
+        self.CONFIG_ATTRS = []
+        super()._connectionMade()
 
     @property
     def ws_open(self) -> bool:

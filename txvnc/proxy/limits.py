@@ -39,6 +39,10 @@ class Limits:
     @ivar max_connections: consoles open or opening at once, in total.
     @ivar max_connections_per_token: consoles open at once with one token.
     @ivar max_message_size: largest frame or message taken from a browser.
+    @ivar max_pending_per_address: connections with no open console (page
+        loads, token checks, handshakes in progress) per client address.
+    @ivar descriptors: file descriptors the proxy's connections may hold
+        (L{txvnc.proxy.capacity}); past them a new connection gets 503.
     """
 
     handshake_timeout: float = 30.0
@@ -51,6 +55,8 @@ class Limits:
     #: noVNC's biggest message is a clipboard paste; this bounds what one
     #: message can make the proxy hold.
     max_message_size: int = 4 * 1024 * 1024
+    max_pending_per_address: int = 0
+    descriptors: int = 0
 
 
 def is_user_input(message: bytes) -> bool:
@@ -257,10 +263,14 @@ class SessionTimers:
         if now >= deadline:
             self._fire(closecodes.IDLE_TIMEOUT)
             return
-        if not self._idle_warned and now >= self.last_input + self._idle_warning_time():
-            self._idle_warned = True
-            self._warn("idle", deadline - now)
+        warn_at = self.last_input + self._idle_warning_time()
+        warn = not self._idle_warned and now >= warn_at
+        self._idle_warned = self._idle_warned or warn
+        # The deadline is set before the page is warned: a warning that
+        # fails must not leave the console without its idle timeout.
         self._schedule_idle(now)
+        if warn:
+            self._warn("idle", deadline - now)
 
     def _fire(self, code: int) -> None:
         self.stop()

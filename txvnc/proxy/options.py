@@ -10,6 +10,13 @@ from typing import Any
 
 from twisted.python import usage
 
+from txvnc.proxy.capacity import (
+    DEFAULT_PENDING_PER_ADDRESS,
+    RESERVE,
+    default_max_connections,
+    descriptor_capacity,
+    open_files_limit,
+)
 from txvnc.proxy.limits import Limits
 
 _DEFAULT = Limits()
@@ -64,8 +71,23 @@ LIMIT_PARAMETERS: list[list[Any]] = [
     [
         "max-connections",
         None,
-        _DEFAULT.max_connections,
-        ("Consoles open or opening at once; more are closed with 1013. 0: no limit."),
+        None,
+        (
+            "Consoles open or opening at once; more are closed with 1013. 0: no "
+            "limit. [default: what the open-files limit holds, (RLIMIT_NOFILE - "
+            f"{RESERVE}) / 4]"
+        ),
+        int,
+    ],
+    [
+        "max-pending-per-address",
+        None,
+        DEFAULT_PENDING_PER_ADDRESS,
+        (
+            "Connections one client address (IPv6: /64) may hold without an "
+            "open console (page loads, token checks, handshakes); more get "
+            "503. Loopback and --trusted-proxy peers are not capped. 0: no limit."
+        ),
         int,
     ],
     [
@@ -96,6 +118,7 @@ _NON_NEGATIVE = (
     "keepalive-interval",
     "max-connections",
     "max-connections-per-token",
+    "max-pending-per-address",
 )
 _POSITIVE = ("handshake-timeout", "keepalive-timeout", "max-message-size")
 
@@ -105,7 +128,7 @@ def check_limits(config: Mapping[str, Any]) -> None:
     @raise usage.UsageError: for a limit that makes no sense.
     """
     for name in _NON_NEGATIVE:
-        if config[name] < 0:
+        if config[name] is not None and config[name] < 0:
             raise usage.UsageError(f"--{name} must not be negative")
     for name in _POSITIVE:
         if config[name] <= 0:
@@ -114,15 +137,25 @@ def check_limits(config: Mapping[str, Any]) -> None:
 
 def limits_from(config: Mapping[str, Any]) -> Limits:
     """
-    The L{Limits} the options describe.
+    The L{Limits} the options describe; C{--max-connections} and the
+    descriptor budget come from this process's open-files limit unless
+    given.
     """
+    open_files = open_files_limit()
+    max_connections = config["max-connections"]
+    if max_connections is None:
+        max_connections = default_max_connections(open_files)
     return Limits(
         handshake_timeout=config["handshake-timeout"],
         idle_timeout=config["idle-timeout"],
         max_session=config["max-session"],
         keepalive_interval=config["keepalive-interval"],
         keepalive_timeout=config["keepalive-timeout"],
-        max_connections=config["max-connections"],
+        max_connections=max_connections,
         max_connections_per_token=config["max-connections-per-token"],
         max_message_size=config["max-message-size"],
+        max_pending_per_address=config.get(
+            "max-pending-per-address", DEFAULT_PENDING_PER_ADDRESS
+        ),
+        descriptors=descriptor_capacity(open_files),
     )

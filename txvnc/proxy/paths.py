@@ -142,9 +142,12 @@ class _Handshake(Path):
     def accepted(
         self, log: Logger, r: Asked, ref: str, info: ConnectInfo
     ) -> None:
+        # One line where there were two ("token ... accepted" here, then
+        # "connecting to: ..." as the console opened): a console costs two
+        # lines, this and its closing summary (docs/performance.md).
         log.info(
-            "[{conn_id}] {client}: token {token_ref} accepted, instance "
-            "{instance_uuid}, target {target}",
+            "[{conn_id}] {client}: connecting to: {target} (token {token_ref} "
+            "accepted, instance {instance_uuid})",
             conn_id=r.conn_id,
             client=r.client,
             token_ref=ref,

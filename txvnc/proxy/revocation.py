@@ -9,14 +9,23 @@ with 4001 (or 4006 for a console an administrator closed). Each console
 remembers the feed's number at the moment its token was taken, so an entry
 closes exactly the consoles whose token was granted before it: a console
 opened with a token minted after an instance was revoked stays open. The
-same loop reports the proxy's open consoles (C{PUT /v1/proxies/NODE/sessions})
-when they change and every C{report_interval} seconds.
+same loop reports the proxy's open consoles when they change and every
+C{report_interval} seconds.
+
+Both grow with what changes, not with how many consoles are open: feed
+entries find their consoles through an index by token hash, instance and
+console id (L{ConsoleIndex}), and a report carries only the consoles opened
+and closed since the last one, with the digest of the whole set
+(C{PATCH /v1/proxies/NODE/sessions}, L{txvnc.core.digest}). The whole list
+(C{PUT}) goes first, whenever the API answers that its copy does not add up
+(409: a restarted API, a lost report), and always to an API too old to take
+changes (404 or 405).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -25,6 +34,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from txvnc.client import ConsoleAuthClient, ConsoleAuthError, ConsoleAuthUnavailable
+from txvnc.core.digest import RunningDigest
 
 DEFAULT_INTERVAL = 1.0
 DEFAULT_REPORT_INTERVAL = 10.0
@@ -64,6 +74,64 @@ def matches(console: Revocable, kind: str, value: str, seq: int) -> bool:
     return False
 
 
+class ConsoleIndex:
+    """
+    The open consoles by id, token hash and instance, so that a feed entry
+    costs the consoles it names, not every open console.
+    """
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, Revocable] = {}
+        self._by_token: dict[str, set[Revocable]] = {}
+        self._by_instance: dict[str, set[Revocable]] = {}
+
+    def __iter__(self) -> Iterator[Revocable]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, conn_id: object) -> bool:
+        return conn_id in self._by_id
+
+    def add(self, console: Revocable) -> bool:
+        """Index C{console}; L{False} if it already was."""
+        if console.conn_id in self._by_id:
+            return False
+        self._by_id[console.conn_id] = console
+        if console.token_hash is not None:
+            self._by_token.setdefault(console.token_hash, set()).add(console)
+        if console.instance_uuid is not None:
+            self._by_instance.setdefault(console.instance_uuid, set()).add(console)
+        return True
+
+    def remove(self, console: Revocable) -> bool:
+        """Forget C{console}; L{False} if it was not indexed."""
+        if self._by_id.get(console.conn_id) is not console:
+            return False
+        del self._by_id[console.conn_id]
+        for index, key in (
+            (self._by_token, console.token_hash),
+            (self._by_instance, console.instance_uuid),
+        ):
+            if key is not None and key in index:
+                index[key].discard(console)
+                if not index[key]:
+                    del index[key]
+        return True
+
+    def named(self, kind: str, value: str) -> list[Revocable]:
+        """The consoles a feed entry of C{kind} and C{value} could name."""
+        if kind == "token":
+            return list(self._by_token.get(value, ()))
+        if kind == "instance":
+            return list(self._by_instance.get(value, ()))
+        if kind == "session":
+            console = self._by_id.get(value)
+            return [console] if console is not None else []
+        return []
+
+
 class RevocationFollower(Service):
     """
     Polls the feed and reports consoles, on the clock it is given.
@@ -93,6 +161,15 @@ class RevocationFollower(Service):
         self.cursor: int | None = None
         self.recent: deque[tuple[int, str, str]] = deque(maxlen=RECENT_ENTRIES)
         self.dirty = False
+        self.index = ConsoleIndex()
+        #: Opened and closed since the last report the API took.
+        self._added: dict[str, Revocable] = {}
+        self._removed: set[str] = set()
+        self._digest = RunningDigest()
+        #: The next report must be the whole list (PUT).
+        self._resend = True
+        #: The API takes change reports (PATCH); L{False} for an older one.
+        self._deltas = True
         self._last_report: float | None = None
         self._reported_any = False
         self._call: IDelayedCall | None = None
@@ -113,10 +190,17 @@ class RevocationFollower(Service):
                 else min(self.cursor, console.revocation_cursor)
             )
         self.dirty = True
+        if self.index.add(console):
+            self._digest.add(console.conn_id)
+            self._added[console.conn_id] = console
         return not any(matches(console, k, v, s) for s, k, v in self.recent)
 
     def closed(self, console: Revocable) -> None:
         self.dirty = True
+        if self.index.remove(console):
+            self._digest.remove(console.conn_id)
+            if self._added.pop(console.conn_id, None) is None:
+                self._removed.add(console.conn_id)
 
     # The loop
 
@@ -196,7 +280,7 @@ class RevocationFollower(Service):
         closed = 0
         for seq, kind, value in entries:
             self.recent.append((seq, kind, value))
-            for console in list(self.consoles):
+            for console in self.index.named(kind, value):
                 if matches(console, kind, value, seq):
                     console.revoke(kind)
                     closed += 1
@@ -204,15 +288,56 @@ class RevocationFollower(Service):
 
     async def _report(self, now: float) -> None:
         self.dirty = False
-        sessions = [console.report() for console in self.consoles]
         ttl = max(1, int(self.report_interval * 3))
+        added, removed = self._added, self._removed
+        self._added, self._removed = {}, set()
         try:
-            await self.auth.report_sessions(self.node, sessions, ttl)
+            if not self._resend and self._deltas:
+                taken = await self._send_changes(added, removed, ttl)
+            else:
+                taken = False
+            if not taken:
+                # Snapshot and send at once: later changes are in the new
+                # _added and _removed, on top of this list.
+                sessions = [console.report() for console in self.index]
+                await self.auth.report_sessions(self.node, sessions, ttl)
+                self._resend = False
         except Exception:
             self.dirty = True
+            for conn_id, console in added.items():
+                if conn_id in self.index:
+                    self._added.setdefault(conn_id, console)
+            self._removed |= removed
             raise
         self._last_report = now
-        self._reported_any = bool(sessions)
+        self._reported_any = bool(self.index)
+
+    async def _send_changes(
+        self, added: dict[str, Revocable], removed: set[str], ttl: int
+    ) -> bool:
+        """
+        Send what changed; L{False} when the API needs the whole list.
+        """
+        digest = str(self._digest)
+        try:
+            taken = await self.auth.update_sessions(
+                self.node,
+                [console.report() for console in added.values()],
+                sorted(removed),
+                digest,
+                ttl,
+            )
+        except ConsoleAuthError as e:
+            if e.status not in (404, 405):
+                raise
+            self._log.info(
+                "the token API takes whole console lists only; sending those"
+            )
+            self._deltas = False
+            return False
+        if not taken:
+            self._resend = True
+        return taken
 
 
 def _parse(entries: list[dict[str, Any]]) -> list[tuple[int, str, str]]:

@@ -48,6 +48,10 @@ class VNCTLSConfig:
     How the proxy meets a VeNCrypt server: the CA its certificate must chain
     to, and the client certificate and key to present (like libvirt's
     C{vnc_tls} files). Read once, at start-up.
+
+    @param check_host: whether a TCP server's certificate must also name
+        the host its token names (C{--vnc-check-hostname}); nova checks the
+        CA alone, and a nova cell's proxy does the same (docs/nova.md).
     """
 
     def __init__(
@@ -55,7 +59,9 @@ class VNCTLSConfig:
         ca_cert: str | None = None,
         client_cert: str | None = None,
         client_key: str | None = None,
+        check_host: bool = True,
     ) -> None:
+        self.check_host = check_host
         self._ca = load_ca(ca_cert or None)
         self._client: ssl.PrivateCertificate | None = None
         if client_cert:
@@ -67,14 +73,15 @@ class VNCTLSConfig:
         """
         TLS client options for a VNC server: its certificate must chain to
         the CA (the system's trust store without one) and, for a TCP
-        target, name C{host}.
+        target when C{check_host} is on, name C{host}.
         """
         trust = self._ca if self._ca is not None else ssl.platformTrust()
-        if host:
+        if host and self.check_host:
             return ssl.optionsForClientTLS(
                 host, trustRoot=trust, clientCertificate=self._client
             )
-        # A unix socket has no host name to check: the CA alone decides.
+        # A unix socket has no host name to check (and a nova cell's proxy
+        # checks none): the CA alone decides.
         kwargs: dict[str, Any] = {"verify": True, "requireCertificate": True}
         if self._ca is not None:
             kwargs["caCerts"] = [self._ca.original]

@@ -7,17 +7,23 @@ C{/websockify}).
 from __future__ import annotations
 
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource, NoResource, Resource
 from twisted.web.server import Request, Site
 from twisted.web.static import File
 
 from txvnc.core.accesslog import access_log_formatter_for
-from txvnc.core.guarded import GuardedSite
+from txvnc.core.guarded import GuardedChannel, GuardedSite
+from txvnc.proxy.capacity import Slot
 from txvnc.proxy.tokencheck import MAX_BODY as TOKEN_CHECK_BODY
 from txvnc.proxy.tokencheck import PATH as TOKEN_CHECK
 from txvnc.proxy.tokencheck import TokenCheckResource
@@ -82,7 +88,28 @@ class StaticFiles(File):
     """
     Static files without directory listings: a console proxy has nothing to
     browse, and a listing is an invitation to look for something that is.
+
+    Nor does it serve anything outside its directory: Twisted's L{File}
+    refuses C{..} but follows symbolic links, so a link under C{--web}
+    (left by a package, or planted by whoever can write there) would
+    publish whatever it points at. A child whose real path leaves the real
+    path of the root is not found; links that stay inside still work.
     """
+
+    def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(path, *args, **kwargs)
+        #: The real path of the tree's root (set again on every child).
+        self.root = os.path.realpath(path)
+
+    def createSimilarFile(self, path: str) -> File:
+        child: File = super().createSimilarFile(path)
+        if isinstance(child, StaticFiles):
+            child.root = self.root
+        return child
+
+    def _inside(self, path: str) -> bool:
+        real = os.path.realpath(path)
+        return real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep)
 
     def directoryListing(self) -> Resource:
         return NoResource()
@@ -94,6 +121,8 @@ class StaticFiles(File):
         if b"\0" in path or not _is_utf8(path):
             return NoResource()
         child: Resource = super().getChild(path, request)
+        if isinstance(child, File) and not self._inside(child.path):
+            return NoResource()
         return child
 
     def render_GET(self, request: Request) -> bytes | int:
@@ -118,13 +147,29 @@ class ConsoleWebSocketResource(WebSocketResource):
     which would keep the relay from registering its own.
     """
 
+    def __init__(self, factory: ConsoleProxyFactory) -> None:
+        super().__init__(factory)
+        self._console_factory = factory
+
     def render(self, request: Request) -> bytes | int:
-        channel = request.channel
+        channel: Any = request.channel
         channel.setTimeout(None)
         transport: Any = channel.transport
         if transport is not None:
             transport.unregisterProducer()
-        return super().render(request)
+        # The connection's place in the descriptor budget goes with it to
+        # the WebSocket protocol (built inside this call), which gives it
+        # back when the connection ends; the channel never hears of it again.
+        slot = getattr(channel, "slot", None)
+        channel.slot = None
+        self._console_factory.hand_over(slot)
+        try:
+            result: bytes | int = super().render(request)
+        finally:
+            leftover = self._console_factory.take_handover()
+            if leftover is not None:
+                channel.slot = leftover  # no protocol took it
+        return result
 
 
 def _is_upgrade(request: Request) -> bool:
@@ -162,6 +207,119 @@ class ConsoleRoot(Resource):
         return self._static.render(request)
 
 
+#: A C{--frame-ancestors} value: C{'self'} or an origin, the host possibly
+#: with a leading C{*.}; nothing that could end the header's source list.
+_FRAME_ANCESTOR = re.compile(
+    r"(?:https?://(?:\*\.)?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*(?::(?:\d{1,5}|\*))?)\Z"
+)
+
+
+def frame_ancestor(value: str) -> str:
+    """
+    One C{--frame-ancestors} value as the CSP source it becomes: C{self}
+    (quoted or not) or an origin such as C{https://dashboard.example.com}.
+
+    @raise ValueError: for anything else (a path, a list, a quote).
+    """
+    if value.strip("'") == "self":
+        return "'self'"
+    text = value.rstrip("/")
+    if not _FRAME_ANCESTOR.match(text):
+        raise ValueError(
+            f"--frame-ancestors {value!r}: not an origin "
+            "(https://host[:port]) or 'self'"
+        )
+    return text
+
+
+def frame_headers(frame_ancestors: tuple[str, ...]) -> list[tuple[bytes, bytes]]:
+    """
+    The headers that say who may frame the proxy's pages: nobody by default
+    (a framed console can be steered into typing or pasting by the page
+    around it: clickjacking), or only C{frame_ancestors}
+    (C{--frame-ancestors}), for a dashboard that embeds the console.
+    X-Frame-Options cannot name an origin that browsers still honour, so it
+    is only sent with the denial; CSP C{frame-ancestors} wins where both are
+    understood.
+    """
+    if not frame_ancestors:
+        return [
+            (b"Content-Security-Policy", b"frame-ancestors 'none'"),
+            (b"X-Frame-Options", b"DENY"),
+        ]
+    sources = " ".join(frame_ancestors).encode("ascii")
+    return [(b"Content-Security-Policy", b"frame-ancestors " + sources)]
+
+
+class ConsoleChannel(GuardedChannel):
+    """
+    A L{GuardedChannel} that gives back its place in the proxy's descriptor
+    budget (L{txvnc.proxy.capacity}) when it closes, unless a WebSocket
+    upgrade took it along.
+    """
+
+    slot: Slot | None = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        slot, self.slot = self.slot, None
+        if slot is not None:
+            slot.release()
+        super().connectionLost(reason)
+
+
+#: The whole answer to a connection the proxy has no room for.
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+    b"Retry-After: 5\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n\r\n"
+    b"The console service is busy: try again"
+)
+#: Seconds a refused connection may stay before it is dropped unanswered.
+BUSY_DEADLINE = 2.0
+
+
+class BusyProtocol(Protocol):
+    """
+    Answers a connection over the proxy's budget with 503 once its request
+    arrives (read, so that closing does not reset the answer away), and
+    drops it after L{BUSY_DEADLINE} if nothing arrives.
+    """
+
+    def __init__(self, clock: IReactorTime, done: Any) -> None:
+        self._clock = clock
+        self._done = done
+        self._deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._deadline = self._clock.callLater(BUSY_DEADLINE, self._drop)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None:
+            return
+        self._cancel()
+        transport: Any = self.transport
+        transport.write(BUSY)
+        transport.loseConnection()
+
+    def _drop(self) -> None:
+        self._deadline = None
+        transport: Any = self.transport
+        transport.abortConnection()
+
+    def _cancel(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel()
+        self._done()
+
+
+#: Refused connections answered at once; past this many the next ones are
+#: closed without an answer (each answer holds a descriptor for a moment).
+MAX_BUSY = 32
+
+
 class ConsoleSite(GuardedSite):
     """
     The proxy's L{Site}: its access log keeps page loads and every error,
@@ -173,18 +331,65 @@ class ConsoleSite(GuardedSite):
     (L{txvnc.core.guarded}).
     """
 
+    protocol = ConsoleChannel
+    _log = Logger()
+
     def __init__(
         self,
         resource: Any,
         *args: Any,
         quiet_paths: tuple[bytes, ...] = (b"/novnc/",),
         console_factory: ConsoleProxyFactory | None = None,
+        frame_ancestors: tuple[str, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(resource, *args, quiet_paths=quiet_paths, **kwargs)
         #: The WebSocket factory behind this site (for the assembly and
         #: its tests to find what they configured).
         self.console_factory = console_factory
+        self._frame_headers = frame_headers(frame_ancestors)
+        self._busy = 0
+        self._busy_logged = -1e9
+
+    def buildProtocol(self, addr: Any) -> Any:
+        factory = self.console_factory
+        if factory is None:
+            return super().buildProtocol(addr)
+        slot = factory.budget.take(getattr(addr, "host", None))
+        if isinstance(slot, str):
+            return self._refuse(addr, slot, factory.clock)
+        channel = super().buildProtocol(addr)
+        channel.slot = slot
+        return channel
+
+    def _refuse(self, addr: Any, why: str, clock: IReactorTime) -> Any:
+        """
+        A connection over the budget: answered 503 (at most L{MAX_BUSY} at
+        a time, the rest closed at once), logged at most once a second.
+        """
+        now = clock.seconds()
+        if now - self._busy_logged >= 1.0:
+            self._busy_logged = now
+            self._log.warn(
+                "refusing connections with 503: {why} ({peer})",
+                why=why,
+                peer=getattr(addr, "host", addr),
+            )
+        if self._busy >= MAX_BUSY:
+            return None
+        self._busy += 1
+        return BusyProtocol(clock, self._busy_done)
+
+    def _busy_done(self) -> None:
+        self._busy -= 1
+
+    def getResourceFor(self, request: Request) -> IResource:
+        # Every answer, the page, noVNC's files, errors and the token
+        # check alike, says who may frame it.
+        for name, value in self._frame_headers:
+            request.setHeader(name, value)
+        resource: IResource = super().getResourceFor(request)
+        return resource
 
 
 def console_site(
@@ -194,6 +399,7 @@ def console_site(
     timeout: float = 60.0,
     extra: dict[bytes, IResource] | None = None,
     quiet_health: bool = True,
+    frame_ancestors: tuple[str, ...] = (),
     replay: IResource | None = None,
 ) -> Site:
     """
@@ -207,6 +413,8 @@ def console_site(
     @param quiet_health: keep successful requests for the C{extra}
         resources (health checks) out of the access log
         (C{--access-log-polls} turns it off).
+    @param frame_ancestors: origins that may frame the pages
+        (C{--frame-ancestors}); none: no page may be framed.
     @param extra: resources served at the top level beside the page (the
         health checks).
     @param replay: the replay page's data (C{GET /replay-data}), logged
@@ -220,6 +428,11 @@ def console_site(
         static = StaticFiles(web_dir)
     else:
         static = StaticFiles(page_dir())
+        # nova's access URLs name noVNC's vnc_lite.html (vnc_auto.html
+        # before nova 19); txvnc's page reads both URL forms.
+        static.putChild(
+            b"vnc_lite.html", StaticFiles(os.path.join(page_dir(), "vnc_auto.html"))
+        )
         if novnc_dir is not None:
             static.putChild(b"novnc", StaticFiles(novnc_dir))
     check = TokenCheckResource(factory.admission, factory.trusted_proxies)
@@ -237,6 +450,7 @@ def console_site(
         quiet_paths=(b"/novnc/", *quiet_extra),
         reactor=factory.reactor,
         console_factory=factory,
+        frame_ancestors=frame_ancestors,
     )
     site.displayTracebacks = False
     return site

@@ -34,17 +34,22 @@ def token_from_path_param(path: str) -> str | None:
 
 def token_from_cookie(cookie_header: str | None) -> str | None:
     """
-    The C{token} cookie, when the header parses as cookies at all.
+    The C{token} cookie, read one C{name=value} part at a time as nova
+    does: a malformed cookie before it (another site's, with a character
+    L{SimpleCookie} refuses) must not hide it.
     """
     if not cookie_header:
         return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load(cookie_header)
-    except CookieError:
-        return None
-    morsel = jar.get("token")
-    return _first([morsel.value]) if morsel is not None else None
+    for part in cookie_header.split(";"):
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(part.strip())
+        except CookieError:
+            continue
+        morsel = jar.get("token")
+        if morsel is not None:
+            return _first([morsel.value])
+    return None
 
 
 def extract_token(

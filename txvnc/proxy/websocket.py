@@ -12,13 +12,16 @@ from autobahn.twisted.websocket import WebSocketServerFactory
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txvnc.client import ConsoleAuthClient
 from txvnc.core.audit import AuditLog
 from txvnc.core.forwarded import Network, client_address
 from txvnc.core.targets import TargetPolicy
 from txvnc.proxy.admission import INTERNAL_ERROR, Admission, ConsoleRequest
+from txvnc.proxy.capacity import ConnectionBudget, Slot
 from txvnc.proxy.console import Console
 from txvnc.proxy.events import ConsoleEvents
 from txvnc.proxy.fastpath import FastWebSocketProtocol
@@ -51,10 +54,22 @@ class ConsoleProxyProtocol(FastWebSocketProtocol):
     factory: ConsoleProxyFactory
     _log = Logger()
     console: Console
+    #: This connection's place in the descriptor budget, handed over by the
+    #: HTTP channel it came from (L{txvnc.proxy.site}).
+    slot: Slot | None = None
 
     def connectionMade(self) -> None:
+        self.slot = self.factory.take_handover()
         super().connectionMade()
         self.console = Console(self.factory, self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            slot, self.slot = self.slot, None
+            if slot is not None:
+                slot.release()
 
     # Autobahn accepts a Deferred from onConnect (it wraps the result with
     # txaio.as_future) though its annotation says otherwise.
@@ -90,6 +105,8 @@ class ConsoleProxyProtocol(FastWebSocketProtocol):
         return "binary" if "binary" in request.protocols else None
 
     def onOpen(self) -> None:
+        if self.slot is not None:
+            self.slot.admitted()
         try:
             self.console.open()
         except Exception:
@@ -173,6 +190,14 @@ class ConsoleProxyFactory(WebSocketServerFactory):
             limits.max_connections, limits.max_connections_per_token
         )
         self._trusted_proxies = tuple(trusted_proxies)
+        #: The proxy's connections against its file descriptors.
+        self.budget = ConnectionBudget(
+            limits.descriptors,
+            limits.max_pending_per_address,
+            self.counter,
+            exempt=self._trusted_proxies,
+        )
+        self._handover: Slot | None = None
         self.guard = guard if guard is not None else AuthFailureGuard(self._clock)
         self.audit = audit if audit is not None else AuditLog(self._clock)
         self.admission = Admission(
@@ -246,6 +271,17 @@ class ConsoleProxyFactory(WebSocketServerFactory):
     @draining.setter
     def draining(self, value: bool) -> None:
         self.counter.draining = value
+
+    def hand_over(self, slot: Slot | None) -> None:
+        """
+        The upgrading HTTP channel's slot, for the WebSocket protocol built
+        next (synchronously, in the same call) to take.
+        """
+        self._handover = slot
+
+    def take_handover(self) -> Slot | None:
+        slot, self._handover = self._handover, None
+        return slot
 
     @property
     def closed_bytes_to_vnc(self) -> int:

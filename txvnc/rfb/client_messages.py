@@ -87,9 +87,16 @@ class StreamState:
     """
     What both directions' parsers must agree on: the size of a pixel, which
     the server's ServerInit sets and the browser's SetPixelFormat changes.
+
+    @ivar updates_asked: whether the browser has sent anything that makes
+        the server send FramebufferUpdates (a request, continuous updates,
+        or SetEncodings, after which qemu sends cursor shapes unasked).
+        From then on an update may be on its way in the current pixel size,
+        however far the socket buffers keep the proxy behind the server.
     """
 
     bytes_per_pixel: int = 4
+    updates_asked: bool = False
     dropped: dict[str, int] = field(default_factory=dict)
 
     def drop(self, what: str) -> None:
@@ -128,6 +135,23 @@ class ClientMessageFilter(StreamFilter):
             return encoding in FRAMEABLE or _is_hint(encoding)
         return True
 
+    def _pixel_size(self, size: int) -> None:
+        """
+        Take the browser's new pixel size, or refuse it when the server's
+        stream is framed and updates may already be on their way: the server
+        writes those in the size it had when it started each one, and the
+        proxy, behind it by whatever the sockets hold, cannot tell where the
+        new size begins. Reading pixels in the wrong size would turn them
+        into message headers, and a later ServerCutText could pass. noVNC
+        sets its pixel format once, before asking for anything.
+        """
+        state = self.state
+        if size != state.bytes_per_pixel and self.frame_server and state.updates_asked:
+            raise ProtocolViolation(
+                "the browser changed the pixel size after asking for updates"
+            )
+        state.bytes_per_pixel = size
+
     def _steps(self) -> Steps:
         view_only = self.policy.view_only
         state = self.state
@@ -140,9 +164,10 @@ class ClientMessageFilter(StreamFilter):
                     raise ProtocolViolation(
                         f"the browser asked for {bits} bits per pixel"
                     )
-                state.bytes_per_pixel = bits // 8
+                self._pixel_size(bits // 8)
                 yield Emit(bytes([kind]) + body)
             elif kind == SET_ENCODINGS:
+                state.updates_asked = True
                 head = yield 3
                 (count,) = struct.unpack("!H", head[1:3])
                 if count > self.limits.max_encodings:
@@ -157,6 +182,7 @@ class ClientMessageFilter(StreamFilter):
                     struct.pack(f"!BxH{len(kept)}i", kind, len(kept), *kept)
                 )
             elif kind == FRAMEBUFFER_UPDATE_REQUEST:
+                state.updates_asked = True
                 yield Emit(bytes([kind]) + (yield 9))
             elif kind in (KEY_EVENT, POINTER_EVENT):
                 body = yield (7 if kind == KEY_EVENT else 5)
@@ -181,6 +207,7 @@ class ClientMessageFilter(StreamFilter):
                     state.drop("clipboard")
                     yield Skip(size)
             elif kind == ENABLE_CONTINUOUS_UPDATES:
+                state.updates_asked = True
                 yield Emit(bytes([kind]) + (yield 9))
             elif kind == CLIENT_FENCE:
                 head = yield 8

@@ -58,6 +58,9 @@ class ServerMessageFilter(StreamFilter):
         while True:
             kind = (yield 1)[0]
             if kind == FRAMEBUFFER_UPDATE:
+                # A server finishes an update in the pixel size it started
+                # it in; a change applies from the next one.
+                bpp = self.state.bytes_per_pixel
                 head = yield 3
                 yield Emit(bytes([kind]) + head)
                 (count,) = struct.unpack("!H", head[1:3])
@@ -67,7 +70,7 @@ class ServerMessageFilter(StreamFilter):
                     _, _, width, height, encoding = struct.unpack("!HHHHi", rect)
                     if encoding == LAST_RECT:
                         break
-                    yield from self._rectangle(width, height, encoding)
+                    yield from self._rectangle(width, height, encoding, bpp)
             elif kind == SET_COLOUR_MAP_ENTRIES:
                 head = yield 5
                 yield Emit(bytes([kind]) + head)
@@ -93,8 +96,7 @@ class ServerMessageFilter(StreamFilter):
                     f"(type {kind})"
                 )
 
-    def _rectangle(self, width: int, height: int, encoding: int) -> Steps:
-        bpp = self.state.bytes_per_pixel
+    def _rectangle(self, width: int, height: int, encoding: int, bpp: int) -> Steps:
         if encoding == RAW:
             yield Copy(width * height * bpp)
         elif encoding == COPY_RECT:

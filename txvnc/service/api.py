@@ -12,7 +12,12 @@ from twisted.application.service import IService, Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from txvnc.consoleauth.keys import KeyRing, load_or_create_key_file
+from txvnc.consoleauth.keys import (
+    SECRET_KEY_FILE,
+    KeyRing,
+    load_or_create_key_file,
+)
+from txvnc.consoleauth.nova import NovaTokenStore
 from txvnc.consoleauth.recordings import RecordingArchive, ReplayLinks
 from txvnc.consoleauth.resource import (
     MAX_BODY,
@@ -55,6 +60,20 @@ class StoreService(Service):
         return self.store.close()
 
 
+def nova_watch(reactor: Any, store: NovaTokenStore, interval: float) -> IService:
+    """
+    The look at nova's database for deleted tokens and instances, as often
+    as proxies read the revocation feed, so nova's revocations reach open
+    consoles within two intervals.
+    """
+    return timer_service(
+        reactor,
+        interval,
+        lambda: Deferred.fromCoroutine(store.watch(reactor.seconds())),
+        "watching nova's tokens failed",
+    )
+
+
 def token_api(
     settings: Settings,
     reactor: Any,
@@ -72,11 +91,20 @@ def token_api(
     @param registry: the process's metrics, served at C{/metrics}.
     """
     policy = settings.target_policy
-    store = store_from_string(settings.store, redis_ca=settings.redis_ca)
+    # A nova database query gives up before the proxy's token check does,
+    # so the proxy gets the API's 503 rather than its own time-out.
+    store = store_from_string(
+        settings.store,
+        redis_ca=settings.redis_ca,
+        reactor=reactor,
+        timeout=max(0.1, settings.token_check_timeout * 0.8),
+    )
     services: list[IService] = [StoreService(store)]
     base_url = settings.base_url
     assert base_url is not None  # Settings fills it in when the API runs
-    secrets = SecretBox(load_or_create_key_file(settings.secret_key_file))
+    secrets = SecretBox(
+        load_or_create_key_file(settings.secret_key_file, what=SECRET_KEY_FILE)
+    )
     archive = None
     if settings.record_dir is not None:
         archive = RecordingArchive(
@@ -126,6 +154,8 @@ def token_api(
             "purging expired tokens failed",
         )
     )
+    if isinstance(store, NovaTokenStore):
+        services.append(nova_watch(reactor, store, settings.revocation_poll_interval))
     if archive is not None and settings.record_retention > 0:
         services.append(retention_timer(reactor, archive, settings.record_retention))
     _log.info(

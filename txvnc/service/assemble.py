@@ -23,8 +23,12 @@ from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.api import token_api
-from txvnc.service.listeners import metrics_listener
-from txvnc.service.proxy import console_proxy
+from txvnc.service.listeners import (
+    StartupError,
+    cannot_listen_why,
+    metrics_listener,
+)
+from txvnc.service.proxy import console_proxy, token_api_check
 from txvnc.service.settings import Settings
 from txvnc.service.workers import (
     WorkerPool,
@@ -65,10 +69,16 @@ def build(settings: Settings, reactor: Any) -> MultiService:
 
     if settings.run_api:
         load_or_create_key_file(settings.api_key_file)
-    keys = KeyRing.from_file(settings.api_key_file)
+    keys = KeyRing.from_file(settings.api_key_file, private=True)
     hooks.add("API keys", keys.reload)
     audit = AuditLog(reactor, settings.audit_log)
     services: list[IService] = [AuditService(audit)]
+    if settings.nova_config is not None:
+        _log.info(
+            "serving nova's consoles as {path} says", path=settings.nova_config
+        )
+        for note in settings.nova_ignored:
+            _log.warn("nova.conf option not honoured: {note}", note=note)
     if settings.run_api:
         services += token_api(
             settings, reactor, keys, registry, readiness, hooks, audit
@@ -77,6 +87,7 @@ def build(settings: Settings, reactor: Any) -> MultiService:
         if settings.workers > 1:
             pool = _worker_pool(settings, reactor, registry, hooks)
             services.append(pool)
+            token_api_check(settings, reactor, readiness)
         else:
             proxy, factory = console_proxy(
                 settings, reactor, keys, registry, readiness, hooks, audit
@@ -120,7 +131,14 @@ def _worker_pool(
     C{--workers N}: the pool on N shared sockets, the workers' metrics
     summed into this process's C{/metrics}, SIGHUP passed on.
     """
-    socks = shared_listening_sockets(settings.listen, settings.workers)
+    try:
+        socks = shared_listening_sockets(settings.listen, settings.workers)
+    except OSError as e:
+        # Made while the service is built, before twistd's log has begun:
+        # the error alone says it (a critical line now would go to stderr
+        # as well).
+        why = f"--listen {settings.listen}: cannot listen: {cannot_listen_why(e)}"
+        raise StartupError(why) from None
     shared = WorkerMetricsDirectory.create()
     registry.register(shared.collector())
     pool = WorkerPool(reactor, socks, worker_config(settings), metrics=shared)

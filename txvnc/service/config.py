@@ -5,7 +5,8 @@ Keys are the long option names (C{idle-timeout}, or C{idle_timeout});
 values are TOML strings, numbers, booleans (flags) and arrays (repeatable
 options). The file is read before the command line, so the command line
 wins. A key that is not an option, or a value of the wrong type, is a usage
-error naming the file and the key.
+error naming the file and the key; a number is read as the command line
+reads it, so a fraction where a whole number goes is refused.
 """
 
 from __future__ import annotations
@@ -82,7 +83,10 @@ def _coerce(parameter: Sequence[Any], value: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise usage.UsageError(f"{where} must be a string")
         return value
+    # Read as the command line reads it, from text: int(2.5) would quietly
+    # make workers = 2.5 two workers, int("2.5") refuses.
     try:
-        return coerce(value if isinstance(value, (int, float)) else str(value))
+        return coerce(value if isinstance(value, str) else str(value))
     except ValueError:
-        raise usage.UsageError(f"{where}: {value!r} is not a number") from None
+        kind = "a whole number" if coerce is int else "a number"
+        raise usage.UsageError(f"{where}: {value!r} is not {kind}") from None

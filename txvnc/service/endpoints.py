@@ -7,17 +7,23 @@ C{systemd:...}) and Twisted builds the listener from it. txvnc also has to
 read some of them itself: to derive a URL from a listener (the access URLs'
 base, the proxy's token API URL, the node name), to make the shared sockets
 of C{--workers}, and to build C{ssl:} listeners whose certificate reloads.
-L{parse_endpoint} is the one reader those share.
+L{parse_endpoint} is the one reader those share, and L{check_listener}
+checks every listener with it before anything starts, so a typo is one line
+naming the option rather than a traceback from deep inside start-up.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from twisted.python import usage
+from twisted.python.systemd import ListenFDs
 
 
 class EndpointError(usage.UsageError):
@@ -127,3 +133,136 @@ def parse_tcp_listener(description: str) -> tuple[int, str, int, int]:
     if port is None or not port.isdigit():
         raise EndpointError(f"--listen {description!r}: no port")
     return family, interface, int(port), int(endpoint.kwargs.get("backlog", 50))
+
+
+#: Makes the error for one description from what is wrong with it.
+_Fail = Callable[[str], "EndpointError"]
+
+#: What each kind of listener takes: positional arguments, then names.
+_PARAMETERS = {
+    "tcp": (("port",), ("port", "interface", "backlog")),
+    "tcp6": (("port",), ("port", "interface", "backlog")),
+    "ssl": (
+        ("port",),
+        ("port", "interface", "backlog", "privateKey", "certKey", "extraCertChain"),
+    ),
+    "unix": (("address",), ("address", "mode", "lockfile", "backlog", "wantPID")),
+    "systemd": ((), ("domain", "index", "name")),
+}
+
+
+def check_listener(description: str, option: str) -> Endpoint:
+    """
+    Check a listener description the way Twisted (or txvnc, for C{ssl:})
+    will read it at start-up: a known kind, known parameters, a port in
+    range, an IP address as C{interface=}, an existing directory for a unix
+    socket, a socket systemd really passed.
+
+    @raise EndpointError: C{"OPTION DESCRIPTION: what is wrong"}.
+    """
+
+    def fail(why: str) -> EndpointError:
+        return EndpointError(f"{option} {description}: {why}")
+
+    endpoint = parse_endpoint(description)
+    if endpoint.kind not in _PARAMETERS:
+        raise fail(
+            f"unknown endpoint type {endpoint.kind!r} "
+            "(use tcp:, tcp6:, ssl:, unix: or systemd:)"
+        )
+    positional, names = _PARAMETERS[endpoint.kind]
+    if len(endpoint.args) > len(positional):
+        raise fail(f"unexpected {endpoint.args[len(positional)]!r}")
+    for name in endpoint.kwargs:
+        if name not in names:
+            raise fail(
+                f"unknown parameter {name!r} ({endpoint.kind}: takes "
+                f"{', '.join(names)})"
+            )
+    for name in ("backlog", "lockfile"):
+        value = endpoint.kwargs.get(name)
+        if value is not None and not value.isdigit():
+            raise fail(f"{name} {value!r} is not a number")
+    if endpoint.kind in ("tcp", "tcp6", "ssl"):
+        _check_port(endpoint, fail)
+    elif endpoint.kind == "unix":
+        _check_unix(endpoint, fail)
+    else:
+        _check_systemd(endpoint, fail)
+    return endpoint
+
+
+def _check_port(endpoint: Endpoint, fail: _Fail) -> None:
+    port = endpoint.port
+    if port is None:
+        raise fail("no port")
+    if not port.isdigit():
+        raise fail(f"port {port!r} is not a number")
+    if int(port) > 65535:
+        raise fail(f"port {port} is out of range (0-65535)")
+    interface = endpoint.kwargs.get("interface", "")
+    if interface:
+        try:
+            ipaddress.ip_address(interface)
+        except ValueError:
+            raise fail(f"interface {interface} is not an IP address") from None
+
+
+def _check_unix(endpoint: Endpoint, fail: _Fail) -> None:
+    address = endpoint.kwargs.get("address") or (
+        endpoint.args[0] if endpoint.args else None
+    )
+    if not address:
+        raise fail("no socket path")
+    directory = os.path.dirname(os.path.abspath(address))
+    if not os.path.isdir(directory):
+        raise fail(f"directory {directory} does not exist")
+    mode = endpoint.kwargs.get("mode")
+    if mode is not None:
+        try:
+            int(mode, 8)
+        except ValueError:
+            raise fail(f"mode {mode!r} is not an octal number") from None
+
+
+def _check_systemd(endpoint: Endpoint, fail: _Fail) -> None:
+    domain = endpoint.kwargs.get("domain")
+    if domain not in ("INET", "INET6", "UNIX"):
+        raise fail("domain= must be INET, INET6 or UNIX")
+    index, name = endpoint.kwargs.get("index"), endpoint.kwargs.get("name")
+    if (index is None) == (name is None):
+        raise fail("give index= or name=, not both")
+    passed = ListenFDs.fromEnvironment()
+    if not passed.inheritedDescriptors():
+        why = (
+            "LISTEN_FDS is not set for this process: start txvnc from a "
+            "systemd socket unit"
+        )
+    else:
+        why = f"it passed {len(passed.inheritedDescriptors())}"
+    if index is not None:
+        if not index.isdigit():
+            raise fail(f"index {index!r} is not a number")
+        if int(index) >= len(passed.inheritedDescriptors()):
+            raise fail(f"systemd passed no socket {index} ({why})")
+    elif name not in passed.inheritedNamedDescriptors():
+        raise fail(f"systemd passed no socket named {name!r} ({why})")
+
+
+def check_http_url(url: str, option: str) -> str:
+    """
+    C{url} when it is an http:// or https:// URL with a host (and a port
+    in range, if any).
+
+    @raise EndpointError: C{"OPTION URL: what is wrong"}.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise EndpointError(f"{option} {url}: not an http:// or https:// URL")
+    if not parts.hostname:
+        raise EndpointError(f"{option} {url}: no host")
+    try:
+        parts.port  # noqa: B018 (checks the port's range)
+    except ValueError:
+        raise EndpointError(f"{option} {url}: port out of range 0-65535") from None
+    return url

@@ -10,15 +10,17 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.web.server import Site
 
-from txvnc.client import ConsoleAuthClient, pooled_http_client
+from txvnc.client import API_CONNECTIONS, ConsoleAuthClient, pooled_http_client
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.core.audit import AuditLog
 from txvnc.ops.health import Readiness, http_ok, ops_children
 from txvnc.ops.metrics import PrometheusConsoleEvents, ProxyCollector
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.spin import SpinService
+from txvnc.proxy.capacity import open_files_limit
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.recorder import Recordings
 from txvnc.proxy.replay import ReplayResource
@@ -26,6 +28,22 @@ from txvnc.proxy.site import console_site
 from txvnc.proxy.websocket import ConsoleProxyFactory
 from txvnc.service.listeners import listener
 from txvnc.service.settings import Settings
+
+_log = Logger()
+
+
+def token_api_check(settings: Settings, reactor: Any, readiness: Readiness) -> Any:
+    """
+    Add the C{token_api} readiness check (the token API's C{/healthz}
+    answers 200) and return the HTTP client it uses. Each proxy process
+    has it, and so does the parent of C{--workers}, whose C{--metrics-listen}
+    is where an operator reads why a node is not ready.
+    """
+    auth_url = settings.consoleauth_url
+    assert auth_url is not None  # Settings fills it in for every proxy
+    http = pooled_http_client(reactor, ca_file=settings.consoleauth_ca)
+    readiness.add("token_api", lambda: http_ok(http, auth_url + "/healthz"))
+    return http
 
 
 def proxy_site(
@@ -46,14 +64,14 @@ def proxy_site(
     """
     auth_url = settings.consoleauth_url
     assert auth_url is not None  # Settings fills it in for every proxy
-    http = pooled_http_client(reactor, ca_file=settings.consoleauth_ca)
-    readiness.add("token_api", lambda: http_ok(http, auth_url + "/healthz"))
+    http = token_api_check(settings, reactor, readiness)
     auth = ConsoleAuthClient(
         http,
         auth_url,
         api_key,
         reactor,
         timeout=settings.token_check_timeout,
+        max_in_flight=API_CONNECTIONS,
     )
     node = settings.node_name
     recordings = None
@@ -86,13 +104,24 @@ def proxy_site(
         recordings=recordings,
     )
     registry.register(ProxyCollector(factory))
+    limits = settings.limits
+    open_files = open_files_limit()
+    _log.info(
+        "proxy: at most {consoles} consoles (open-files limit {open_files}), "
+        "{pending} connections without a console per client address",
+        consoles=limits.max_connections or "unlimited",
+        open_files=open_files if open_files is not None else "unlimited",
+        pending=limits.max_pending_per_address or "unlimited",
+    )
     site = console_site(
         factory,
         web_dir=settings.web,
         novnc_dir=settings.novnc,
-        extra=ops_children(readiness),
+        # Anyone may ask the public listener: the status, not the reasons.
+        extra=ops_children(readiness, public=True),
         replay=ReplayResource(auth, settings.record_dir, reactor),
         quiet_health=not settings.access_log_polls,
+        frame_ancestors=settings.frame_ancestors,
     )
     return site, factory
 

@@ -20,7 +20,15 @@ from typing import Any
 
 from twisted.python import usage
 
-from txvnc.consoleauth.keys import PROXY, KeyFileError, read_key_file
+from txvnc.consoleauth.keys import (
+    ADMIN,
+    API_KEY_FILE,
+    PROXY,
+    SECRET_KEY_FILE,
+    KeyFileError,
+    key_with_role,
+    read_private_keys,
+)
 from txvnc.consoleauth.store import UnknownStore
 from txvnc.consoleauth.stores import parse_store_description
 from txvnc.consoleauth.tokens import SECURITY_MODES
@@ -31,8 +39,10 @@ from txvnc.ops.spin import MAX_SPIN_US
 from txvnc.proxy.limits import Limits
 from txvnc.proxy.options import check_limits, limits_from
 from txvnc.proxy.security import RFBConfig, VNCTLSConfig
-from txvnc.proxy.site import find_novnc, is_novnc
+from txvnc.proxy.site import find_novnc, frame_ancestor, is_novnc
 from txvnc.service.endpoints import (
+    check_http_url,
+    check_listener,
     default_base_url,
     listener_url,
     node_name,
@@ -89,6 +99,7 @@ class Settings:
     target_policy: TargetPolicy
     allowed_origins: tuple[str, ...]
     allowed_unix_dirs: tuple[str, ...]
+    frame_ancestors: tuple[str, ...]
     trusted_proxies: tuple[Network, ...]
     limits: Limits
     token_check_timeout: float
@@ -104,6 +115,9 @@ class Settings:
     node_name: str
     log_format: str
     access_log_polls: bool
+    #: C{--nova-config}, and what of it txvnc does not honour.
+    nova_config: str | None = None
+    nova_ignored: tuple[str, ...] = ()
     #: Recording (docs/recording.md): L{None} records nothing.
     record_dir: str | None = None
     record_all: bool = False
@@ -141,6 +155,9 @@ class Settings:
             target_policy=given["target-policy"],
             allowed_origins=tuple(given["allowed-origin"]),
             allowed_unix_dirs=tuple(given["allowed-unix-dir"]),
+            frame_ancestors=tuple(
+                frame_ancestor(origin) for origin in given.get("frame-ancestors", ())
+            ),
             trusted_proxies=parse_networks(given["trusted-proxy"]),
             limits=limits_from(given),
             token_check_timeout=given["token-check-timeout"],
@@ -156,6 +173,8 @@ class Settings:
             node_name=given["node-name"] or node_name(given["listen"]),
             log_format=given["log-format"],
             access_log_polls=bool(given["access-log-polls"]),
+            nova_config=given.get("nova-config"),
+            nova_ignored=tuple(given.get("nova-ignored", ())),
             record_dir=given.get("record-dir"),
             record_all=bool(given.get("record-all")),
             record_on_failure=given.get("record-on-failure") or "close",
@@ -172,6 +191,7 @@ def _check(config: Mapping[str, Any]) -> dict[str, Any]:
     """
     run_api, run_proxy = not config["no-api"], not config["no-proxy"]
     _check_roles(config, run_api, run_proxy)
+    _check_listeners(config)
     _check_numbers(config)
     _check_files_and_listeners(config)
     derived: dict[str, Any] = {}
@@ -182,15 +202,17 @@ def _check(config: Mapping[str, Any]) -> dict[str, Any]:
             if kind == "sqlite":
                 _check_writable_dir(path, "the token store")
             for name, what in (
-                ("api-key-file", "the API key file"),
-                ("secret-key-file", "the secret key file"),
+                ("api-key-file", API_KEY_FILE),
+                ("secret-key-file", SECRET_KEY_FILE),
             ):
-                if os.path.exists(config[name]):
-                    read_key_file(config[name])
+                path = config[name]
+                if os.path.exists(path):
+                    key_with_role(read_private_keys(path, what), ADMIN, path, what)
                 else:
-                    _check_writable_dir(config[name], what)
+                    _check_writable_dir(config[name], f"the {what}")
         else:
-            read_key_file(config["api-key-file"], PROXY)
+            path = config["api-key-file"]
+            key_with_role(read_private_keys(path), PROXY, path)
         if config["audit-log"] is not None:
             _check_writable_dir(config["audit-log"], "the audit log")
     except (UnknownStore, KeyFileError, PolicyError) as e:
@@ -217,10 +239,23 @@ def _check_roles(config: Mapping[str, Any], run_api: bool, run_proxy: bool) -> N
         raise usage.UsageError("--workers must be at least 1")
     if not 0 <= config["poll-spin"] <= MAX_SPIN_US:
         raise usage.UsageError(f"--poll-spin must be 0 to {MAX_SPIN_US:g}")
+    if config["workers"] > 1 and not run_proxy:
+        raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
+
+
+def _check_listeners(config: Mapping[str, Any]) -> None:
+    """
+    Every listener and URL option, read the way start-up will read it, so a
+    typo is one line naming the option instead of a traceback.
+    """
+    for name in ("listen", "api-listen", "metrics-listen"):
+        if config[name]:
+            check_listener(config[name], f"--{name}")
     if config["workers"] > 1:
-        if not run_proxy:
-            raise usage.UsageError("--workers needs the proxy (not --no-proxy)")
         parse_tcp_listener(config["listen"])
+    for name in ("consoleauth-url", "base-url"):
+        if config[name]:
+            check_http_url(config[name], f"--{name}")
 
 
 def _check_numbers(config: Mapping[str, Any]) -> None:
@@ -245,6 +280,11 @@ def _check_files_and_listeners(config: Mapping[str, Any]) -> None:
         parse_networks(config["trusted-proxy"])
     except ValueError as e:
         raise usage.UsageError(f"--trusted-proxy: {e}") from None
+    for origin in config.get("frame-ancestors", ()):
+        try:
+            frame_ancestor(origin)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
     for name in ("listen", "api-listen", "metrics-listen"):
         description = config[name]
         if description and description.startswith("ssl:"):
@@ -311,6 +351,8 @@ def rfb_config(config: Mapping[str, Any]) -> RFBConfig:
         raise usage.UsageError(
             "--vnc-security must be one of: " + ", ".join(SECURITY_MODES)
         )
+    if config["vnc-check-hostname"] not in ("yes", "no"):
+        raise usage.UsageError("--vnc-check-hostname must be yes or no")
     if config["vnc-client-key"] and not config["vnc-client-cert"]:
         raise usage.UsageError("--vnc-client-key needs --vnc-client-cert")
     tls = None
@@ -320,6 +362,7 @@ def rfb_config(config: Mapping[str, Any]) -> RFBConfig:
                 config["vnc-ca-cert"],
                 config["vnc-client-cert"],
                 config["vnc-client-key"],
+                check_host=config["vnc-check-hostname"] == "yes",
             )
         except Exception as e:
             raise usage.UsageError(f"cannot load the VNC TLS files: {e}") from None

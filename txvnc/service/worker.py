@@ -47,7 +47,7 @@ def run(settings: Settings, reactor: Any) -> None:
     )
     # The key is looked up per call, so a SIGHUP (passed on by the
     # supervisor) rotates it without touching open consoles.
-    keys = KeyRing.from_file(settings.api_key_file)
+    keys = KeyRing.from_file(settings.api_key_file, private=True)
     keys.key_for(PROXY)
     hooks = ReloadHooks()
     hooks.add("API keys", keys.reload)

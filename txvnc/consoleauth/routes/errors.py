@@ -13,13 +13,14 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from txvnc.consoleauth.api import TokenAPI
 from txvnc.consoleauth.routes.answers import json_body, refusal
 from txvnc.consoleauth.routes.app import app
-from txvnc.consoleauth.store import StoreUnavailable
+from txvnc.consoleauth.store import ReadOnlyStore, StoreUnavailable
 
 
 def failed(api: TokenAPI, request: IRequest, failure: Failure) -> bytes:
     """
     Log a request that failed and answer it: 503 when the store cannot be
-    reached (an operator's problem, one line), 500 with the traceback in the
+    reached (an operator's problem, one line), 405 for a write to a
+    read-only store (nova's tokens), 500 with the traceback in the
     log for anything else. Nothing of the failure goes into the answer.
     """
     if failure.check(StoreUnavailable):
@@ -29,6 +30,13 @@ def failed(api: TokenAPI, request: IRequest, failure: Failure) -> bytes:
             why=failure.getErrorMessage(),
         )
         return json_body(request, 503, {"error": "the token store is unavailable"})
+    if failure.check(ReadOnlyStore):
+        api.log.warn(
+            "token API request {method} refused: {why}",
+            method=request.method,
+            why=failure.getErrorMessage(),
+        )
+        return json_body(request, 405, {"error": failure.getErrorMessage()})
     api.log.failure("token API request {method} failed", failure, method=request.method)
     return json_body(request, 500, {"error": "internal error"})
 

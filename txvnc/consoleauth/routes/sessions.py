@@ -3,6 +3,7 @@ The console registry: each proxy reports its open consoles (proxy); the
 control plane lists them and closes one (admin).
 
     PUT    /v1/proxies/{node}/sessions       a proxy's open consoles
+    PATCH  /v1/proxies/{node}/sessions       what changed since its last report
     GET    /v1/sessions[?instance_uuid=U]    list open consoles
     DELETE /v1/sessions/{id}                 close one console
 """
@@ -16,7 +17,7 @@ from txvnc.consoleauth.keys import ADMIN, PROXY
 from txvnc.consoleauth.routes.access import requires
 from txvnc.consoleauth.routes.answers import Answer, query, read_json
 from txvnc.consoleauth.routes.app import app
-from txvnc.consoleauth.sessions import SessionRecord
+from txvnc.consoleauth.sessions import MAX_FIELD_LENGTH, SessionRecord
 from txvnc.consoleauth.tokens import InvalidRequest
 
 #: How long a proxy's report stays listed unless it reports again.
@@ -35,6 +36,65 @@ async def report_sessions(
         return 400, {"error": str(e)}
     await api.store.put_sessions(node, sessions, api.clock.seconds(), ttl)
     return 204, None
+
+
+@app.route("/v1/proxies/<node>/sessions", methods=["PATCH"])
+@requires(PROXY)
+async def update_sessions(
+    api: TokenAPI, request: IRequest, roles: frozenset[str], node: str
+) -> Answer:
+    """
+    A proxy's changes since its last report and the digest of what it holds
+    now; 409 when the API's copy, changed the same way, has another digest
+    (or there is none): the proxy then sends everything (PUT). So a proxy
+    that opens a few consoles a second sends those, not its whole list.
+    """
+    try:
+        ttl, added, removed, digest = _parse_changes(
+            read_json(request, MAX_REPORT_BODY), node
+        )
+    except InvalidRequest as e:
+        return 400, {"error": str(e)}
+    held = await api.store.update_sessions(
+        node, added, removed, api.clock.seconds(), ttl
+    )
+    if held != digest:
+        return 409, {"error": RESEND_ALL}
+    return 204, None
+
+
+#: The 409 of a change report that does not add up: send the whole list.
+RESEND_ALL = "the API's copy of this proxy's consoles differs; send them all (PUT)"
+
+
+def _parse_changes(
+    body: object, node: str
+) -> tuple[int, list[SessionRecord], list[str], str]:
+    """
+    A change report's time to live, added consoles, removed ids and digest.
+
+    @raise InvalidRequest: saying what is wrong with it.
+    """
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be an object with a digest")
+    extra = sorted(set(body) - {"ttl", "added", "removed", "digest"})
+    if extra:
+        raise InvalidRequest(f"unknown field: {extra[0][:40]}")
+    digest = body.get("digest")
+    if not isinstance(digest, str) or not 0 < len(digest) <= 64:
+        raise InvalidRequest("digest must be a string")
+    removed = body.get("removed", [])
+    if not isinstance(removed, list) or not all(
+        isinstance(i, str) and 0 < len(i) <= MAX_FIELD_LENGTH for i in removed
+    ):
+        raise InvalidRequest("removed must be a list of console ids")
+    added = body.get("added", [])
+    if not isinstance(added, list):
+        raise InvalidRequest("added must be a list of consoles")
+    ttl, sessions = _parse_report(
+        {"ttl": body.get("ttl", DEFAULT_REPORT_TTL), "sessions": added}, node
+    )
+    return ttl, sessions, removed, digest
 
 
 def _parse_report(body: object, node: str) -> tuple[int, list[SessionRecord]]:

@@ -33,8 +33,8 @@ from txvnc.consoleauth.tokens import (
     new_token,
     parse_token_request,
 )
-from txvnc.core.targets import unix_path_allowed
 from txvnc.core.tokens import iso8601, token_hash, token_ref
+from txvnc.core.unixpaths import real_unix_target
 
 
 @app.route("/v1/tokens", methods=["POST"])
@@ -66,8 +66,10 @@ async def mint(api: TokenAPI, request: IRequest, roles: frozenset[str]) -> Answe
             "target policy"
         }
 
-    if unix_path is not None and not unix_path_allowed(
-        unix_path, api.allowed_unix_dirs
+    # The real path, not only the string: a link inside an allowed
+    # directory may lead to any socket on the host.
+    if unix_path is not None and (
+        real_unix_target(unix_path, api.allowed_unix_dirs) is None
     ):
         return 403, {"error": "unix_path is not under an allowed directory"}
 
