@@ -1,7 +1,6 @@
 """
-The C{txvnc} command: ask the token API for consoles, like
-C{nova get-vnc-console}, and revoke them; list and replay recordings
-(L{txvnc.clirecord}).
+The C{txvnc} command: ask the token API for consoles, like C{nova
+get-vnc-console}, and revoke them; recordings in L{txvnc.clirecord}.
 """
 
 from __future__ import annotations
@@ -312,8 +311,7 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--instance-uuid", help="only this instance's consoles")
     kill = sub.add_parser("kill", help="close one open console", parents=[output])
     kill.add_argument("session_id")
-    clirecord.add_record_flags(create)
-    clirecord.add_parser(top, output)
+    clirecord.add_to(top, output, create)
     return parser
 
 
@@ -345,7 +343,7 @@ async def _command(
     """
     if args.group == "recording":
         shown = await clirecord.command(client, args, err)
-        columns = [Column.of(name, header) for name, header in shown.columns]
+        columns = [Column.of(name, title) for name, title in shown.columns]
         return Result(columns, shown.records, shown.single, shown.message)
     if args.action == "create":
         answer = await client.create_token(

@@ -215,6 +215,14 @@ class ConsoleAuthClient:
             raise ConsoleAuthUnavailable(f"token API answered {response.code}")
         return response.code, body
 
+    async def call(self, method: str, path: str, raw: bool = False) -> tuple[int, Any]:
+        """
+        One call of the API for callers with routes of their own (the
+        recording commands, the replay page): the status and the JSON body
+        (with C{raw}, the bytes of a 200).
+        """
+        return await self._call(method, path, raw=raw)
+
     @staticmethod
     def _fail(status: int, body: Any) -> ConsoleAuthError:
         message = "unexpected answer"
@@ -280,21 +288,6 @@ class ConsoleAuthClient:
         if status != 204:
             raise self._fail(status, body)
 
-    async def replay_recording_id(self, replay_token: str) -> str | None:
-        """
-        The recording a replay token opens, or L{None} when it is invalid
-        or expired (the proxy's replay page asks this; proxy role).
-        """
-        path = "/v1/replays/" + quote(replay_token, safe="")
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict) and "recording_id" in body:
-            return str(body["recording_id"])
-        if status in (404, 410):
-            return None
-        if status in (401, 403):
-            raise self._fail(status, body)
-        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
-
     async def update_sessions(
         self,
         node: str,
@@ -324,8 +317,8 @@ class ConsoleAuthClient:
 class OperatorClient(ConsoleAuthClient):
     """
     The calls an operator makes (the C{txvnc} command, admin role): minting,
-    revoking, listing tokens and consoles, and recordings. A proxy needs
-    none of them and uses L{ConsoleAuthClient}.
+    revoking, listing tokens and consoles (recordings: L{txvnc.clirecord}).
+    A proxy needs none of them and uses L{ConsoleAuthClient}.
     """
 
     async def create_token(
@@ -409,54 +402,6 @@ class OperatorClient(ConsoleAuthClient):
         status, body = await self._call("DELETE", path)
         if status != 204:
             raise self._fail(status, body)
-
-    async def list_recordings(
-        self,
-        instance_uuid: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The recordings' metadata, filtered (admin)."""
-        query = {"instance_uuid": instance_uuid, "since": since, "until": until}
-        given = "&".join(
-            f"{k}={quote(v, safe='')}" for k, v in query.items() if v is not None
-        )
-        path = "/v1/recordings" + ("?" + given if given else "")
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict):
-            return list(body.get("recordings", []))
-        raise self._fail(status, body)
-
-    async def recording(self, recording_id: str) -> dict[str, Any]:
-        """One recording's metadata (admin)."""
-        path = "/v1/recordings/" + quote(recording_id, safe="")
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict):
-            return body
-        raise self._fail(status, body)
-
-    async def download_recording(self, recording_id: str) -> bytes:
-        """A recording's file, as stored (admin)."""
-        path = "/v1/recordings/" + quote(recording_id, safe="") + "/file"
-        status, body = await self._call("GET", path, raw=True)
-        if status == 200 and isinstance(body, bytes):
-            return body
-        raise self._fail(status, body)
-
-    async def delete_recording(self, recording_id: str) -> None:
-        path = "/v1/recordings/" + quote(recording_id, safe="")
-        status, body = await self._call("DELETE", path)
-        if status != 204:
-            raise self._fail(status, body)
-
-    async def replay_recording(self, recording_id: str) -> dict[str, Any]:
-        """A short-lived replay URL for a recording (admin)."""
-        path = "/v1/recordings/" + quote(recording_id, safe="") + "/replay"
-        status, body = await self._call("POST", path)
-        if status == 201 and isinstance(body, dict):
-            return body
-        raise self._fail(status, body)
-
 
 def _instance_query(instance_uuid: str | None) -> str:
     if not instance_uuid:
