@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -39,6 +40,8 @@ class Limits:
     @ivar max_connections: consoles open or opening at once, in total.
     @ivar max_connections_per_token: consoles open at once with one token.
     @ivar max_message_size: largest frame or message taken from a browser.
+    @ivar end_at_token_expiry: a console also ends when the token that
+        opened it expires (nova's C{[consoleauth] enforce_session_timeout}).
     """
 
     handshake_timeout: float = 30.0
@@ -51,6 +54,24 @@ class Limits:
     #: noVNC's biggest message is a clipboard paste; this bounds what one
     #: message can make the proxy hold.
     max_message_size: int = 4 * 1024 * 1024
+    end_at_token_expiry: bool = False
+
+
+def session_cap(limits: Limits, expires_at: str, now: float) -> float:
+    """
+    Seconds a console opened at C{now} may stay open (0: no cap): the
+    C{max_session}, or less with C{end_at_token_expiry} when its token
+    (C{expires_at}, the API's ISO 8601 UTC time) expires sooner.
+    """
+    cap = limits.max_session
+    if not limits.end_at_token_expiry:
+        return cap
+    try:
+        expiry = datetime.strptime(expires_at, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return cap
+    left = max(expiry.replace(tzinfo=UTC).timestamp() - now, 0.001)
+    return left if cap <= 0 else min(cap, left)
 
 
 def is_user_input(message: bytes) -> bool:

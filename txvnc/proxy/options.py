@@ -48,6 +48,16 @@ LIMIT_PARAMETERS: list[list[Any]] = [
         float,
     ],
     [
+        "end-at-token-expiry",
+        None,
+        "no",
+        (
+            "yes: also close a console when the token that opened it expires "
+            "(close code 4003), as nova's [consoleauth] "
+            "enforce_session_timeout does."
+        ),
+    ],
+    [
         "keepalive-interval",
         None,
         _DEFAULT.keepalive_interval,
@@ -110,6 +120,8 @@ def check_limits(config: Mapping[str, Any]) -> None:
     for name in _POSITIVE:
         if config[name] <= 0:
             raise usage.UsageError(f"--{name} must be positive")
+    if config.get("end-at-token-expiry", "no") not in ("yes", "no"):
+        raise usage.UsageError("--end-at-token-expiry must be yes or no")
 
 
 def limits_from(config: Mapping[str, Any]) -> Limits:
@@ -125,4 +137,5 @@ def limits_from(config: Mapping[str, Any]) -> Limits:
         max_connections=config["max-connections"],
         max_connections_per_token=config["max-connections-per-token"],
         max_message_size=config["max-message-size"],
+        end_at_token_expiry=config.get("end-at-token-expiry", "no") == "yes",
     )
