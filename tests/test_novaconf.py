@@ -47,6 +47,7 @@ connection = mysql+pymysql://nova:db%40pw@db.example/nova_cell1?charset=utf8
 
 [consoleauth]
 token_ttl = 600
+enforce_session_timeout = True
 """
 
 
@@ -86,6 +87,8 @@ def test_reads_what_a_proxy_needs(tmp_path):
     assert conf.values["store"] == (
         "nova:mysql+pymysql://nova:db%40pw@db.example/nova_cell1?charset=utf8"
     )
+    assert conf.values["end-at-token-expiry"] == "yes"
+    assert conf.values["vnc-check-hostname"] == "no"
     ignored = "\n".join(conf.ignored)
     for name in (
         "[DEFAULT] record",

@@ -17,6 +17,7 @@ comments, lists as C{a,b}), read here with L{configparser}. What is read:
     [database]    connection                        -> --store nova:URL
     [DEFAULT]     record (a file name prefix)       -> --record-dir (its
                                                        directory), --record-all
+    [consoleauth] enforce_session_timeout           -> --end-at-token-expiry yes
 
 The values become options before the TOML file and the command line are
 read, so both win over nova.conf. An option a proxy would honour in nova
@@ -54,10 +55,6 @@ _NOT_HONOURED = {
     ),
     ("console", "ssl_minimum_version"): (
         "txvnc's TLS listener requires TLS 1.2 at least"
-    ),
-    ("consoleauth", "enforce_session_timeout"): (
-        "txvnc does not close a console when its token expires; use "
-        "--max-session"
     ),
 }
 
@@ -164,6 +161,9 @@ def read_nova_config(path: str) -> NovaConfig:
     if origins:
         values["allowed-origin"] = origins
 
+    if _bool(get("consoleauth", "enforce_session_timeout") or "false"):
+        values["end-at-token-expiry"] = "yes"
+
     connection = get("database", "connection")
     if connection is None:
         raise usage.UsageError(
@@ -177,7 +177,7 @@ def read_nova_config(path: str) -> NovaConfig:
         value = get(section, name)
         if value is None:
             continue
-        if name in ("daemon", "source_is_ipv6", "enforce_session_timeout") and (
+        if name in ("daemon", "source_is_ipv6") and (
             not _bool(value)
         ):
             continue
