@@ -194,7 +194,7 @@ class Bench:
         assert proc.stdout is not None
         self.backend = json.loads(proc.stdout.readline())
 
-    def start_txvnc(self, workers: int = 1) -> Proxy:
+    def start_txvnc(self, workers: int = 1, record: bool = False) -> Proxy:
         port = free_port()
         key = self.tmp / "api.key"
         key.write_text("bench-key-" + os.urandom(8).hex() + "\n")
@@ -212,6 +212,11 @@ class Bench:
         ]  # fmt: skip
         if workers > 1:
             args += ["--workers", str(workers)]
+        if record:
+            # Every console recorded (docs/recording.md), on this disk.
+            recordings = self.tmp / f"recordings-{port}"
+            recordings.mkdir()
+            args += ["--record-dir", str(recordings), "--record-all"]
         proc = subprocess.Popen(
             args,
             stdout=log.open("wb"),
@@ -221,6 +226,8 @@ class Bench:
         )
         wait_listening(port, proc)
         name = "txvnc" if workers == 1 else f"txvnc x{workers}"
+        if record:
+            name = "txvnc recorded"
         return Proxy(name, port, proc, log)
 
     def start_txvnc_store(self, store: str) -> tuple[Proxy, str]:
@@ -384,6 +391,36 @@ class Bench:
             proc.stdin.close()
             proc.wait(120)
 
+    @property
+    def lean_client(self) -> Path | None:
+        """
+        C{benchmarks/cclient/wsdownload.c} built into the run's directory
+        (L{None} without a C compiler): a download client that spends far
+        less CPU per byte than Node, to show whether Node is the limit.
+        """
+        if not hasattr(self, "_lean"):
+            binary: Path | None = self.tmp / "wsdownload"
+            cc = shutil.which("cc") or shutil.which("gcc")
+            source = HERE / "cclient" / "wsdownload.c"
+            if cc is None or subprocess.run(
+                [cc, "-O2", "-o", str(binary), str(source)], capture_output=True
+            ).returncode:
+                print("  no C compiler: no lean-client download figure", file=sys.stderr)
+                binary = None
+            self._lean = binary
+        return self._lean
+
+    def lean_download(self, port: int, path: str, seconds: float) -> dict:
+        """One WebSocket to C{port} and C{path}, read by the lean client."""
+        assert self.lean_client is not None
+        out = subprocess.run(
+            [str(self.lean_client), "127.0.0.1", str(port), path, str(seconds)],
+            capture_output=True, text=True, timeout=60 + seconds,
+        )  # fmt: skip
+        if out.returncode:
+            raise RuntimeError(f"lean client: {out.stderr.strip()}")
+        return dict(json.loads(out.stdout))
+
     def stop(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -424,6 +461,7 @@ def nova_cell(path: Path, vnc_port: int) -> str:
 # Figures: (key, label, unit, better, target ratio to websockify or None)
 FIGURES = [
     ("download", "download, 1 console", "MB/s", "higher", 1.5),
+    ("download_c", "download, lean C client", "MB/s", "higher", 1.5),
     ("upload", "upload, 16 KiB masked", "MB/s", "higher", 2.0),
     ("rtt_p50", "round trip p50", "µs", "lower", 0.8),
     ("rtt_p99", "round trip p99", "µs", "lower", 0.8),
@@ -509,6 +547,13 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
                 res = bench.load("download", target("stream"), secs, proxy=proxy)
                 add(system, "download", res["bytes_per_s"] / MiB)
                 add_cpu(system, "download", res)
+            if want("download", "download_c") and bench.lean_client and system != "baseline (TCP)":
+                if proxy is not None:
+                    where = (proxy.port, f"/websockify?token={be['stream']}-lean{os.urandom(4).hex()}")
+                else:
+                    where = (be["ws"], "/stream")
+                res = bench.lean_download(*where, secs)
+                add(system, "download_c", res["bytes_per_s"] / MiB)
             if want("upload"):
                 res = bench.load("upload", target("sink"), secs, proxy=proxy)
                 add(system, "upload", res["bytes_per_s"] / MiB)
@@ -554,6 +599,16 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
                     add("txvnc", f"connect_{store}", res["per_s"])
                 finally:
                     proxy.stop()
+        if want("download", "recorded"):
+            # The same download through a txvnc recording every console,
+            # in the same round as the unrecorded one above.
+            recorded = bench.start_txvnc(record=True)
+            try:
+                res = bench.load("download", recorded.url(be["stream"]), secs, proxy=recorded)
+                add(recorded.name, "download", res["bytes_per_s"] / MiB)
+                add_cpu(recorded.name, "download", res)
+            finally:
+                recorded.stop()
         many_targets = dict(targets)
         if two is not None:
             many_targets[two.name] = lambda script: two.url(be[script])
@@ -776,6 +831,13 @@ def table(medians: dict) -> str:
                 ["x2 / x1 ceiling here (1 / machine busy)", "", "", "", "", "", "", "",
                  fmt(ceiling), "", ""]
             )  # fmt: skip
+    download = medians.get("download", {})
+    if download.get("txvnc recorded") and download.get("txvnc"):
+        recorded = download["txvnc recorded"] / download["txvnc"]
+        rows.append(
+            ["download recorded / unrecorded (txvnc)", "", "", "", "", "", "",
+             fmt(recorded), "≥ 0.8×", "yes" if recorded >= 0.8 else "NO"]
+        )  # fmt: skip
     for key, label in (("download", "download"), ("many", "many streams")):
         best = best_ratio(medians, key)
         if best is not None:

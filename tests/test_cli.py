@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 
 import txvnc
 from txvnc import cli
-from txvnc.client import ConsoleAuthClient
+from txvnc.client import OperatorClient
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 
@@ -46,8 +46,8 @@ class Api:
         )
         self.key = key
 
-    def client(self) -> ConsoleAuthClient:
-        return ConsoleAuthClient(
+    def client(self) -> OperatorClient:
+        return OperatorClient(
             StubTreq(self.resource), "http://api.test", self.key, self.clock
         )
 

@@ -15,19 +15,19 @@ from twisted.web.server import NOT_DONE_YET
 
 from txvnc.client import (
     ConnectInfo,
-    ConsoleAuthClient,
     ConsoleAuthError,
     ConsoleAuthUnavailable,
-    pooled_http_client,
+    OperatorClient,
 )
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
+from txvnc.httppool import pooled_http_client
 
 KEY = "client-test-key"
 
 
 def client_for(resource, key=KEY, clock=None, timeout=5.0):
-    return ConsoleAuthClient(
+    return OperatorClient(
         StubTreq(resource), "http://api.test/", key, clock or Clock(), timeout=timeout
     )
 
@@ -123,7 +123,7 @@ async def test_refused_connection_is_unavailable():
     port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
     address = port.getHost()
     await port.stopListening()
-    client = ConsoleAuthClient(
+    client = OperatorClient(
         pooled_http_client(reactor),
         f"http://127.0.0.1:{address.port}",
         KEY,
@@ -137,7 +137,7 @@ async def test_refused_connection_is_unavailable():
 @pytest_twisted.ensureDeferred
 async def test_unknown_host_is_unavailable():
     """An API host name that does not resolve means unavailable."""
-    client = ConsoleAuthClient(
+    client = OperatorClient(
         pooled_http_client(reactor), "http://no-such-host.invalid:6081", KEY, reactor
     )
     with pytest.raises(ConsoleAuthUnavailable, match="unreachable"):
@@ -183,7 +183,7 @@ async def test_dropped_connection_is_unavailable():
     """An API that hangs up mid-request means unavailable."""
     port = reactor.listenTCP(0, Factory.forProtocol(HangUp), interface="127.0.0.1")
     try:
-        client = ConsoleAuthClient(
+        client = OperatorClient(
             pooled_http_client(reactor),
             f"http://127.0.0.1:{port.getHost().port}",
             KEY,
@@ -232,7 +232,7 @@ async def test_a_burst_of_checks_reuses_a_fixed_set_of_connections():
     events = []
     globalLogPublisher.addObserver(events.append)
     http = pooled_http_client(reactor, max_per_host=4)
-    client = ConsoleAuthClient(http, server.url, KEY, reactor, max_in_flight=4)
+    client = OperatorClient(http, server.url, KEY, reactor, max_in_flight=4)
     try:
         for _ in range(2):
             answers = await gatherResults(
@@ -259,7 +259,7 @@ async def test_a_check_waiting_for_a_connection_times_out_as_unavailable():
             sent.append(Deferred())
             return sent[-1]
 
-    client = ConsoleAuthClient(Hanging(), "http://api", KEY, clock, timeout=5, max_in_flight=1)
+    client = OperatorClient(Hanging(), "http://api", KEY, clock, timeout=5, max_in_flight=1)
     first = Deferred.fromCoroutine(client.check_token("a"))
     clock.advance(1)
     second = Deferred.fromCoroutine(client.check_token("b"))

@@ -15,7 +15,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from txvnc import cli
-from txvnc.client import ConsoleAuthClient
+from txvnc.client import OperatorClient
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.recordings import RecordingArchive, ReplayLinks
 from txvnc.consoleauth.resource import ConsoleAuthResource
@@ -43,7 +43,7 @@ class Api:
     async def run(self, *argv: str) -> tuple[int, str, str]:
         args = cli.parse_args(argv)
         out, err = io.StringIO(), io.StringIO()
-        client = ConsoleAuthClient(StubTreq(self.resource), "http://api.test", KEY, self.clock)
+        client = OperatorClient(StubTreq(self.resource), "http://api.test", KEY, self.clock)
         status = await cli.execute(client, args, out, err)
         return status, out.getvalue(), err.getvalue()
 

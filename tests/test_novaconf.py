@@ -47,6 +47,7 @@ connection = mysql+pymysql://nova:db%40pw@db.example/nova_cell1?charset=utf8
 
 [consoleauth]
 token_ttl = 600
+enforce_session_timeout = True
 """
 
 
@@ -86,6 +87,8 @@ def test_reads_what_a_proxy_needs(tmp_path):
     assert conf.values["store"] == (
         "nova:mysql+pymysql://nova:db%40pw@db.example/nova_cell1?charset=utf8"
     )
+    assert conf.values["end-at-token-expiry"] == "yes"
+    assert conf.values["vnc-check-hostname"] == "no"
     ignored = "\n".join(conf.ignored)
     for name in (
         "[DEFAULT] record",
@@ -169,7 +172,7 @@ def test_command_line_and_config_win(tmp_path):
 def test_service_reads_novas_tokens_and_names_what_it_ignores(tmp_path):
     path = tmp_path / "nova.conf"
     path.write_text(
-        f"[DEFAULT]\nrecord = /tmp/rec\n[database]\n"
+        f"[DEFAULT]\nrecord = {tmp_path / 'missing' / 'rec'}\n[database]\n"
         f"connection = sqlite:///{tmp_path / 'nova.sqlite'}\n"
     )
     config = Options()
@@ -188,3 +191,24 @@ def test_service_reads_novas_tokens_and_names_what_it_ignores(tmp_path):
         e for e in events if e.get("log_level") == LogLevel.warn and "note" in e
     ]
     assert [e["note"].split(":")[0] for e in warnings] == ["[DEFAULT] record"]
+
+
+def test_record_records_every_console_in_its_directory(tmp_path):
+    """[DEFAULT] record = DIR/PREFIX records every console into DIR (txvnc's format); a directory that is not there is named as not honoured."""
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    path = tmp_path / "nova.conf"
+    path.write_text(
+        f"[DEFAULT]\nrecord = {recordings / 'console.rec'}\n[database]\n"
+        f"connection = sqlite:///{tmp_path / 'nova.sqlite'}\n"
+    )
+    conf = read_nova_config(str(path))
+    assert conf.values["record-dir"] == str(recordings)
+    assert conf.values["record-all"] and not conf.ignored
+    config = Options()
+    config.parseOptions(["--nova-config", str(path)])
+    assert config.settings.record_dir == str(recordings) and config.settings.record_all
+    path.write_text(path.read_text().replace(str(recordings), str(tmp_path / "gone")))
+    conf = read_nova_config(str(path))
+    assert "record-dir" not in conf.values
+    assert conf.ignored[0].startswith("[DEFAULT] record: no writable directory")

@@ -5,6 +5,7 @@ processes (the real processes are in tests/scale/test_workers.py).
 
 import os
 import socket
+from dataclasses import replace
 
 import pytest
 from twisted.application.internet import StreamServerEndpointService
@@ -82,6 +83,19 @@ def test_workers_share_the_brute_force_limit(workers, limit, share):
         "--listen", "tcp:0:interface=127.0.0.1",
     )  # fmt: skip
     assert worker_config(config.settings)["max-auth-failures"] == share
+
+
+@pytest.mark.parametrize(
+    ("workers", "limit", "share"),
+    [(1, 64, 64), (2, 64, 32), (3, 64, 22), (4, 1, 1), (2, 0, 0)],
+)
+def test_workers_share_the_per_address_cap(workers, limit, share):
+    """Each worker is told its share of --max-pending-per-address (rounded up; 0 stays no limit): the kernel spreads one client's connections over the workers, so together they hold about the cap, not N times it."""
+    config = options(
+        "--workers", str(workers), "--max-pending-per-address", str(limit),
+        "--listen", "tcp:0:interface=127.0.0.1",
+    )  # fmt: skip
+    assert worker_config(config.settings)["max-pending-per-address"] == share
 
 
 def test_workers_metrics_directory_is_made_and_removed_with_the_pool():
@@ -190,6 +204,7 @@ def test_a_worker_builds_the_same_proxy_settings_from_what_it_is_told():
     assert child.consoleauth_url == parent.consoleauth_url
     assert (child.web, child.novnc) == (parent.web, parent.novnc)
     assert child.allowed_origins == ("https://a.example",)
-    assert child.limits == parent.limits
+    # Each worker gets its share of the per-client limits.
+    assert child.limits == replace(parent.limits, max_pending_per_address=32)
     assert child.node_name == parent.node_name
     assert child.max_auth_failures == 10

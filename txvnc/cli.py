@@ -1,7 +1,6 @@
 """
-The C{txvnc} command: ask the token API for consoles, like
-C{nova get-vnc-console}, and revoke them; list and replay recordings
-(L{txvnc.clirecord}).
+The C{txvnc} command: ask the token API for consoles, like C{nova
+get-vnc-console}, and revoke them; recordings in L{txvnc.clirecord}.
 """
 
 from __future__ import annotations
@@ -18,15 +17,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from txvnc import __version__, clirecord
-from txvnc.client import (
-    ConsoleAuthClient,
-    ConsoleAuthError,
-    ConsoleAuthUnavailable,
-    pooled_http_client,
-)
+from txvnc.client import ConsoleAuthError, ConsoleAuthUnavailable, OperatorClient
 from txvnc.consoleauth.keys import KeyFileError, read_key_file
 from txvnc.consoleauth.tokens import CLIPBOARD_MODES, OPTION_FIELDS, SECURITY_MODES
 from txvnc.core.tokens import token_hash
+from txvnc.httppool import pooled_http_client
 from txvnc.service.endpoints import EndpointError, check_http_url
 
 DEFAULT_API_URL = "http://127.0.0.1:6081"
@@ -316,8 +311,7 @@ def _parser() -> argparse.ArgumentParser:
     sessions.add_argument("--instance-uuid", help="only this instance's consoles")
     kill = sub.add_parser("kill", help="close one open console", parents=[output])
     kill.add_argument("session_id")
-    clirecord.add_record_flags(create)
-    clirecord.add_parser(top, output)
+    clirecord.add_to(top, output, create)
     return parser
 
 
@@ -341,7 +335,7 @@ def _api_key(args: argparse.Namespace) -> str:
 
 
 async def _command(
-    client: ConsoleAuthClient, args: argparse.Namespace, err: TextIO
+    client: OperatorClient, args: argparse.Namespace, err: TextIO
 ) -> Result | int:
     """
     Ask the API what C{args} says; what to show, or an exit status when
@@ -349,7 +343,7 @@ async def _command(
     """
     if args.group == "recording":
         shown = await clirecord.command(client, args, err)
-        columns = [Column.of(name, header) for name, header in shown.columns]
+        columns = [Column.of(name, title) for name, title in shown.columns]
         return Result(columns, shown.records, shown.single, shown.message)
     if args.action == "create":
         answer = await client.create_token(
@@ -418,7 +412,7 @@ async def _command(
 
 
 async def execute(
-    client: ConsoleAuthClient, args: argparse.Namespace, out: TextIO, err: TextIO
+    client: OperatorClient, args: argparse.Namespace, out: TextIO, err: TextIO
 ) -> int:
     """
     Run the command C{args} names against the token API; its exit status.
@@ -484,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
 
     async def run(reactor: Any) -> None:
-        client = ConsoleAuthClient(
+        client = OperatorClient(
             pooled_http_client(reactor),
             args.api_url,
             args.api_key,

@@ -13,8 +13,8 @@ C{maxPersistentPerHost} come back it closes the extra ones, so 32 consoles
 opening at once against a pool of 16 opened and closed a connection for
 half of them, over and over (profiled: docs/performance.md, "Opening
 consoles"). So the proxy's client also caps the requests in flight at the
-pool's size (L{API_CONNECTIONS}); the rest wait, inside their deadline, for
-a connection that is already open.
+pool's size (L{txvnc.httppool.API_CONNECTIONS}); the rest wait, inside
+their deadline, for a connection that is already open.
 """
 
 from __future__ import annotations
@@ -26,27 +26,15 @@ from typing import Any
 from urllib.parse import quote
 
 import treq
-from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, DeferredSemaphore
 from twisted.internet.error import ConnectError, DNSLookupError
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.client import (
-    Agent,
-    BrowserLikePolicyForHTTPS,
-    HTTPConnectionPool,
     ResponseFailed,
-    _HTTP11ClientFactory,
 )
-from twisted.web.http_headers import Headers
-
-from txvnc.core.pem import load_ca
 
 DEFAULT_TIMEOUT = 5.0
 
-#: Connections a proxy keeps open to the token API, and requests it has in
-#: flight at once: a token check takes well under a millisecond at the API,
-#: so 16 connections answer thousands of consoles a second.
-API_CONNECTIONS = 16
 
 
 class ConsoleAuthUnavailable(Exception):
@@ -129,78 +117,6 @@ def _optional(body: dict[str, Any], name: str, kind: type) -> Any:
     return value
 
 
-class _QuietClientFactory(_HTTP11ClientFactory):
-    """
-    Twisted's factory for one pooled connection, without its "Starting
-    factory _HTTP11ClientFactory(...)" and "Stopping factory" lines: two
-    lines in the operator's log for every connection to the token API say
-    nothing an operator can act on. (The one private name of Twisted used
-    outside L{txvnc.proxy.fastpath}; tests/proxy/test_upstream_internals.py
-    checks it.)
-    """
-
-    noisy = False
-
-
-class QuietConnectionPool(HTTPConnectionPool):
-    """A persistent connection pool whose connections are not logged."""
-
-    _factory = _QuietClientFactory
-
-
-class PooledHTTPClient(HTTPClient):
-    """
-    treq's client, with a short way through for what a proxy asks most (a
-    token check, a revocation poll: no body, no redirects, an ASCII URL):
-    straight to the pooled L{Agent}, past treq's URL parsing (hyperlink,
-    IDNA), cookie jar and content decoder, which were about half of the
-    client's time per token check. Everything else is treq's.
-    """
-
-    def __init__(self, agent: Agent) -> None:
-        super().__init__(agent)
-        self._pooled_agent = agent
-
-    def request(self, method: str, url: Any, **kwargs: Any) -> Any:
-        if (
-            kwargs.get("allow_redirects", True)
-            or not isinstance(url, str)
-            or set(kwargs) - {"headers", "allow_redirects"}
-        ):
-            return super().request(method, url, **kwargs)
-        try:
-            uri = url.encode("ascii")
-        except UnicodeEncodeError:
-            return super().request(method, url, **kwargs)
-        headers = Headers(kwargs.get("headers") or {})
-        return self._pooled_agent.request(method.encode("ascii"), uri, headers)
-
-
-def pooled_http_client(
-    reactor: Any, max_per_host: int = API_CONNECTIONS, ca_file: str | None = None
-) -> HTTPClient:
-    """
-    A treq client whose connections stay open between requests: up to
-    C{max_per_host} of them, each kept for two minutes after its last
-    request. Pair it with a L{ConsoleAuthClient} whose C{max_in_flight} is
-    the same number, or a burst opens (and closes) more.
-
-    @param ca_file: PEM CA certificate that https servers must chain to,
-        instead of the system's trusted CAs.
-    """
-    pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = max_per_host
-    pool.cachedConnectionTimeout = 120
-    # A kept connection the server closed meanwhile is retried once on a
-    # new one (idempotent requests only): Twisted's default, said here
-    # because the proxy depends on it after an idle spell.
-    pool.retryAutomatically = True
-    if ca_file is None:
-        return PooledHTTPClient(Agent(reactor, pool=pool))
-    policy = BrowserLikePolicyForHTTPS(trustRoot=load_ca(ca_file))
-    return PooledHTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
-
-
 class ConsoleAuthClient:
     """
     Calls the token API at C{base_url} with C{api_key}.
@@ -212,7 +128,7 @@ class ConsoleAuthClient:
     @param clock: where timeouts are scheduled.
     @param max_in_flight: requests sent at once; more wait (within their
         timeout) for one to finish. L{None}: no limit. The proxy sets it
-        to its pool's size (L{API_CONNECTIONS}).
+        to its pool's size (L{txvnc.httppool.API_CONNECTIONS}).
     """
 
     def __init__(
@@ -299,6 +215,14 @@ class ConsoleAuthClient:
             raise ConsoleAuthUnavailable(f"token API answered {response.code}")
         return response.code, body
 
+    async def call(self, method: str, path: str, raw: bool = False) -> tuple[int, Any]:
+        """
+        One call of the API for callers with routes of their own (the
+        recording commands, the replay page): the status and the JSON body
+        (with C{raw}, the bytes of a 200).
+        """
+        return await self._call(method, path, raw=raw)
+
     @staticmethod
     def _fail(status: int, body: Any) -> ConsoleAuthError:
         message = "unexpected answer"
@@ -338,6 +262,64 @@ class ConsoleAuthClient:
             raise self._fail(status, body)
         # Anything else is the API (or something in front of it) misbehaving.
         raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
+
+    async def revocations(self, after: int) -> tuple[int, list[dict[str, Any]]]:
+        """
+        The revocation feed after C{after}: the new cursor and the entries.
+        """
+        status, body = await self._call("GET", f"/v1/revocations?after={int(after)}")
+        if status == 200 and isinstance(body, dict):
+            try:
+                return int(body["cursor"]), list(body["revocations"])
+            except (KeyError, TypeError, ValueError):
+                pass
+        if status in (401, 403):
+            raise self._fail(status, body)
+        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
+
+    async def report_sessions(
+        self, node: str, sessions: list[dict[str, Any]], ttl: int
+    ) -> None:
+        """
+        Tell the API which consoles this proxy (C{node}) has open.
+        """
+        path = "/v1/proxies/" + quote(node, safe="") + "/sessions"
+        status, body = await self._call("PUT", path, {"ttl": ttl, "sessions": sessions})
+        if status != 204:
+            raise self._fail(status, body)
+
+    async def update_sessions(
+        self,
+        node: str,
+        added: list[dict[str, Any]],
+        removed: list[str],
+        digest: str,
+        ttl: int,
+    ) -> bool:
+        """
+        Tell the API which consoles this proxy (C{node}) opened and closed
+        since its last report, and the digest of all it has open now;
+        L{False} when the API's copy does not add up and wants the whole
+        list (L{report_sessions}).
+
+        @raise ConsoleAuthError: 404 or 405 from an API that predates
+            change reports, among others.
+        """
+        path = "/v1/proxies/" + quote(node, safe="") + "/sessions"
+        body = {"ttl": ttl, "added": added, "removed": removed, "digest": digest}
+        status, answer = await self._call("PATCH", path, body)
+        if status == 204:
+            return True
+        if status == 409:
+            return False
+        raise self._fail(status, answer)
+
+class OperatorClient(ConsoleAuthClient):
+    """
+    The calls an operator makes (the C{txvnc} command, admin role): minting,
+    revoking, listing tokens and consoles (recordings: L{txvnc.clirecord}).
+    A proxy needs none of them and uses L{ConsoleAuthClient}.
+    """
 
     async def create_token(
         self,
@@ -420,123 +402,6 @@ class ConsoleAuthClient:
         status, body = await self._call("DELETE", path)
         if status != 204:
             raise self._fail(status, body)
-
-    async def revocations(self, after: int) -> tuple[int, list[dict[str, Any]]]:
-        """
-        The revocation feed after C{after}: the new cursor and the entries.
-        """
-        status, body = await self._call("GET", f"/v1/revocations?after={int(after)}")
-        if status == 200 and isinstance(body, dict):
-            try:
-                return int(body["cursor"]), list(body["revocations"])
-            except (KeyError, TypeError, ValueError):
-                pass
-        if status in (401, 403):
-            raise self._fail(status, body)
-        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
-
-    async def report_sessions(
-        self, node: str, sessions: list[dict[str, Any]], ttl: int
-    ) -> None:
-        """
-        Tell the API which consoles this proxy (C{node}) has open.
-        """
-        path = "/v1/proxies/" + quote(node, safe="") + "/sessions"
-        status, body = await self._call("PUT", path, {"ttl": ttl, "sessions": sessions})
-        if status != 204:
-            raise self._fail(status, body)
-
-    # Recordings (docs/recording.md)
-
-    async def replay_recording_id(self, replay_token: str) -> str | None:
-        """
-        The recording a replay token opens, or L{None} when it is invalid
-        or expired (the proxy's replay page asks this; proxy role).
-        """
-        path = "/v1/replays/" + quote(replay_token, safe="")
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict) and "recording_id" in body:
-            return str(body["recording_id"])
-        if status in (404, 410):
-            return None
-        if status in (401, 403):
-            raise self._fail(status, body)
-        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
-
-    async def list_recordings(
-        self,
-        instance_uuid: str | None = None,
-        since: str | None = None,
-        until: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """The recordings' metadata, filtered (admin)."""
-        query = {"instance_uuid": instance_uuid, "since": since, "until": until}
-        given = "&".join(
-            f"{k}={quote(v, safe='')}" for k, v in query.items() if v is not None
-        )
-        path = "/v1/recordings" + ("?" + given if given else "")
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict):
-            return list(body.get("recordings", []))
-        raise self._fail(status, body)
-
-    async def recording(self, recording_id: str) -> dict[str, Any]:
-        """One recording's metadata (admin)."""
-        path = "/v1/recordings/" + quote(recording_id, safe="")
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict):
-            return body
-        raise self._fail(status, body)
-
-    async def download_recording(self, recording_id: str) -> bytes:
-        """A recording's file, as stored (admin)."""
-        path = "/v1/recordings/" + quote(recording_id, safe="") + "/file"
-        status, body = await self._call("GET", path, raw=True)
-        if status == 200 and isinstance(body, bytes):
-            return body
-        raise self._fail(status, body)
-
-    async def delete_recording(self, recording_id: str) -> None:
-        path = "/v1/recordings/" + quote(recording_id, safe="")
-        status, body = await self._call("DELETE", path)
-        if status != 204:
-            raise self._fail(status, body)
-
-    async def replay_recording(self, recording_id: str) -> dict[str, Any]:
-        """A short-lived replay URL for a recording (admin)."""
-        path = "/v1/recordings/" + quote(recording_id, safe="") + "/replay"
-        status, body = await self._call("POST", path)
-        if status == 201 and isinstance(body, dict):
-            return body
-        raise self._fail(status, body)
-
-
-    async def update_sessions(
-        self,
-        node: str,
-        added: list[dict[str, Any]],
-        removed: list[str],
-        digest: str,
-        ttl: int,
-    ) -> bool:
-        """
-        Tell the API which consoles this proxy (C{node}) opened and closed
-        since its last report, and the digest of all it has open now;
-        L{False} when the API's copy does not add up and wants the whole
-        list (L{report_sessions}).
-
-        @raise ConsoleAuthError: 404 or 405 from an API that predates
-            change reports, among others.
-        """
-        path = "/v1/proxies/" + quote(node, safe="") + "/sessions"
-        body = {"ttl": ttl, "added": added, "removed": removed, "digest": digest}
-        status, answer = await self._call("PATCH", path, body)
-        if status == 204:
-            return True
-        if status == 409:
-            return False
-        raise self._fail(status, answer)
-
 
 def _instance_query(instance_uuid: str | None) -> str:
     if not instance_uuid:

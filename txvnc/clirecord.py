@@ -14,8 +14,9 @@ import argparse
 import os
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+from urllib.parse import quote
 
-from txvnc.client import ConsoleAuthClient
+from txvnc.client import ConsoleAuthClient, ConsoleAuthError
 
 #: What C{recording list} shows of each recording (C{-f json}: every field).
 LIST_COLUMNS = [
@@ -72,8 +73,11 @@ def record_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def add_parser(top: Any, output: argparse.ArgumentParser) -> None:
-    """Add C{txvnc recording ...} to the command's parser."""
+def add_to(
+    top: Any, output: argparse.ArgumentParser, create: argparse.ArgumentParser
+) -> None:
+    """Add C{txvnc recording ...} and C{console create}'s recording flags."""
+    add_record_flags(create)
     recording = top.add_parser("recording", help="console recordings")
     sub = recording.add_subparsers(dest="action", required=True)
     listing = sub.add_parser("list", help="list recordings", parents=[output])
@@ -97,17 +101,37 @@ def add_parser(top: Any, output: argparse.ArgumentParser) -> None:
     delete.add_argument("recording_id")
 
 
+async def _ask(
+    client: ConsoleAuthClient, method: str, path: str, ok: int = 200, raw: bool = False
+) -> Any:
+    """The API's answer to an admin call, or its refusal raised."""
+    status, body = await client.call(method, path, raw)
+    if status != ok:
+        message = "unexpected answer"
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            message = body["error"]
+        raise ConsoleAuthError(status, message)
+    return body
+
+
 async def command(
     client: ConsoleAuthClient, args: argparse.Namespace, err: TextIO
 ) -> Shown:
     """Run C{txvnc recording ACTION}; what to show."""
     if args.action == "list":
-        found = await client.list_recordings(args.instance_uuid, args.since, args.until)
-        return Shown(LIST_COLUMNS, found)
+        query = {"instance_uuid": args.instance_uuid, "since": args.since}
+        query["until"] = args.until
+        given = "&".join(
+            f"{k}={quote(v, safe='')}" for k, v in query.items() if v is not None
+        )
+        path = "/v1/recordings" + ("?" + given if given else "")
+        found = await _ask(client, "GET", path)
+        return Shown(LIST_COLUMNS, list(found["recordings"]))
+    one = "/v1/recordings/" + quote(args.recording_id, safe="")
     if args.action == "show":
-        return Shown(SHOW_COLUMNS, [await client.recording(args.recording_id)], True)
+        return Shown(SHOW_COLUMNS, [await _ask(client, "GET", one)], True)
     if args.action == "download":
-        data = await client.download_recording(args.recording_id)
+        data = await _ask(client, "GET", one + "/file", raw=True)
         path = args.output or f"{args.recording_id}.txrec"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -120,11 +144,11 @@ async def command(
             f"Recording {args.recording_id} saved to {path} ({len(data)} bytes).",
         )
     if args.action == "replay":
-        answer = await client.replay_recording(args.recording_id)
+        answer = await _ask(client, "POST", one + "/replay", ok=201)
         return Shown(
             [("replay_url", "Url"), ("expires_at", "Expires")], [answer], True
         )
-    await client.delete_recording(args.recording_id)
+    await _ask(client, "DELETE", one, ok=204)
     return Shown(
         [("id", "Id"), ("deleted", "Deleted")],
         [{"id": args.recording_id, "deleted": True}],

@@ -177,7 +177,7 @@ async def test_token_api_over_tls(tmp_path, pki):
     """With the API on an ssl: listener, the proxy checks tokens over https trusting --consoleauth-ca."""
     from tests.ops.test_shutdown import browse
     from tests.support.fakevnc import FakeVNCServer
-    from txvnc.client import pooled_http_client
+    from txvnc.httppool import pooled_http_client
 
     vnc = FakeVNCServer()
     server = await start_twistd_async(

@@ -19,11 +19,12 @@ from twisted.web.server import Site
 
 from tests.support.browser import Browser, connect_browser
 from tests.support.mint import mint
-from txvnc.client import ConsoleAuthClient, pooled_http_client
+from txvnc.client import ConsoleAuthClient
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
 from txvnc.core.targets import TargetPolicy
+from txvnc.httppool import pooled_http_client
 from txvnc.proxy.guard import AuthFailureGuard
 from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.site import console_site, find_novnc

@@ -8,9 +8,12 @@ through the proxy's real site.
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest_twisted
 from twisted.internet.protocol import Protocol
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from txvnc.proxy.capacity import (
     RESERVE,
@@ -21,6 +24,7 @@ from txvnc.proxy.capacity import (
 )
 from txvnc.proxy.limits import ConnectionCounter, Limits
 
+from .harness import LogCapture
 from .memory import MemoryProxy, RawUpgrade
 
 
@@ -109,3 +113,44 @@ async def test_over_the_descriptor_budget_a_connection_gets_503_in_memory():
     proxy._connect(page)
     assert page.status == (503, "Service Unavailable")
     assert proxy.factory.counter.total == 1
+
+
+class HeldAPI(Resource):
+    """A token API that answers nothing until the test says what."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list = []
+
+    def render(self, request):
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_gone_during_its_token_check_leaves_nothing_behind():
+    """A browser that leaves while its token is checked is not opened when the check comes back valid: no VNC connection, no console counted, no descriptor held (Autobahn opens the WebSocket even after the connection is lost)."""
+    api = HeldAPI()
+    proxy = MemoryProxy(api=api)
+    with LogCapture() as log:
+        upgrade = RawUpgrade("/websockify?token=some-token", {"Origin": "http://proxy.test"})
+        pump = proxy._connect(upgrade, "192.0.2.9")
+        assert len(api.requests) == 1 and upgrade.answer == b""
+        pump.client.transport.loseConnection()
+        proxy.flush()
+        (request,) = api.requests
+        request.setHeader(b"content-type", b"application/json")
+        request.write(json.dumps({
+            "host": "10.0.0.5", "port": 5900, "instance_uuid": "inst-1",
+            "console_type": "novnc", "expires_at": "2030-01-01T00:00:00Z",
+        }).encode())  # fmt: skip
+        request.finish()
+        proxy.flush()
+    assert proxy.vnc.servers == []
+    assert not proxy.factory.consoles
+    assert proxy.factory.counter.total == 0
+    assert proxy.factory.budget.open == 0
+    assert proxy.factory.budget.pending("192.0.2.9") == 0
+    assert not [line for line in log.lines() if "unexpected error" in line]

@@ -5,6 +5,7 @@ proxy's timers where the limit is a timer, and real time once).
 """
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 import pytest_twisted
@@ -22,6 +23,7 @@ from txvnc.proxy.limits import (
     Limits,
     SessionTimers,
     is_user_input,
+    session_cap,
 )
 
 from .harness import Stack
@@ -337,6 +339,49 @@ async def test_session_cap_closes_a_busy_console(vnc):
         assert reason == closecodes.REASONS[closecodes.MAX_SESSION]
 
     await with_stack(stack, body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_session_ends_when_its_token_expires(vnc):
+    """
+    --end-at-token-expiry yes (nova's enforce_session_timeout): a console
+    closes with 4003 when the token that opened it expires, warned a
+    minute before; a --max-session that comes sooner still wins.
+    """
+    clock = Clock()
+    # The harness's token API dates its tokens by the real clock.
+    clock.advance(reactor.seconds())
+    stack = make_stack(clock, end_at_token_expiry=True, max_session=3600)
+
+    async def body():
+        token = await stack.mint(vnc.address.port, ttl=600)
+        browser, _ = await open_console(stack, vnc, token)
+        notice = browser.next_notice()
+        clock.advance(540)
+        assert await notice == {"type": "session-warning", "seconds": 60}
+        clock.advance(60)
+        _, code, _ = await browser.closed
+        assert code == closecodes.MAX_SESSION
+        long_lived = await stack.mint(vnc.address.port, ttl=7200)
+        browser, _ = await open_console(stack, vnc, long_lived)
+        clock.advance(3599)
+        assert not browser.closed.called
+        clock.advance(1)
+        _, code, _ = await browser.closed
+        assert code == closecodes.MAX_SESSION
+
+    await with_stack(stack, body)
+
+
+def test_session_cap():
+    expires = "2026-01-01T00:10:00Z"
+    now = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+    assert session_cap(Limits(max_session=60), expires, now) == 60
+    assert session_cap(Limits(end_at_token_expiry=True), expires, now) == 600
+    capped = Limits(end_at_token_expiry=True, max_session=60)
+    assert session_cap(capped, expires, now) == 60
+    assert session_cap(Limits(end_at_token_expiry=True), expires, now + 900) == 0.001
+    assert session_cap(Limits(end_at_token_expiry=True), "", now) == 0
 
 
 @pytest_twisted.ensureDeferred

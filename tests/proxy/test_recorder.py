@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from txvnc.core.recfile import CLIPBOARD, END, GAP, INPUT, SERVER, read_file
 from txvnc.core.tokens import token_hash
 from txvnc.proxy import closecodes
-from txvnc.proxy.recorder import Recordings, input_kind
+from txvnc.proxy.recorder import DEFAULT_STALL, Recordings, input_kind
 
 from .memory import MemoryProxy
 
@@ -158,12 +158,12 @@ async def _overflowing_console(tmp_path: Path, on_failure: str) -> tuple[Any, An
 
 @pytest_twisted.ensureDeferred
 async def test_a_recording_that_cannot_keep_up_closes_its_console(tmp_path: Path) -> None:
-    """Past the memory bound, --record-on-failure close ends the console with 4007 and its reason; the file says why it stops."""
+    """Past twice the memory bound, --record-on-failure close ends the console with 4007 and its reason; the file says why it stops."""
     proxy, browser, _, recordings = await _overflowing_console(tmp_path, "close")
     assert browser.closed.called
     _, code, reason = browser.closed.result
     assert (code, reason) == (4007, closecodes.REASONS[closecodes.RECORDING_FAILED])
-    assert proxy.audit.events[-1][1]["why"].startswith("recording failed: over 1000 bytes")
+    assert proxy.audit.events[-1][1]["why"].startswith("recording failed: over 2000 bytes")
     recordings.stop()
     recording, _ = the_recording(tmp_path)
     (gap,) = [d for k, _, d in recording.records if k == GAP]
@@ -203,3 +203,46 @@ async def test_a_recording_that_cannot_be_written_closes_its_console(tmp_path: P
     assert browser.closed.called
     assert browser.closed.result[1] == 4007
     assert "No such file or directory" in proxy.audit.events[-1][1]["why"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_recording_behind_pauses_the_vnc_reads_until_it_catches_up(tmp_path: Path) -> None:
+    """Past the bound (not twice it), the VNC side's reads pause; once the writer has written the backlog they resume, and the recording holds every byte."""
+    proxy, recordings, clock = recorded_proxy(tmp_path, max_pending=1000)
+    token = await proxy.mint(record=True)
+    browser = proxy.browser(f"token={token}")
+    (console,) = proxy.factory.consoles
+    (vnc,) = proxy.vnc.servers
+    # iosim's transports ignore pauses: note them instead.
+    vnc_side = console.relay.vnc_transport
+    calls: list[str] = []
+    vnc_side.pauseProducing = lambda: calls.append("pause")
+    vnc_side.resumeProducing = lambda: calls.append("resume")
+    vnc.transport.write(b"y" * 1500)
+    proxy.flush()
+    assert calls == ["pause"] and not browser.closed.called
+    recordings.writer.stop()  # writes everything queued
+    clock.run_thread_calls()
+    assert calls == ["pause", "resume"]
+    browser.sendClose(1000)
+    proxy.flush()
+    recordings.stop()
+    recording, _ = the_recording(tmp_path)
+    assert recording.server_bytes() == 1500 and recording.complete
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_recording_stuck_behind_fails_after_the_stall_time(tmp_path: Path) -> None:
+    """Paused for the stall time without the writer catching up (a stuck disk), the recording fails: 4007 under close."""
+    proxy, recordings, clock = recorded_proxy(tmp_path, max_pending=1000)
+    token = await proxy.mint(record=True)
+    browser = proxy.browser(f"token={token}")
+    (vnc,) = proxy.vnc.servers
+    vnc.transport.write(b"y" * 1500)
+    proxy.flush()
+    # The writer's word that it caught up is never delivered here.
+    clock.advance(DEFAULT_STALL)
+    proxy.flush()
+    assert browser.closed.called and browser.closed.result[1] == 4007
+    assert "not written in 10s" in proxy.audit.events[-1][1]["why"]
+    recordings.stop()

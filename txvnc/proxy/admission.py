@@ -9,9 +9,10 @@ that could not be read (the check's body); the brute-force guard
 console slot (the handshake's L{Seat}); the token's presence; the token
 API, which I{uses} the token for a handshake and only I{checks} it for the
 page, so asking never spends a single-use token; the proxy's own target
-policy (a unix target resolved to its real path); a slot for the token. A missing or
-unknown token counts against the client in the guard on both paths, so the
-check is no faster a way to guess tokens than opening consoles.
+policy (a unix target resolved to its real path); a slot for the token. A
+missing or unknown token counts against the client in the guard on both
+paths, so the check is no faster a way to guess tokens than opening
+consoles.
 
 The decisions themselves are the pure functions of L{txvnc.proxy.origin},
 L{txvnc.proxy.tokens} and L{txvnc.proxy.guard}; this module only runs them

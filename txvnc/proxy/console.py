@@ -25,7 +25,14 @@ from txvnc.core.audit import AuditLog
 from txvnc.proxy import closecodes
 from txvnc.proxy.admission import Admission, ConsoleRequest, Verdict
 from txvnc.proxy.events import ConsoleEvents
-from txvnc.proxy.limits import ConnectionCounter, Limits, Refusal, Seat, SessionTimers
+from txvnc.proxy.limits import (
+    ConnectionCounter,
+    Limits,
+    Refusal,
+    Seat,
+    SessionTimers,
+    session_cap,
+)
 from txvnc.proxy.relay import BrowserSide, Relay, Tap
 from txvnc.proxy.security import RFBConfig
 from txvnc.proxy.vnc import VNCConnector
@@ -170,11 +177,12 @@ class Console:
             self.revoke("token")
             return
         limits = host.limits
-        if limits.idle_timeout > 0 or limits.max_session > 0:
+        cap = session_cap(limits, info.expires_at, self.opened_at)
+        if limits.idle_timeout > 0 or cap > 0:
             self._timers = SessionTimers(
                 host.clock,
                 limits.idle_timeout,
-                limits.max_session,
+                cap,
                 self._warn,
                 self._expire,
             )
@@ -234,6 +242,8 @@ class Console:
         limits = self._host.limits
         if code == closecodes.IDLE_TIMEOUT:
             self.close_why = f"no input for {limits.idle_timeout:g}s (--idle-timeout)"
+        elif self._timers and self._timers.max_session != limits.max_session:
+            self.close_why = "its token expired (--end-at-token-expiry)"
         else:
             self.close_why = f"open for {limits.max_session:g}s (--max-session)"
         self.close_console(code, closecodes.REASONS[code])

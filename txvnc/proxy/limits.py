@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
@@ -43,6 +44,8 @@ class Limits:
         loads, token checks, handshakes in progress) per client address.
     @ivar descriptors: file descriptors the proxy's connections may hold
         (L{txvnc.proxy.capacity}); past them a new connection gets 503.
+    @ivar end_at_token_expiry: a console also ends when the token that
+        opened it expires (nova's C{[consoleauth] enforce_session_timeout}).
     """
 
     handshake_timeout: float = 30.0
@@ -57,6 +60,24 @@ class Limits:
     max_message_size: int = 4 * 1024 * 1024
     max_pending_per_address: int = 0
     descriptors: int = 0
+    end_at_token_expiry: bool = False
+
+
+def session_cap(limits: Limits, expires_at: str, now: float) -> float:
+    """
+    Seconds a console opened at C{now} may stay open (0: no cap): the
+    C{max_session}, or less with C{end_at_token_expiry} when its token
+    (C{expires_at}, the API's ISO 8601 UTC time) expires sooner.
+    """
+    cap = limits.max_session
+    if not limits.end_at_token_expiry:
+        return cap
+    try:
+        expiry = datetime.strptime(expires_at, "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return cap
+    left = max(expiry.replace(tzinfo=UTC).timestamp() - now, 0.001)
+    return left if cap <= 0 else min(cap, left)
 
 
 def is_user_input(message: bytes) -> bool:

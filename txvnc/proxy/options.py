@@ -55,6 +55,16 @@ LIMIT_PARAMETERS: list[list[Any]] = [
         float,
     ],
     [
+        "end-at-token-expiry",
+        None,
+        "no",
+        (
+            "yes: also close a console when the token that opened it expires "
+            "(close code 4003), as nova's [consoleauth] "
+            "enforce_session_timeout does."
+        ),
+    ],
+    [
         "keepalive-interval",
         None,
         _DEFAULT.keepalive_interval,
@@ -133,6 +143,8 @@ def check_limits(config: Mapping[str, Any]) -> None:
     for name in _POSITIVE:
         if config[name] <= 0:
             raise usage.UsageError(f"--{name} must be positive")
+    if config.get("end-at-token-expiry", "no") not in ("yes", "no"):
+        raise usage.UsageError("--end-at-token-expiry must be yes or no")
 
 
 def limits_from(config: Mapping[str, Any]) -> Limits:
@@ -158,4 +170,5 @@ def limits_from(config: Mapping[str, Any]) -> Limits:
             "max-pending-per-address", DEFAULT_PENDING_PER_ADDRESS
         ),
         descriptors=descriptor_capacity(open_files),
+        end_at_token_expiry=config.get("end-at-token-expiry", "no") == "yes",
     )

@@ -6,8 +6,11 @@ thread per proxy process that compresses and writes every recording
 
 Disk writes block, so none happens on the reactor thread: a recorded read
 costs the relay a clock read and a queue put. What the writer has not yet
-written is bounded per console (C{max_pending}); past the bound, or when a
-write fails (a full or broken disk), the recording stops and
+written is bounded per console (C{max_pending}): past the bound the
+console's VNC reads pause until the writer is down to half of it (a
+console faster than the disk goes at the disk's pace; memory stays
+bounded). Past twice the bound, paused for C{stall} seconds (a stuck disk),
+or when a write fails (a full or broken disk), the recording stops and
 C{--record-on-failure} decides: C{close} ends the console with close code
 4007 (the page says why), C{continue} lets it go on unrecorded. The file
 keeps what was written, ending with a L{GAP} record saying why.
@@ -45,8 +48,12 @@ from txvnc.core.recfile import (
 from txvnc.core.recordings import RecordingDirectory
 from txvnc.proxy import closecodes
 
-#: What one console's recording may hold in memory, not yet written.
+#: What one console's recording may hold in memory, not yet written, before
+#: the console's VNC reads pause until the writer has caught up (to half
+#: of it); twice this, or paused for L{DEFAULT_STALL} seconds, and the
+#: recording has failed.
 DEFAULT_MAX_PENDING = 16 * 1024 * 1024
+DEFAULT_STALL = 10.0
 ON_FAILURE = ("close", "continue")
 
 #: Control items on the writer's queue (beside record kinds).
@@ -173,6 +180,7 @@ class ConsoleRecorder:
         path: str,
         on_failure: str = "close",
         max_pending: int = DEFAULT_MAX_PENDING,
+        stall: float = DEFAULT_STALL,
     ) -> None:
         self._writer = writer
         self._clock = clock
@@ -181,7 +189,15 @@ class ConsoleRecorder:
         self.path = path
         self._on_failure = on_failure
         self._max_pending = max_pending
+        self._stall = stall
         self._start = header.started_at
+        #: The VNC side's transport, paused while the writer catches up.
+        self._producer: Any = None
+        self._paused = False
+        self._stall_call: Any = None
+        #: Set (reactor thread) while paused: the writer thread then says
+        #: when the backlog is down to half the bound.
+        self._want_drain = False
         self._keys = header.input
         self._clipboard = header.clipboard
         #: Data bytes queued (reactor thread) and written (writer thread):
@@ -203,17 +219,54 @@ class ConsoleRecorder:
 
     # The relay's tap (reactor thread)
 
+    def reading(self, producer: Any) -> None:
+        """The transport whose reads pause while the writer catches up."""
+        self._producer = producer
+
     def to_browser(self, data: bytes) -> None:
         """Bytes the browser was just sent."""
         if self.off:
             return
         self.queued += len(data)
-        if self.queued - self.flushed > self._max_pending:
-            self._stop_recording(
-                f"over {self._max_pending} bytes not yet written (the disk is too slow)"
-            )
-            return
+        pending = self.queued - self.flushed
+        if pending > self._max_pending:
+            if pending > 2 * self._max_pending:
+                self._stop_recording(
+                    f"over {2 * self._max_pending} bytes not yet written "
+                    "(the disk is too slow)"
+                )
+                return
+            if not self._paused:
+                self._pause()
         self._writer.submit((self, SERVER, self._ms(), data))
+
+    def _pause(self) -> None:
+        """Stop the VNC side's reads until the writer has caught up."""
+        self._paused = True
+        self._want_drain = True
+        if self._producer is not None:
+            self._producer.pauseProducing()
+        self._stall_call = self._clock.callLater(self._stall, self._stalled)
+
+    def _drained(self) -> None:
+        """The writer caught up (reactor thread): reads go on."""
+        if not self._paused:
+            return
+        self._paused = False
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()
+        self._stall_call = None
+        if self._producer is not None:
+            self._producer.resumeProducing()
+
+    def _stalled(self) -> None:
+        self._stall_call = None
+        if not self._paused or self.off:
+            return
+        pending = self.queued - self.flushed
+        self._stop_recording(
+            f"{pending} bytes not written in {self._stall:g}s (the disk is too slow)"
+        )
 
     def from_browser(self, payloads: Sequence[bytes]) -> None:
         """Messages the browser sent; only input the token asks for is kept."""
@@ -227,6 +280,8 @@ class ConsoleRecorder:
 
     def close(self, why: str | None) -> None:
         """The console ended: write the END record and finish the file."""
+        if self._stall_call is not None and self._stall_call.active():
+            self._stall_call.cancel()
         if self.off:
             return
         self.off = True
@@ -248,6 +303,7 @@ class ConsoleRecorder:
         C{--record-on-failure}.
         """
         self.off = True
+        self._drained()  # reads paused for the recording go on
         if self._reported:
             return
         self._reported = True
@@ -306,6 +362,10 @@ class ConsoleRecorder:
                     out += self._encoder.finish()
                 _write_all(self._fd, out)
             self.flushed += size
+            behind = self.queued - self.flushed
+            if self._want_drain and behind <= self._max_pending // 2:
+                self._want_drain = False
+                self._writer.call_in_reactor(self._drained)
             if close:
                 self._close_file()
         except OSError as e:

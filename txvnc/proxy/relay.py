@@ -71,6 +71,8 @@ class Tap(Protocol):
     must not block.
     """
 
+    def reading(self, producer: Any) -> None: ...
+
     def to_browser(self, data: bytes) -> None: ...
 
     def from_browser(self, payloads: list[bytes]) -> None: ...
@@ -153,6 +155,9 @@ class Relay:
         browser_transport = self._browser.transport
         tune(vnc_transport)
         tune(browser_transport)
+        if self._tap is not None:
+            # A recording that falls behind pauses the VNC side's reads.
+            self._tap.reading(vnc_transport)
         self._browser.relay_binary_frames(self.from_browser, self._max_message_size)
         # Backpressure both ways: a full browser socket pauses VNC reads,
         # a full VNC socket pauses browser reads.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
@@ -102,7 +103,7 @@ class ReplayResource(Resource):
         if not token or len(token) > 512:
             return _error(400, "a replay token is required")
         try:
-            recording_id = await self._auth.replay_recording_id(token)
+            recording_id = await self._recording_of(token)
         except (ConsoleAuthUnavailable, ConsoleAuthError) as e:
             self._log.error("cannot check a replay token: {why}", why=str(e))
             return _error(503, "The recording service cannot check the link right now")
@@ -124,6 +125,22 @@ class ReplayResource(Resource):
             )
             return _error(422, f"this recording cannot be replayed: {e}")
         return 200, "application/octet-stream", body
+
+
+    async def _recording_of(self, token: str) -> str | None:
+        """
+        The recording a replay token opens, or L{None} when it is invalid
+        or expired: the token API says (C{GET /v1/replays/{token}}).
+        """
+        path = "/v1/replays/" + quote(token, safe="")
+        status, body = await self._auth.call("GET", path)
+        if status == 200 and isinstance(body, dict) and "recording_id" in body:
+            return str(body["recording_id"])
+        if status == 404:
+            return None
+        if status in (401, 403):
+            raise ConsoleAuthError(status, "the proxy's key was refused")
+        raise ConsoleAuthUnavailable(f"token API sent an unexpected answer ({status})")
 
 
 def _error(status: int, message: str) -> tuple[int, str, bytes]:

@@ -57,6 +57,7 @@ class ConsoleProxyProtocol(FastWebSocketProtocol):
     #: This connection's place in the descriptor budget, handed over by the
     #: HTTP channel it came from (L{txvnc.proxy.site}).
     slot: Slot | None = None
+    _lost = False
 
     def connectionMade(self) -> None:
         self.slot = self.factory.take_handover()
@@ -64,6 +65,7 @@ class ConsoleProxyProtocol(FastWebSocketProtocol):
         self.console = Console(self.factory, self)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
         try:
             super().connectionLost(reason)
         finally:
@@ -105,6 +107,12 @@ class ConsoleProxyProtocol(FastWebSocketProtocol):
         return "binary" if "binary" in request.protocols else None
 
     def onOpen(self) -> None:
+        if self._lost:
+            # Autobahn opens the WebSocket when onConnect's Deferred fires,
+            # even if the browser left while its token was checked: there
+            # is nobody to open a console for (it would connect to the VNC
+            # server and stay registered for good).
+            return
         if self.slot is not None:
             self.slot.admitted()
         try:

@@ -15,17 +15,21 @@ comments, lists as C{a,b}), read here with L{configparser}. What is read:
     [console]     allowed_origins                   -> --allowed-origin
     [DEFAULT]     ssl_only, cert, key               -> an ssl: --listen
     [database]    connection                        -> --store nova:URL
+    [DEFAULT]     record (a file name prefix)       -> --record-dir (its
+                                                       directory), --record-all
+    [consoleauth] enforce_session_timeout           -> --end-at-token-expiry yes
 
 The values become options before the TOML file and the command line are
 read, so both win over nova.conf. An option a proxy would honour in nova
 but txvnc does not is named in L{NovaConfig.ignored}, which the assembly
-logs once at start (for instance C{[DEFAULT] record}, or C{[DEFAULT] web}:
+logs once at start (for instance C{[DEFAULT] web}:
 txvnc serves its own page at nova's access URLs).
 """
 
 from __future__ import annotations
 
 import configparser
+import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,7 +43,6 @@ _DEFAULT_CERT = "self.pem"
 
 #: Options a nova-novncproxy honours that txvnc does not, with why.
 _NOT_HONOURED = {
-    ("DEFAULT", "record"): "txvnc does not record sessions",
     ("DEFAULT", "web"): (
         "txvnc serves its own page at nova's access URLs (vnc_lite.html, "
         "vnc_auto.html); give --web to serve that tree instead"
@@ -52,10 +55,6 @@ _NOT_HONOURED = {
     ),
     ("console", "ssl_minimum_version"): (
         "txvnc's TLS listener requires TLS 1.2 at least"
-    ),
-    ("consoleauth", "enforce_session_timeout"): (
-        "txvnc does not close a console when its token expires; use "
-        "--max-session"
     ),
 }
 
@@ -162,6 +161,9 @@ def read_nova_config(path: str) -> NovaConfig:
     if origins:
         values["allowed-origin"] = origins
 
+    if _bool(get("consoleauth", "enforce_session_timeout") or "false"):
+        values["end-at-token-expiry"] = "yes"
+
     connection = get("database", "connection")
     if connection is None:
         raise usage.UsageError(
@@ -169,16 +171,39 @@ def read_nova_config(path: str) -> NovaConfig:
         )
     values["store"] = "nova:" + connection
 
+    _record(config, get("DEFAULT", "record"))
+
     for (section, name), why in _NOT_HONOURED.items():
         value = get(section, name)
         if value is None:
             continue
-        if name in ("daemon", "source_is_ipv6", "enforce_session_timeout") and (
+        if name in ("daemon", "source_is_ipv6") and (
             not _bool(value)
         ):
             continue
         config.ignored.append(f"[{section}] {name}: {why}")
     return config
+
+
+def _record(config: NovaConfig, record: str | None) -> None:
+    """
+    nova's C{[DEFAULT] record} (websockify's raw frames, to files named
+    C{RECORD.N}): every console recorded, txvnc's way (docs/recording.md),
+    into the directory of that name, when it is there to write to.
+    """
+    if record is None or record.lower() in ("false", "0", "no", "off"):
+        return
+    directory = os.path.dirname(os.path.abspath(record))
+    if record.lower() in ("true", "1", "yes", "on") or not (
+        os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK)
+    ):
+        config.ignored.append(
+            f"[DEFAULT] record: no writable directory in {record!r}; "
+            "give --record-dir to record consoles"
+        )
+        return
+    config.values["record-dir"] = directory
+    config.values["record-all"] = True
 
 
 def nova_config_path(argv: list[str]) -> str | None:

@@ -13,9 +13,10 @@ from twisted.application.service import IService
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from txvnc.client import API_CONNECTIONS, ConsoleAuthClient, pooled_http_client
+from txvnc.client import ConsoleAuthClient
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.core.audit import AuditLog
+from txvnc.httppool import API_CONNECTIONS, pooled_http_client
 from txvnc.ops.health import Readiness, http_ok, ops_children
 from txvnc.ops.metrics import PrometheusConsoleEvents, ProxyCollector
 from txvnc.ops.reload import ReloadHooks

@@ -95,6 +95,13 @@ def worker_config(settings: Settings) -> dict[str, Any]:
     failures = settings.max_auth_failures
     if failures > 0:
         told["max-auth-failures"] = -(-failures // settings.workers)
+    # The same for the cap on one address's connections without a console
+    # (--max-pending-per-address); --max-connections and the descriptor
+    # budget each worker derives from its own open-files limit, as each
+    # has its own descriptor table.
+    pending = settings.limits.max_pending_per_address
+    if pending > 0:
+        told["max-pending-per-address"] = -(-pending // settings.workers)
     return told
 
 
