@@ -263,11 +263,11 @@ def test_make_install_says_what_it_does(tmp_path: Path) -> None:
     quiet); run again, it has nothing to do but say so.
     """
     source = clean_copy(tmp_path / "clone")
-    first = run(["make", "install"], cwd=source, env=clean_env())
+    first = run(["make", "--no-print-directory", "install"], cwd=source, env=clean_env())
     lines = first.stdout.splitlines()
     assert lines and all(line.startswith("==> ") for line in lines), first.stdout
     assert lines[0].startswith("==> creating .venv")
     assert any("pip install ." in line for line in lines)
     assert lines[-1].startswith("==> installed: .venv/bin/twistd txvnc")
-    again = run(["make", "install"], cwd=source, env=clean_env())
+    again = run(["make", "--no-print-directory", "install"], cwd=source, env=clean_env())
     assert again.stdout.splitlines() == lines[-1:]

@@ -19,7 +19,7 @@ from twisted.web.server import Site
 
 from tests.support.browser import Browser, connect_browser
 from tests.support.mint import mint
-from txvnc.client import ConsoleAuthClient
+from txvnc.client import OperatorClient
 from txvnc.consoleauth.memory import MemoryTokenStore
 from txvnc.consoleauth.resource import ConsoleAuthResource
 from txvnc.consoleauth.secretbox import SecretBox
@@ -70,7 +70,8 @@ class Stack:
         self.api_port = reactor.listenTCP(0, Site(api), interface="127.0.0.1")
         self.api_url = f"http://127.0.0.1:{self.api_port.getHost().port}"
         self.http = pooled_http_client(reactor)
-        self.auth = ConsoleAuthClient(
+        # The operator client: the tests also revoke through it.
+        self.auth = OperatorClient(
             self.http, self.api_url, KEY, reactor, timeout=auth_timeout
         )
         self.factory = ConsoleProxyFactory(
