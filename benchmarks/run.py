@@ -835,7 +835,7 @@ def table(medians: dict) -> str:
     if download.get("txvnc recorded") and download.get("txvnc"):
         recorded = download["txvnc recorded"] / download["txvnc"]
         rows.append(
-            ["download recorded / unrecorded (txvnc)", "", "", "", "", "", "",
+            ["download recorded / unrecorded (txvnc)", "", "", "", "", "", "", "",
              fmt(recorded), "≥ 0.8×", "yes" if recorded >= 0.8 else "NO"]
         )  # fmt: skip
     for key, label in (("download", "download"), ("many", "many streams")):
@@ -845,6 +845,7 @@ def table(medians: dict) -> str:
                 [f"{label}: best ratio here (proxy at 0 CPU)", "", "", "", "", "", "", "",
                  fmt(best), "", ""]
             )  # fmt: skip
+    assert all(len(row) == len(head) for row in rows), "a row with a cell too few"
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = []
     for i, row in enumerate(rows):

@@ -6,13 +6,15 @@ Under a 256 open-files limit, 300 consoles once drove the process into
 C{EMFILE}: every socket, the token API's and the health checks' included,
 comes out of one table, so the API and C{/healthz} stopped answering. Each
 console holds two descriptors (its browser's socket and its VNC
-server's), and while its token is checked, one or two more (the check's
-connection, and its other end when the token API runs in the same
-process); the process needs some for itself (listeners, the token API's
-connections and the token-check pool, logs, the store): L{RESERVE}.
+server's); its token check rides on the proxy's pool of at most 16
+connections to the token API (32 descriptors when the API runs in the same
+process), which, with what the process needs for itself (listeners, logs,
+the store), is kept in L{RESERVE}.
 
 So C{--max-connections} defaults to what fits (L{default_max_connections}:
-a quarter of the rest, so that pages and 1013 refusals still find room),
+two descriptors a console, with a twentieth of the rest, and at least
+L{HEADROOM} descriptors, left so that pages and 1013 refusals still find
+room; 9,454 consoles under a limit of 20,000),
 and L{ConnectionBudget} counts the proxy's open connections against the
 descriptors there are: over it, a new connection is answered 503 and
 closed (L{txvnc.proxy.site}); it also caps the connections of one client
@@ -48,9 +50,11 @@ LOOPBACK: tuple[Network, ...] = (
     ipaddress.ip_network("127.0.0.0/8"),
     ipaddress.ip_network("::1/128"),
 )
-#: Descriptors a console takes at most: its browser, its VNC server (or
-#: its token check's two ends, while checking).
-PER_CONSOLE = 3
+#: Descriptors a console takes: its browser's socket and its VNC server's.
+PER_CONSOLE = 2
+#: Descriptors the default --max-connections leaves, at least, for
+#: connections that are not consoles (pages, checks, refusals answered).
+HEADROOM = 64
 
 
 def open_files_limit() -> int | None:
@@ -70,11 +74,15 @@ def default_max_connections(limit: int | None) -> int:
     """
     The C{--max-connections} that fits in C{limit} open files (0, no
     limit, when the process has none): L{PER_CONSOLE} descriptors a
-    console, and as many again as a quarter of them for connections that
-    are not consoles (pages, checks, refusals that must still be answered).
+    console, once a twentieth of the capacity (at least L{HEADROOM}) is
+    left for connections that are not consoles (pages, checks, refusals
+    that must still be answered).
     """
     capacity = descriptor_capacity(limit)
-    return max(capacity // (PER_CONSOLE + 1), 1) if capacity else 0
+    if not capacity:
+        return 0
+    headroom = max(capacity // 20, HEADROOM)
+    return max((capacity - headroom) // PER_CONSOLE, 1)
 
 
 def _is_in(host: str, networks: Sequence[Network]) -> bool:

@@ -84,8 +84,8 @@ LIMIT_PARAMETERS: list[list[Any]] = [
         None,
         (
             "Consoles open or opening at once; more are closed with 1013. 0: no "
-            "limit. [default: what the open-files limit holds, (RLIMIT_NOFILE - "
-            f"{RESERVE}) / 4]"
+            "limit. [default: what the open-files limit holds, two descriptors "
+            f"a console beside {RESERVE} kept and a twentieth left for pages]"
         ),
         int,
     ],
