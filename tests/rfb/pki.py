@@ -35,6 +35,10 @@ class PKI:
     #: (C{compute-1.example}), as a nova compute's often is.
     other_server_cert: Path
     other_server_key: Path
+    #: A server certificate from the same CA with no subjectAltName at all,
+    #: its common name C{127.0.0.1} (as older tools still make them).
+    bare_server_cert: Path
+    bare_server_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -87,6 +91,7 @@ def _leaf(
     usage: x509.ObjectIdentifier,
     server: bool,
     names: list[x509.GeneralName] | None = None,
+    san: bool = True,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
@@ -115,7 +120,7 @@ def _leaf(
             critical=True,
         )
     )
-    if server:
+    if server and san:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
                 names
@@ -146,6 +151,9 @@ def make_pki(directory: Path) -> PKI:
         True,
         [x509.DNSName("compute-1.example")],
     )
+    bare_server, bare_server_key = _leaf(
+        ca, ca_key, "127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, True, san=False
+    )
     qemu_dir = directory / "qemu-tls"
     qemu_dir.mkdir()
     files = {
@@ -157,6 +165,8 @@ def make_pki(directory: Path) -> PKI:
         "other-ca.pem": other_ca.public_bytes(pem),
         "other-server.pem": other_server.public_bytes(pem),
         "other-server-key.pem": _key_pem(other_server_key),
+        "bare-server.pem": bare_server.public_bytes(pem),
+        "bare-server-key.pem": _key_pem(bare_server_key),
         "qemu-tls/ca-cert.pem": ca.public_bytes(pem),
         "qemu-tls/server-cert.pem": server.public_bytes(pem),
         "qemu-tls/server-key.pem": _key_pem(server_key),
@@ -174,4 +184,6 @@ def make_pki(directory: Path) -> PKI:
         other_ca_cert=directory / "other-ca.pem",
         other_server_cert=directory / "other-server.pem",
         other_server_key=directory / "other-server-key.pem",
+        bare_server_cert=directory / "bare-server.pem",
+        bare_server_key=directory / "bare-server-key.pem",
     )

@@ -208,6 +208,35 @@ async def test_tigervnc_certificate_naming_another_host(
             await console_works(browser)
 
 
+@pytest.mark.timeout(20)
+@pytest_twisted.ensureDeferred
+async def test_tigervnc_certificate_without_subject_alt_name(
+    tmp_path: Path, make_stack, pki: PKI, proxy_log
+) -> None:
+    """
+    A server certificate of the right CA with no subjectAltName (its common
+    name the very address) cannot pass the host check: the console closes
+    at once with 4005 and a reason naming what is missing, and the proxy
+    logs it. (Twisted's own check logged "while verifying certificate" and
+    let the TLS handshake through: the console went on unchecked.)
+    """
+    with tigervnc(
+        tmp_path,
+        "-SecurityTypes", "X509None",
+        "-X509Cert", str(pki.bare_server_cert),
+        "-X509Key", str(pki.bare_server_key),
+    ) as server:  # fmt: skip
+        stack = tls_stack(make_stack, pki)
+        browser = await connect(stack, server.port, security="vencrypt")
+        reason = await refused(browser)
+        assert reason == (
+            "TLS with the VNC server failed: its certificate names no host "
+            "(no subjectAltName) to check against 127.0.0.1"
+        ), reason
+        assert browser.buffer == b"", "the browser got RFB bytes from a refused console"
+        assert any(reason in line for line in proxy_log), proxy_log
+
+
 @pytest_twisted.ensureDeferred
 async def test_tigervnc_unix_socket(tmp_path: Path, make_stack) -> None:
     """A token naming a unix socket under an allowed directory reaches that server."""

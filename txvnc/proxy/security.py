@@ -27,6 +27,7 @@ from twisted.python.filepath import FilePath
 
 from txvnc.client import ConnectInfo
 from txvnc.core.pem import load_ca
+from txvnc.proxy.hostcheck import HostCheckedTLS, HostCheckFailed
 from txvnc.rfb.browser import BrowserHandshake
 from txvnc.rfb.client_messages import ClientMessageFilter, Limits, StreamState
 from txvnc.rfb.errors import ProtocolViolation, RFBError, SecurityNegotiationFailed
@@ -73,13 +74,12 @@ class VNCTLSConfig:
         """
         TLS client options for a VNC server: its certificate must chain to
         the CA (the system's trust store without one) and, for a TCP
-        target when C{check_host} is on, name C{host}.
+        target when C{check_host} is on, name C{host} in its subjectAltName
+        (L{HostCheckedTLS}: a certificate naming no host is refused too).
         """
         trust = self._ca if self._ca is not None else ssl.platformTrust()
         if host and self.check_host:
-            return ssl.optionsForClientTLS(
-                host, trustRoot=trust, clientCertificate=self._client
-            )
+            return HostCheckedTLS(host, trust, self._client)
         # A unix socket has no host name to check (and a nova cell's proxy
         # checks none): the CA alone decides.
         kwargs: dict[str, Any] = {"verify": True, "requireCertificate": True}
@@ -354,8 +354,11 @@ class RFBLink:
 def handshake_lost_reason(reason: Failure | None) -> str:
     """
     Why a VNC connection ended before its RFB handshake did, in words: TLS
-    errors name what OpenSSL refused (e.g. "certificate verify failed").
+    errors name what OpenSSL refused (e.g. "certificate verify failed"),
+    a failed host check what the certificate lacks.
     """
+    if reason is not None and reason.check(HostCheckFailed):
+        return f"TLS with the VNC server failed: {reason.getErrorMessage()}"
     if reason is not None and reason.check(SSL.Error):
         details = [
             str(part[2] if isinstance(part, tuple) and len(part) == 3 else part)
