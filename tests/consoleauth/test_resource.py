@@ -275,3 +275,47 @@ async def test_sqlite_tokens_survive_a_restart(tmp_path):
     finally:
         await port.stopListening()
         await store.close()
+
+
+BAD_INSTANCE_NAMES = [
+    pytest.param("a%0Ab", "a\nb", id="newline"),
+    pytest.param("a%1B%5B2Jb", "a\x1b[2Jb", id="escape"),
+    pytest.param("a%E2%80%AEb", "a\u202eb", id="right-to-left-override"),
+    pytest.param("rack%2F7", "rack/7", id="slash"),
+    pytest.param("u" * 256, "u" * 256, id="256-characters"),
+]
+
+
+@pytest.mark.parametrize("quoted, name", BAD_INSTANCE_NAMES)
+@pytest_twisted.ensureDeferred
+async def test_bad_instance_names_get_the_mint_answer(api, quoted, name):
+    """
+    An instance name that could never be minted (a control character, a
+    '/', over 255 characters) gets the mint's 400 answer when it names the
+    instance to revoke (DELETE /v1/instances/U/tokens) or to list
+    (GET /v1/tokens?instance_uuid=U), and nothing is revoked.
+    """
+    response, minted = await api.call(
+        "POST", "/v1/tokens", {"host": "10.0.0.6", "port": 5901, "instance_uuid": name}
+    )
+    assert response.code == 400
+    token = (await api.mint(instance_uuid="u-1"))["token"]
+    for method, path in [
+        ("DELETE", f"/v1/instances/{quoted}/tokens"),
+        ("GET", f"/v1/tokens?instance_uuid={quoted}"),
+    ]:
+        response, answer = await api.call(method, path)
+        assert (response.code, answer) == (400, minted), path
+    assert (await api.store.revocations(0))[1] == []
+    response, _ = await api.call("GET", f"/v1/tokens/{token}")
+    assert response.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_listing_with_an_empty_instance_name_lists_all(api):
+    """GET /v1/tokens?instance_uuid= (empty) is the whole list, as before."""
+    await api.mint(instance_uuid="u-1")
+    await api.mint(instance_uuid="u-2")
+    response, answer = await api.call("GET", "/v1/tokens?instance_uuid=")
+    assert response.code == 200
+    assert len(answer["tokens"]) == 2

@@ -168,6 +168,14 @@ def _is_int(value: object) -> bool:
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
+#: The answer to an instance name L{is_instance_name} refuses, wherever it
+#: comes (a mint's body, a revocation's path, a listing's query).
+INSTANCE_NAME_RULE = (
+    "instance_uuid must be a non-empty string of at most 255 characters"
+    " without '/' or control characters"
+)
+
+
 def is_instance_name(value: object) -> bool:
     """
     Whether C{value} may name an instance: nova sends its instance's UUID
@@ -240,10 +248,7 @@ def _finish(
 ) -> TokenRequest:
     instance_uuid = body.get("instance_uuid")
     if instance_uuid is not None and not is_instance_name(instance_uuid):
-        raise InvalidRequest(
-            "instance_uuid must be a non-empty string of at most 255 characters"
-            " without '/' or control characters"
-        )
+        raise InvalidRequest(INSTANCE_NAME_RULE)
 
     console_type = body.get("console_type", "novnc")
     if console_type not in CONSOLE_TYPES:
