@@ -62,14 +62,19 @@ def test_registered_secrets_are_found_in_every_encoding(tmp_path):
         LINE.format(f"/websockify?session={token}"),
         LINE.format(f"/?path={every_byte_encoded('websockify?token=' + token)}"),
         LINE.format(f"/?path={every_byte_encoded(token, '%{:02x}')}"),
-        LINE.format("/?path=websockify%253Ftoken%253D" + every_byte_encoded(token).replace("%", "%25")),
+        LINE.format(
+            "/?path=websockify%253Ftoken%253D"
+            + every_byte_encoded(token).replace("%", "%25")
+        ),
         "Cookie: other=1; token=" + token,
         LINE.format("/login?pw=p+%22w%21%2Fd"),
         '{"log_format": "asked with ' + password.replace('"', '\\"') + '"}',
     ]
     write(tmp_path, *lines)
     found = leaks(tmp_path, [token, password], "sample.log")
-    assert [f.rsplit(":", 2)[1] for f in found] == [str(n) for n in range(1, len(lines) + 1)]
+    assert [f.rsplit(":", 2)[1] for f in found] == [
+        str(n) for n in range(1, len(lines) + 1)
+    ]
     assert all(f.endswith(": a secret") for f in found)
     assert not any(token in f or password in f for f in found)
 
