@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from urllib.parse import unquote
 
 from txvnc.consoleauth.tokens import InvalidRequest, parse_token_request
 from txvnc.core.accesslog import redact
@@ -82,18 +83,38 @@ def check(data: bytes) -> None:
         assert wanted.host == body["host"] and wanted.port == body["port"]
         assert 1 <= wanted.port <= 65535
     else:
-        # A token in a logged URI never survives redaction.
+        # A token in a logged URI never survives redaction, in whatever form
+        # the line carries it, nor can it be read back by decoding the line.
         before, after = source.text(), source.text()
         token = "".join(URLSAFE[b % len(URLSAFE)] for b in source.rest()[:64])
-        form = source.byte() % 3
-        line = [
-            f"{before}?token={token}&{after}",
-            f"{before}?path=%3Ftoken%3D{token}&{after}",
-            f"{before}/v1/tokens/{token} {after}",
-        ][form]
+        every = "".join(f"%{b:02X}" for b in token.encode())
+        form = source.byte() % len(TOKEN_FORMS)
+        line = TOKEN_FORMS[form].format(before=before, after=after, t=token, e=every)
         redacted = redact(line)
-        if len(token) >= 8 and token not in before + after:
-            assert token not in redacted, (line, redacted)
+        if len(token) >= 8 and not any(token in v for v in views(before + after)):
+            for view in views(redacted):
+                assert token not in view, (line, redacted)
+
+
+#: Where a token travels in a logged line: C{{t}} the token, C{{e}} the
+#: token with every byte percent-encoded.
+TOKEN_FORMS = [
+    "{before}?token={t}&{after}",
+    "{before}?path=%3Ftoken%3D{t}&{after}",
+    "{before}?path=websockify%253Ftoken%253D{t}&{after}",
+    "{before}?token={e}&{after}",
+    "{before}/v1/tokens/{t} {after}",
+    "{before}/v1/tokens/{t}/use {after}",
+    "{before}/v1%2Ftokens%2F{t} {after}",
+    "{before} Cookie: other=1; token={t} {after}",
+    '{before} "http://h/vnc_auto.html?token={t}" {after}',
+]
+
+
+def views(text: str) -> set[str]:
+    """C{text} as written and percent-decoded once and twice."""
+    once = unquote(text)
+    return {text, once, unquote(once)}
 
 
 def main() -> None:
