@@ -11,13 +11,15 @@
 // (POST /token-check) whether its token can still open a console, and
 // stops for good only when the proxy says it cannot.
 //
-// Around the screen: the VNC password prompt (credentials.js), the
+// Around the screen: the VNC password prompt (credentials.js), the check
+// of the VNC server's RSA key (identity.js), the
 // clipboard both ways (clipboard.js), scaling and keyboard access to the
 // screen (screen.js), the extra-keys bar (keys.js), each shown only as far
 // as the token's policy allows (policy.js).
 import RFB from "./novnc/core/rfb.js";
 import { Clipboard } from "./clipboard.js";
 import { CredentialsPrompt, covers } from "./credentials.js";
+import { IdentityPrompt, fingerprint } from "./identity.js";
 import { ExtraKeys } from "./keys.js";
 import { OPEN_POLICY, abilities, policyFrom } from "./policy.js";
 import { Scaling, keyboardReachable } from "./screen.js";
@@ -96,6 +98,8 @@ function announce(text) {
 }
 
 const NO_PASSWORD = "Disconnected: No password was given. Reload the page to try again.";
+const NOT_APPROVED = "Disconnected: The VNC server's identity was not approved. "
+    + "Reload the page to try again.";
 
 // The token comes from ?token=, or from noVNC's ?path=websockify?token=.
 function consoleToken() {
@@ -177,6 +181,7 @@ const page = {
 window.txvnc = page;
 
 const prompt = new CredentialsPrompt();
+const identity = new IdentityPrompt();
 const clipboard = new Clipboard(page, { announce, showNotice });
 const keys = new ExtraKeys(page);
 const scaling = new Scaling(page);
@@ -238,6 +243,7 @@ function connect(token) {
   let sentCredentials = false;
   let refused = null;
   let cancelled = false;
+  let declined = false;
   const socket = new WebSocket(websocketURL(token), ["binary"]);
   // Closing a socket that is still connecting fails it: a close event
   // with 1006, as for any other connection that could not be made.
@@ -318,6 +324,29 @@ function connect(token) {
       rfb.disconnect();
     });
   });
+  rfb.addEventListener("serververification", async (e) => {
+    let key = null;
+    try {
+      key = e.detail.type === "RSA" ? await fingerprint(e.detail.publickey) : null;
+    } catch (err) {
+      console.warn("cannot take the VNC server key's fingerprint", err);
+    }
+    if (key === null) {
+      declined = true;  // nothing the user could check
+      rfb.disconnect();
+      return;
+    }
+    setStatus("identity", "The machine's VNC server asks you to check its identity.");
+    identity.ask(key, (approved) => {
+      if (approved) {
+        setStatus("connecting", "Connecting…");
+        rfb.approveServer();
+      } else {
+        declined = true;
+        rfb.disconnect();
+      }
+    });
+  });
   rfb.addEventListener("securityfailure", (e) => {
     const why = e.detail.reason || `status ${e.detail.status}`;
     if (sentCredentials) {
@@ -335,10 +364,13 @@ function connect(token) {
     if (prompt.open) {
       prompt.dismiss();  // the connection ended while the page was asking
     }
+    identity.dismiss();
     if (refused !== null) {
       askAgain(token, asked, refused);
     } else if (cancelled) {
       setStatus("disconnected", NO_PASSWORD);
+    } else if (declined) {
+      setStatus("disconnected", NOT_APPROVED);
     } else {
       // noVNC may report the disconnect before the socket's close event.
       setTimeout(() => ended(token, silent ? null : closeEvent, opened), 0);
