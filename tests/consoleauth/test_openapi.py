@@ -64,6 +64,8 @@ def test_schemathesis_against_the_live_api(tmp_path):
         result = subprocess.run(
             [
                 str(SCHEMATHESIS),
+                "--config-file",
+                str(Path(__file__).with_name("schemathesis.toml")),
                 "run",
                 f"{api.api_url}/v1/openapi.yaml",
                 "--header",

@@ -17,7 +17,6 @@ from txvnc.consoleauth.api import MAX_PARAMETER, TokenAPI, role_names
 from txvnc.consoleauth.routes.answers import Answer, json_body, query, refusal
 from txvnc.consoleauth.routes.app import app
 from txvnc.consoleauth.routes.errors import failed
-from txvnc.consoleauth.tokens import INSTANCE_NAME_RULE, is_instance_name
 
 #: The role of a route any valid key may call.
 ANY_KEY = None
@@ -33,9 +32,8 @@ def requires(role: str | None) -> Callable[[Handler], Endpoint]:
     """
     Make C{handler} a route that needs a key with C{role} (L{ANY_KEY}: any
     valid key): 401 without one, 403 with the wrong one, 400 for a path
-    parameter or C{instance_uuid} over L{MAX_PARAMETER} characters or an
-    instance name (path or query) the mint would refuse
-    (L{is_instance_name}), then the handler's answer as JSON.
+    parameter or C{instance_uuid} over L{MAX_PARAMETER} characters, then
+    the handler's answer as JSON.
     """
 
     def decorate(handler: Handler) -> Endpoint:
@@ -67,10 +65,6 @@ def requires(role: str | None) -> Callable[[Handler], Endpoint]:
                     400,
                     f"a path or query value is over {MAX_PARAMETER} characters",
                 )
-            named = params.get("instance_uuid") or instance_uuid
-            if named and not is_instance_name(named):
-                # No such instance could have been minted: the mint's answer.
-                return refusal(request, 400, INSTANCE_NAME_RULE)
             return _to_the_end(api, request, handler(api, request, roles, **params))
 
         return endpoint

@@ -19,6 +19,7 @@ from txvnc.consoleauth.keys import ADMIN, PROXY
 from txvnc.consoleauth.routes.access import requires
 from txvnc.consoleauth.routes.answers import Answer, query
 from txvnc.consoleauth.routes.app import app
+from txvnc.consoleauth.tokens import INSTANCE_NAME_RULE, is_instance_name
 from txvnc.core.tokens import token_hash, token_ref
 
 
@@ -46,6 +47,9 @@ async def revoke(
 async def revoke_instance(
     api: TokenAPI, request: IRequest, roles: frozenset[str], instance_uuid: str
 ) -> Answer:
+    if not is_instance_name(instance_uuid):
+        # No token could have been minted for it: the mint's answer.
+        return 400, {"error": INSTANCE_NAME_RULE}
     count = await api.store.remove_instance(instance_uuid)
     await api.store.add_revocation("instance", instance_uuid, api.clock.seconds())
     api.log.info(

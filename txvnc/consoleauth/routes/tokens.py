@@ -28,8 +28,10 @@ from txvnc.consoleauth.secretbox import (
     seal_options,
 )
 from txvnc.consoleauth.tokens import (
+    INSTANCE_NAME_RULE,
     InvalidRequest,
     TokenRecord,
+    is_instance_name,
     new_token,
     parse_token_request,
 )
@@ -118,6 +120,8 @@ async def list_tokens(
     api: TokenAPI, request: IRequest, roles: frozenset[str]
 ) -> Answer:
     instance_uuid = query(request, "instance_uuid")
+    if instance_uuid and not is_instance_name(instance_uuid):
+        return 400, {"error": INSTANCE_NAME_RULE}
     records = await api.store.list_tokens(instance_uuid or None, api.clock.seconds())
     return 200, {"tokens": [r.metadata() for r in records]}
 
