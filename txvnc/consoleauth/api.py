@@ -85,6 +85,10 @@ class TokenAPI:
         #: The recordings directory and replay links (L{None}: no
         #: C{--record-dir}, the recording routes answer 404).
         self.recordings = recordings
+        # Cooperative: a class that is also a resource
+        # (L{txvnc.consoleauth.resource.ConsoleAuthResource}) has its
+        # resource half initialised here, without repeating these arguments.
+        super().__init__()
 
     def audit_event(
         self, request: IRequest, roles: frozenset[str], event: str, **fields: Any

@@ -37,22 +37,13 @@ from __future__ import annotations
 
 from typing import cast
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from txvnc.consoleauth import routes
 from txvnc.consoleauth.api import MAX_BODY, MAX_PARAMETER, MAX_REPORT_BODY, TokenAPI
-from txvnc.consoleauth.keys import KeyRing
-from txvnc.consoleauth.recordings import RecordingArchive
 from txvnc.consoleauth.routes.document import openapi_document
 from txvnc.consoleauth.routes.fastpath import fast_route, serve
-from txvnc.consoleauth.secretbox import SecretBox
-from txvnc.consoleauth.store import ITokenStore
-from txvnc.consoleauth.tokens import MAX_TTL
-from txvnc.core.audit import AuditLog
-from txvnc.core.forwarded import Network
-from txvnc.core.targets import TargetPolicy
 
 __all__ = [
     "MAX_BODY",
@@ -63,47 +54,29 @@ __all__ = [
 ]
 
 
-class ConsoleAuthResource(TokenAPI, Resource):
+class _Routes(Resource):
     """
-    The token API: its configuration (L{TokenAPI}) and its routes behind
-    one resource. Klein binds the routes' app to each instance, so every
-    route gets this object as its C{api}.
+    The resource half of L{ConsoleAuthResource}, initialised by
+    L{TokenAPI.__init__} passing on to it (so the API's arguments are
+    written down once, there): it checks the package holds its OpenAPI
+    document and binds klein's routes to the instance.
     """
 
     isLeaf = True
     app = routes.app
 
-    def __init__(
-        self,
-        store: ITokenStore,
-        keys: KeyRing | str,
-        clock: IReactorTime,
-        base_url: str,
-        secrets: SecretBox | None = None,
-        allowed_unix_dirs: tuple[str, ...] = (),
-        policy: TargetPolicy | None = None,
-        max_ttl: int = MAX_TTL,
-        audit: AuditLog | None = None,
-        trusted_proxies: tuple[Network, ...] = (),
-        recordings: RecordingArchive | None = None,
-    ) -> None:
-        TokenAPI.__init__(
-            self,
-            store,
-            keys,
-            clock,
-            base_url,
-            secrets=secrets,
-            allowed_unix_dirs=allowed_unix_dirs,
-            policy=policy,
-            max_ttl=max_ttl,
-            audit=audit,
-            trusted_proxies=trusted_proxies,
-            recordings=recordings,
-        )
-        Resource.__init__(self)
+    def __init__(self) -> None:
+        super().__init__()
         openapi_document()  # a package without its document fails here, at start
         self._routes = self.app.resource()
+
+
+class ConsoleAuthResource(TokenAPI, _Routes):
+    """
+    The token API: its configuration (L{TokenAPI}, whose constructor it
+    takes) and its routes behind one resource. Klein binds the routes' app
+    to each instance, so every route gets this object as its C{api}.
+    """
 
     def render(self, request: Request) -> bytes | int:
         fast = fast_route(request)
