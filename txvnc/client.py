@@ -217,11 +217,35 @@ class ConsoleAuthClient:
 
     async def call(self, method: str, path: str, raw: bool = False) -> tuple[int, Any]:
         """
-        One call of the API for callers with routes of their own (the
-        recording commands, the replay page): the status and the JSON body
-        (with C{raw}, the bytes of a 200).
+        One call of the API for callers with routes and answers of their
+        own (the replay page): the status and the JSON body (with C{raw},
+        the bytes of a 200).
         """
         return await self._call(method, path, raw=raw)
+
+    async def expect(
+        self,
+        method: str,
+        path: str,
+        ok: int = 200,
+        *,
+        body: Any = None,
+        raw: bool = False,
+        shape: type | None = None,
+    ) -> Any:
+        """
+        The answer to a call that must get status C{ok}: its JSON body (with
+        C{raw}, the bytes of a 200). Callers with routes of their own (the
+        recording commands) use it as the operator's calls do.
+
+        @param shape: the type the body must have (C{dict}), if any.
+        @raise ConsoleAuthError: any other status or shape, with the API's
+            own C{error} when it gave one.
+        """
+        status, answer = await self._call(method, path, body, raw)
+        if status != ok or (shape is not None and not isinstance(answer, shape)):
+            raise self._fail(status, answer)
+        return answer
 
     @staticmethod
     def _fail(status: int, body: Any) -> ConsoleAuthError:
@@ -284,9 +308,7 @@ class ConsoleAuthClient:
         Tell the API which consoles this proxy (C{node}) has open.
         """
         path = "/v1/proxies/" + quote(node, safe="") + "/sessions"
-        status, body = await self._call("PUT", path, {"ttl": ttl, "sessions": sessions})
-        if status != 204:
-            raise self._fail(status, body)
+        await self.expect("PUT", path, 204, body={"ttl": ttl, "sessions": sessions})
 
     async def update_sessions(
         self,
@@ -353,22 +375,17 @@ class OperatorClient(ConsoleAuthClient):
             request["ttl"] = ttl
         if single_use:
             request["single_use"] = True
-        status, body = await self._call("POST", "/v1/tokens", request)
-        if status == 201 and isinstance(body, dict):
-            return body
-        raise self._fail(status, body)
+        answer: dict[str, Any] = await self.expect(
+            "POST", "/v1/tokens", 201, body=request, shape=dict
+        )
+        return answer
 
     async def revoke_token(self, token: str) -> None:
-        status, body = await self._call("DELETE", "/v1/tokens/" + quote(token, safe=""))
-        if status != 204:
-            raise self._fail(status, body)
+        await self.expect("DELETE", "/v1/tokens/" + quote(token, safe=""), 204)
 
     async def revoke_instance(self, instance_uuid: str) -> None:
-        status, body = await self._call(
-            "DELETE", "/v1/instances/" + quote(instance_uuid, safe="") + "/tokens"
-        )
-        if status != 204:
-            raise self._fail(status, body)
+        path = "/v1/instances/" + quote(instance_uuid, safe="") + "/tokens"
+        await self.expect("DELETE", path, 204)
 
     async def list_tokens(
         self, instance_uuid: str | None = None
@@ -377,10 +394,8 @@ class OperatorClient(ConsoleAuthClient):
         The live tokens' metadata (never the tokens), of one instance or all.
         """
         path = "/v1/tokens" + _instance_query(instance_uuid)
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict):
-            return list(body.get("tokens", []))
-        raise self._fail(status, body)
+        found = await self.expect("GET", path, shape=dict)
+        return list(found.get("tokens", []))
 
     async def list_sessions(
         self, instance_uuid: str | None = None
@@ -389,19 +404,15 @@ class OperatorClient(ConsoleAuthClient):
         The open consoles every proxy reports, of one instance or all.
         """
         path = "/v1/sessions" + _instance_query(instance_uuid)
-        status, body = await self._call("GET", path)
-        if status == 200 and isinstance(body, dict):
-            return list(body.get("sessions", []))
-        raise self._fail(status, body)
+        found = await self.expect("GET", path, shape=dict)
+        return list(found.get("sessions", []))
 
     async def kill_session(self, session_id: str) -> None:
         """
         Close one open console, wherever it is.
         """
         path = "/v1/sessions/" + quote(session_id, safe="")
-        status, body = await self._call("DELETE", path)
-        if status != 204:
-            raise self._fail(status, body)
+        await self.expect("DELETE", path, 204)
 
 def _instance_query(instance_uuid: str | None) -> str:
     if not instance_uuid:

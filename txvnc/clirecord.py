@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import quote
 
-from txvnc.client import ConsoleAuthClient, ConsoleAuthError
+from txvnc.client import ConsoleAuthClient
 
 #: What C{recording list} shows of each recording (C{-f json}: every field).
 LIST_COLUMNS = [
@@ -101,19 +101,6 @@ def add_to(
     delete.add_argument("recording_id")
 
 
-async def _ask(
-    client: ConsoleAuthClient, method: str, path: str, ok: int = 200, raw: bool = False
-) -> Any:
-    """The API's answer to an admin call, or its refusal raised."""
-    status, body = await client.call(method, path, raw)
-    if status != ok:
-        message = "unexpected answer"
-        if isinstance(body, dict) and isinstance(body.get("error"), str):
-            message = body["error"]
-        raise ConsoleAuthError(status, message)
-    return body
-
-
 async def command(
     client: ConsoleAuthClient, args: argparse.Namespace, err: TextIO
 ) -> Shown:
@@ -125,13 +112,13 @@ async def command(
             f"{k}={quote(v, safe='')}" for k, v in query.items() if v is not None
         )
         path = "/v1/recordings" + ("?" + given if given else "")
-        found = await _ask(client, "GET", path)
+        found = await client.expect("GET", path)
         return Shown(LIST_COLUMNS, list(found["recordings"]))
     one = "/v1/recordings/" + quote(args.recording_id, safe="")
     if args.action == "show":
-        return Shown(SHOW_COLUMNS, [await _ask(client, "GET", one)], True)
+        return Shown(SHOW_COLUMNS, [await client.expect("GET", one)], True)
     if args.action == "download":
-        data = await _ask(client, "GET", one + "/file", raw=True)
+        data = await client.expect("GET", one + "/file", raw=True)
         path = args.output or f"{args.recording_id}.txrec"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -144,11 +131,11 @@ async def command(
             f"Recording {args.recording_id} saved to {path} ({len(data)} bytes).",
         )
     if args.action == "replay":
-        answer = await _ask(client, "POST", one + "/replay", ok=201)
+        answer = await client.expect("POST", one + "/replay", 201)
         return Shown(
             [("replay_url", "Url"), ("expires_at", "Expires")], [answer], True
         )
-    await _ask(client, "DELETE", one, ok=204)
+    await client.expect("DELETE", one, 204)
     return Shown(
         [("id", "Id"), ("deleted", "Deleted")],
         [{"id": args.recording_id, "deleted": True}],
