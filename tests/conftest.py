@@ -5,6 +5,7 @@ Shared test set-up.
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +33,23 @@ settings.register_profile(
     max_examples=2000,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "txvnc"))
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """
+    Run in C{tmp_path} with a stand-in noVNC there (C{TXVNC_NOVNC_DIR}), as
+    the tests that build txvnc's options or services need: the key files
+    they create land there, and noVNC is found without an installed copy.
+    Modules that want it for every test say
+    C{pytestmark = pytest.mark.usefixtures("in_tmp")}.
+    """
+    monkeypatch.chdir(tmp_path)
+    novnc = tmp_path / "novnc" / "core"
+    novnc.mkdir(parents=True)
+    (novnc / "rfb.js").write_text("export default class RFB {}")
+    monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "novnc"))
+    return tmp_path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -51,14 +51,7 @@ enforce_session_timeout = True
 """
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    novnc = tmp_path / "novnc" / "core"
-    novnc.mkdir(parents=True)
-    (novnc / "rfb.js").write_text("export default class RFB {}")
-    monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "novnc"))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def write_conf(tmp_path, ssl_only="false", cert=None, key=None, ca=None, text=None):

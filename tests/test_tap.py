@@ -21,14 +21,7 @@ def options(*argv, cwd=None):
     return config
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    novnc = tmp_path / "novnc" / "core"
-    novnc.mkdir(parents=True)
-    (novnc / "rfb.js").write_text("export default class RFB {}")
-    monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "novnc"))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def test_defaults():

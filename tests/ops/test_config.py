@@ -16,14 +16,7 @@ from txvnc.tap import Options
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    novnc = tmp_path / "novnc" / "core"
-    novnc.mkdir(parents=True)
-    (novnc / "rfb.js").write_text("export default class RFB {}")
-    monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "novnc"))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def parse(*argv):

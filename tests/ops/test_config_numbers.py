@@ -12,15 +12,7 @@ from twisted.python.usage import UsageError
 
 from txvnc.tap import Options
 
-
-@pytest.fixture(autouse=True)
-def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    novnc = tmp_path / "novnc" / "core"
-    novnc.mkdir(parents=True)
-    (novnc / "rfb.js").write_text("export default class RFB {}")
-    monkeypatch.setenv("TXVNC_NOVNC_DIR", str(tmp_path / "novnc"))
-    return tmp_path
+pytestmark = pytest.mark.usefixtures("in_tmp")
 
 
 def parse(tmp_path: Path, text: str) -> Options:
