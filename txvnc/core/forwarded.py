@@ -26,7 +26,12 @@ def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values)
 
 
-def _trusted(host: str, networks: Sequence[Network]) -> bool:
+def in_networks(host: str, networks: Sequence[Network]) -> bool:
+    """
+    Whether C{host} (an address, bracketed or not; an IPv4-mapped IPv6
+    address counts as its IPv4 one) is in one of C{networks}; a name is in
+    none.
+    """
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -54,11 +59,11 @@ def client_address(
     hop of C{forwarded_for} when C{peer} is a trusted proxy.
     """
     host, _ = split_peer(peer)
-    if not networks or not forwarded_for or not _trusted(host, networks):
+    if not networks or not forwarded_for or not in_networks(host, networks):
         return peer
     hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
     for hop in reversed(hops):
-        if not _trusted(hop, networks):
+        if not in_networks(hop, networks):
             return _valid(hop) or peer
     return _valid(hops[0]) or peer if hops else peer
 

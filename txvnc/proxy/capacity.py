@@ -35,7 +35,7 @@ import ipaddress
 import resource
 from collections.abc import Sequence
 
-from txvnc.core.forwarded import Network
+from txvnc.core.forwarded import Network, in_networks
 from txvnc.proxy.guard import client_key
 from txvnc.proxy.limits import ConnectionCounter
 
@@ -83,16 +83,6 @@ def default_max_connections(limit: int | None) -> int:
         return 0
     headroom = max(capacity // 20, HEADROOM)
     return max((capacity - headroom) // PER_CONSOLE, 1)
-
-
-def _is_in(host: str, networks: Sequence[Network]) -> bool:
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
 
 
 class Slot:
@@ -161,7 +151,7 @@ class ConnectionBudget:
         if self.capacity and self.in_use + 1 > self.capacity:
             return "no file descriptors to spare"
         key = None
-        if host is not None and not _is_in(host, self.exempt):
+        if host is not None and not in_networks(host, self.exempt):
             key = client_key(host)
             if self.per_address and self._pending.get(key, 0) >= self.per_address:
                 return f"over {self.per_address} connections without a console"
