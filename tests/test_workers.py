@@ -3,6 +3,7 @@ The --workers option and the pieces of the worker pool that need no
 processes (the real processes are in tests/scale/test_workers.py).
 """
 
+import json
 import os
 import socket
 from dataclasses import replace
@@ -208,3 +209,45 @@ def test_a_worker_builds_the_same_proxy_settings_from_what_it_is_told():
     assert child.limits == replace(parent.limits, max_pending_per_address=32)
     assert child.node_name == parent.node_name
     assert child.max_auth_failures == 10
+
+
+@pytest.mark.parametrize(
+    "twistd_args, txvnc_args, where",
+    [
+        (["-n"], [], ("stdout", None, False)),
+        (["-n", "--logfile", "-"], [], ("stdout", None, False)),
+        (["-n", "--logfile", "x.log"], [], ("file", "x.log", False)),
+        ([], [], ("file", "twistd.log", False)),
+        (["-n", "--logfile", "x.log"], ["--log-format", "json"], ("stdout", None, True)),
+        (["-n", "--syslog"], [], ("relay", None, False)),
+    ],
+)
+def test_workers_log_where_twistd_logs(in_tmp, twistd_args, txvnc_args, where):
+    """Workers write their lines where twistd writes its own (stdout, or the log file, which the twistd process then writes the same way); only syslog is relayed."""
+    from twisted.scripts.twistd import ServerOptions
+
+    from txvnc.ops.sharedlog import RotateOnSignal
+
+    twistd = ServerOptions()
+    twistd.parseOptions(
+        [*twistd_args, "txvnc", "--web", "web", "--store", "memory:",
+         "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", *txvnc_args]
+    )  # fmt: skip
+    top = makeService(twistd.subOptions, MemoryReactorClock())
+    (pool,) = [s for s in top if isinstance(s, WorkerPool)]
+    try:
+        to, path, as_json = where
+        assert (pool.log.to, pool.log.json) == (to, as_json)
+        rotating = [s for s in top if isinstance(s, RotateOnSignal)]
+        if to == "file":
+            assert pool.log.path == str(in_tmp / path)
+            assert top.log_observer is not None
+            (rotate,) = rotating
+            assert rotate.logfile.path == pool.log.path
+        else:
+            assert pool.log.path is None and not rotating
+        told = json.loads(pool.told(2))
+        assert told["number"] == 2 and told["log"]["to"] == to
+        assert told["options"]["no-api"] == 1
+    finally:
+        pool._close_sockets(None)
