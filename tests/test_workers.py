@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
 from twisted.python.usage import UsageError
 
 from txvnc.service.workers import (
@@ -251,3 +252,24 @@ def test_workers_log_where_twistd_logs(in_tmp, twistd_args, txvnc_args, where):
         assert told["options"]["no-api"] == 1
     finally:
         pool._close_sockets(None)
+
+
+def test_relayed_worker_events_are_logged_here_named_for_the_worker(capsys):
+    """Under --syslog or --logger a worker sends its events as JSON lines, which the twistd process logs whole (however the pipe splits them), named for the worker."""
+    from twisted.logger import Logger, LogPublisher, capturedLogs
+
+    from txvnc.service.workerlog import WorkerLog
+    from txvnc.service.workers import WorkerProtocol
+
+    log = Logger(namespace="txvnc.test", observer=LogPublisher(WorkerLog().observer(2)))
+    log.info("console {n} opened", n=7)
+    log.warn("second\nline")
+    sent = capsys.readouterr().out.encode()
+    worker = WorkerProtocol(None, 2, b"{}")
+    with capturedLogs() as events:
+        for n in range(0, len(sent), 5):
+            worker.outReceived(sent[n : n + 5])
+    assert [(e["log_system"], e["worker"], e["log_namespace"]) for e in events] == [
+        ("txvnc-worker-2", 2, "txvnc.test")
+    ] * 2
+    assert [formatEvent(e) for e in events] == ["console 7 opened", "second\nline"]
