@@ -245,8 +245,9 @@ def test_workers_log_where_twistd_logs(in_tmp, twistd_args, txvnc_args, where):
             assert top.log_observer is not None
             (rotate,) = rotating
             assert rotate.logfile.path == pool.log.path
+            assert pool.logfile is rotate.logfile
         else:
-            assert pool.log.path is None and not rotating
+            assert pool.log.path is None and pool.logfile is None and not rotating
         told = json.loads(pool.told(2))
         assert told["number"] == 2 and told["log"]["to"] == to
         assert told["options"]["no-api"] == 1

@@ -64,6 +64,24 @@ def test_a_file_renamed_away_is_begun_again(tmp_path):
     assert (tmp_path / "t.log.old").read_text() == "before\n"
 
 
+def test_starts_on_a_descriptor_it_was_given(tmp_path):
+    """A worker starts on the twistd process's own descriptor of the file (which it might not be allowed to open after twistd drops privileges), and moves to the new file after a rotation like any writer."""
+    path = tmp_path / "t.log"
+    parent = SharedLogFile(str(path))
+    given = os.dup(parent.fileno())
+    path.chmod(0o000)  # opening it again would fail (for a user without root)
+    child = SharedLogFile(str(path), fd=given)
+    child.write("child\n")
+    assert child.fileno() == given
+    path.chmod(0o644)
+    parent.write("parent\n")
+    parent.rotate()
+    child.write("after\n")
+    assert child.fileno() != given
+    assert path.read_text() == "after\n"
+    assert (tmp_path / "t.log.1").read_text() == "child\nparent\n"
+
+
 def test_a_descriptor_writer_writes_each_event_at_once(tmp_path):
     """An event of several lines (a traceback) goes out in one write."""
     read, write = os.pipe()

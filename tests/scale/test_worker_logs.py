@@ -74,6 +74,8 @@ async def test_each_worker_writes_its_lines_once_whole_into_the_log_file(tmp_pat
         workers = children(server.pid)
         assert len(workers) == 2
         for pid in workers:
+            # The twistd process's own descriptor, inherited.
+            assert os.readlink(f"/proc/{pid}/fd/4") == str(server.logfile)
             assert str(server.logfile) in opened_files(pid)
         ports = await open_and_close(server, vnc, CONSOLES)
         for port in ports:

@@ -70,18 +70,36 @@ class SharedLogFile:
 
     @param rotate_length: bytes at which a write rotates the file; L{None}
         never does.
+    @param fd: a descriptor of the file already open for appending (a
+        worker's, inherited from the twistd process, which opened the file
+        before it dropped privileges, if it did), to write to until the
+        file is rotated.
     """
 
-    def __init__(self, path: str, rotate_length: int | None = ROTATE_LENGTH) -> None:
+    def __init__(
+        self,
+        path: str,
+        rotate_length: int | None = ROTATE_LENGTH,
+        fd: int | None = None,
+    ) -> None:
         self.path = os.path.abspath(path)
         self.directory = os.path.dirname(self.path)
         self.rotate_length = rotate_length
         self._fd = -1
         self._id = (0, 0)
-        self._open()
+        if fd is None:
+            self._open()
+        else:
+            self._use(fd)
+
+    def fileno(self) -> int:
+        """The descriptor written to now (for a worker to inherit)."""
+        return self._fd
 
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self._use(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
+
+    def _use(self, fd: int) -> None:
         st = os.fstat(fd)
         if self._fd >= 0:
             os.close(self._fd)

@@ -94,6 +94,7 @@ def build(
     if settings.run_proxy:
         if settings.workers > 1:
             log = WorkerLog.for_twistd(twistd, settings.log_format)
+            logfile = None
             if log.to == FILE:
                 assert log.path is not None
                 # This process writes to the workers' file the same way
@@ -101,7 +102,7 @@ def build(
                 logfile = SharedLogFile(log.path)
                 top.log_observer = textFileLogObserver(cast(IO[Any], logfile))
                 services.append(RotateOnSignal(reactor, logfile))
-            pool = _worker_pool(settings, reactor, registry, hooks, log)
+            pool = _worker_pool(settings, reactor, registry, hooks, log, logfile)
             services.append(pool)
             token_api_check(settings, reactor, readiness)
         else:
@@ -143,6 +144,7 @@ def _worker_pool(
     registry: CollectorRegistry,
     hooks: ReloadHooks,
     log: WorkerLog,
+    logfile: SharedLogFile | None,
 ) -> WorkerPool:
     """
     C{--workers N}: the pool on N shared sockets, the workers' metrics
@@ -158,6 +160,13 @@ def _worker_pool(
         raise StartupError(why) from None
     shared = WorkerMetricsDirectory.create()
     registry.register(shared.collector())
-    pool = WorkerPool(reactor, socks, worker_config(settings), metrics=shared, log=log)
+    pool = WorkerPool(
+        reactor,
+        socks,
+        worker_config(settings),
+        metrics=shared,
+        log=log,
+        logfile=logfile,
+    )
     hooks.add("the workers (SIGHUP passed on)", pool.reload)
     return pool

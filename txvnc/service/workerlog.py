@@ -36,6 +36,9 @@ from txvnc.ops.sharedlog import DescriptorWriter, SharedLogFile
 
 STDOUT = "stdout"
 FILE = "file"
+#: A worker's descriptor of the log file (L{FILE}): the twistd process's
+#: own, inherited, so a worker needs no right to open the file.
+LOG_FD = 4
 #: The workers send their events to the twistd process, which logs them.
 RELAY = "relay"
 
@@ -90,7 +93,8 @@ class WorkerLog:
         base: ILogObserver
         if self.to == FILE:
             assert self.path is not None
-            base = textFileLogObserver(cast(IO[str], SharedLogFile(self.path)))
+            logfile = SharedLogFile(self.path, fd=LOG_FD)
+            base = textFileLogObserver(cast(IO[str], logfile))
         elif self.to == STDOUT and self.json:
             base = JSONLineObserver(cast(IO[str], DescriptorWriter(1)))
         elif self.to == STDOUT:

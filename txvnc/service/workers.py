@@ -36,10 +36,11 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
+from txvnc.ops.sharedlog import SharedLogFile
 from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.service.endpoints import parse_tcp_listener
 from txvnc.service.settings import Settings
-from txvnc.service.workerlog import WorkerLog, worker_system
+from txvnc.service.workerlog import LOG_FD, WorkerLog, worker_system
 
 #: The listening socket's descriptor number in every worker.
 LISTEN_FD = 3
@@ -175,6 +176,8 @@ class WorkerPool(Service):
     @param config: the twistd options, as JSON-able values, each worker's
         configuration (a worker runs the proxy only).
     @param log: where the workers write their log.
+    @param logfile: this process's log file, when the workers share it
+        (each worker inherits its descriptor).
     @param metrics: where the workers write their metrics, told of every
         worker that ends and removed when the pool stops.
     """
@@ -189,12 +192,14 @@ class WorkerPool(Service):
         executable: str = sys.executable,
         metrics: WorkerMetricsDirectory | None = None,
         log: WorkerLog | None = None,
+        logfile: SharedLogFile | None = None,
     ) -> None:
         self.reactor = reactor
         self.socks = socks
         self.count = len(socks)
         self.options = config
         self.log = log or WorkerLog()
+        self.logfile = logfile
         self.stop_timeout = float(config.get("drain-timeout", 10.0)) + STOP_GRACE
         self.executable = executable
         self.metrics = metrics
@@ -226,17 +231,20 @@ class WorkerPool(Service):
         env = dict(os.environ)
         if self.metrics is not None:
             env.update(self.metrics.env())
+        fds: dict[int, int | str] = {
+            0: "w",
+            1: self.log.stdout_fd(),
+            2: "r",
+            LISTEN_FD: self.socks[number - 1].fileno(),
+        }
+        if self.logfile is not None:
+            fds[LOG_FD] = self.logfile.fileno()
         self.reactor.spawnProcess(
             worker,
             self.executable,
             [self.executable, "-m", "txvnc.service.worker"],
             env=env,
-            childFDs={
-                0: "w",
-                1: self.log.stdout_fd(),
-                2: "r",
-                LISTEN_FD: self.socks[number - 1].fileno(),
-            },
+            childFDs=fds,
         )
         self.workers[number] = worker
         self.started_at[number] = self.reactor.seconds()
