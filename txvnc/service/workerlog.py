@@ -9,8 +9,9 @@ process.
  - C{-n} without C{--logfile}, C{--logfile -}, or C{--log-format json}:
    standard output, which the workers inherit.
  - C{--logfile FILE}, or a daemon's C{twistd.log}: that file, which every
-   process opens with C{O_APPEND} (L{txvnc.ops.sharedlog.SharedLogFile});
-   it rotates at 1 MB and on C{SIGUSR1} as twistd's does.
+   process appends to (L{txvnc.ops.sharedlog.SharedLogFile}), a worker
+   through the twistd process's descriptor (L{LOG_FD}) until the file
+   rotates (at 1,000,000 bytes and on C{SIGUSR1}, as twistd's does).
  - C{--syslog}, C{--logger}: only the twistd process can write there, so
    the workers send it their events as JSON lines and it logs them.
 """
