@@ -3,6 +3,7 @@ The --workers option and the pieces of the worker pool that need no
 processes (the real processes are in tests/scale/test_workers.py).
 """
 
+import json
 import os
 import socket
 from dataclasses import replace
@@ -10,6 +11,7 @@ from dataclasses import replace
 import pytest
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent
 from twisted.python.usage import UsageError
 
 from txvnc.service.workers import (
@@ -208,3 +210,67 @@ def test_a_worker_builds_the_same_proxy_settings_from_what_it_is_told():
     assert child.limits == replace(parent.limits, max_pending_per_address=32)
     assert child.node_name == parent.node_name
     assert child.max_auth_failures == 10
+
+
+@pytest.mark.parametrize(
+    "twistd_args, txvnc_args, where",
+    [
+        (["-n"], [], ("stdout", None, False)),
+        (["-n", "--logfile", "-"], [], ("stdout", None, False)),
+        (["-n", "--logfile", "x.log"], [], ("file", "x.log", False)),
+        ([], [], ("file", "twistd.log", False)),
+        (["-n", "--logfile", "x.log"], ["--log-format", "json"], ("stdout", None, True)),
+        (["-n", "--syslog"], [], ("relay", None, False)),
+    ],
+)
+def test_workers_log_where_twistd_logs(in_tmp, twistd_args, txvnc_args, where):
+    """Workers write their lines where twistd writes its own (stdout, or the log file, which the twistd process then writes the same way); only syslog is relayed."""
+    from twisted.scripts.twistd import ServerOptions
+
+    from txvnc.ops.sharedlog import RotateOnSignal
+
+    twistd = ServerOptions()
+    twistd.parseOptions(
+        [*twistd_args, "txvnc", "--web", "web", "--store", "memory:",
+         "--workers", "2", "--listen", "tcp:0:interface=127.0.0.1", *txvnc_args]
+    )  # fmt: skip
+    top = makeService(twistd.subOptions, MemoryReactorClock())
+    (pool,) = [s for s in top if isinstance(s, WorkerPool)]
+    try:
+        to, path, as_json = where
+        assert (pool.log.to, pool.log.json) == (to, as_json)
+        rotating = [s for s in top if isinstance(s, RotateOnSignal)]
+        if to == "file":
+            assert pool.log.path == str(in_tmp / path)
+            assert top.log_observer is not None
+            (rotate,) = rotating
+            assert rotate.logfile.path == pool.log.path
+            assert pool.logfile is rotate.logfile
+        else:
+            assert pool.log.path is None and pool.logfile is None and not rotating
+        told = json.loads(pool.told(2))
+        assert told["number"] == 2 and told["log"]["to"] == to
+        assert told["options"]["no-api"] == 1
+    finally:
+        pool._close_sockets(None)
+
+
+def test_relayed_worker_events_are_logged_here_named_for_the_worker(capsys):
+    """Under --syslog or --logger a worker sends its events as JSON lines, which the twistd process logs whole (however the pipe splits them), named for the worker."""
+    from twisted.logger import Logger, LogPublisher, capturedLogs
+
+    from txvnc.service.workerlog import WorkerLog
+    from txvnc.service.workers import WorkerProtocol
+
+    log = Logger(namespace="txvnc.test", observer=LogPublisher(WorkerLog().observer(2)))
+    log.info("console {n} opened", n=7)
+    log.warn("second\nline")
+    sent = capsys.readouterr().out.encode()
+    worker = WorkerProtocol(None, 2, b"{}")
+    with capturedLogs() as events:
+        for n in range(0, len(sent), 5):
+            worker.outReceived(sent[n : n + 5])
+    assert [(e["log_system"], e["worker"], e["log_namespace"]) for e in events] == [
+        ("txvnc-worker-2", 2, "txvnc.test")
+    ] * 2
+    assert [formatEvent(e) for e in events] == ["console 7 opened", "second\nline"]

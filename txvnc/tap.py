@@ -447,4 +447,4 @@ def makeService(config: Options, reactor: Any = None) -> IService:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    return build(config.settings, reactor)
+    return build(config.settings, reactor, config.parent)

@@ -15,7 +15,9 @@ starts it on free loopback ports, with:
 - its output (stdout and stderr) watched line by line and copied to a
   C{twistd*.log} file in its directory, which the end-of-session secret scan
   reads (L{tests.support.logscan}), its API keys and secret key registered
-  as secrets no log may hold; optionally an audit log beside it;
+  as secrets no log may hold; optionally an audit log beside it; with
+  C{logfile=True}, twistd's C{--logfile} (C{twistd-file.log} there) is what
+  is watched, followed by C{tail -F} across rotations;
 - readiness known from its own log lines, not from sleeping: every listener
   says "... starting on PORT" (each worker under C{workers=N}), and the
   signal line says SIGTERM now drains gracefully;
@@ -114,6 +116,8 @@ class Twistd:
     tls: ssl.SSLContext | None = None
     #: Its audit log (C{audit_log=True}).
     audit_path: Path | None = None
+    #: Its C{--logfile} (C{logfile=True}), which L{log} follows.
+    logfile: Path | None = None
     #: Tokens minted through this process: its log must hold none.
     minted: list[str] = field(default_factory=list)
     _ready: list[str] = field(default_factory=list, repr=False)
@@ -369,7 +373,9 @@ class Twistd:
         (after L{stop}), once it listens; the same kind of L{Twistd}.
         """
         argv = [str(a) for a in self.process.args]
-        process, log, log_path = _run(argv, self.directory, self.name)
+        process, log, log_path = _run(
+            argv, self.directory, self.name, follow=self.logfile
+        )
         again = dataclasses.replace(
             self,
             process=process,
@@ -397,17 +403,30 @@ def _log_path(directory: Path, name: str | None) -> Path:
 
 
 def _run(
-    argv: list[str], directory: Path, name: str | None, open_files: int | None = None
+    argv: list[str],
+    directory: Path,
+    name: str | None,
+    open_files: int | None = None,
+    follow: Path | None = None,
 ) -> tuple[subprocess.Popen[str], OutputWatcher, Path]:
     """
     Start C{argv} in C{directory}, its output watched and kept in a new log
-    file.
+    file; with C{follow}, the file it logs to is watched instead (followed
+    by name until it exits), and its own output kept beside.
     """
     log_path = _log_path(directory, name)
     process = spawn(argv, cwd=directory, open_files=open_files)
     assert process.stdout is not None
     label = f"twistd txvnc ({name})" if name else "twistd txvnc"
-    return process, OutputWatcher(process.stdout, label, log_path), log_path
+    if follow is None:
+        return process, OutputWatcher(process.stdout, label, log_path), log_path
+    OutputWatcher(process.stdout, f"{label} stdout", log_path.with_suffix(".stdout"))
+    tail = spawn(
+        ["tail", f"--pid={process.pid}", "-s", "0.1", "-n", "+1", "-F", follow],
+        stderr=subprocess.DEVNULL,
+    )
+    assert tail.stdout is not None
+    return process, OutputWatcher(tail.stdout, label, log_path), log_path
 
 
 def launch(
@@ -428,6 +447,7 @@ def launch(
     ready: Sequence[str] = (),
     name: str | None = None,
     open_files: int | None = None,
+    logfile: bool = False,
 ) -> Twistd:
     """
     Start C{twistd -n txvnc} once, on fresh ports, without waiting: see
@@ -452,8 +472,11 @@ def launch(
         base_url = f"{scheme}://127.0.0.1:{proxy_port or 1}"
     else:
         base_url = base_url.format(port=proxy_port)
+    follow = directory / "twistd-file.log" if logfile else None
     argv = [
-        str(TWISTD), "-n", "--pidfile=", "txvnc",
+        str(TWISTD), "-n", "--pidfile=",
+        *(["--logfile", str(follow)] if follow else []),
+        "txvnc",
         "--api-key-file", str(key_file),
         "--allowed-target", ANY_LOOPBACK_TARGET,
     ]  # fmt: skip
@@ -492,7 +515,7 @@ def launch(
         audit_path = directory / f"{name or 'twistd'}-audit.jsonl"
         argv += ["--audit-log", str(audit_path)]
     argv += args
-    process, log, log_path = _run(argv, directory, name, open_files)
+    process, log, log_path = _run(argv, directory, name, open_files, follow)
     return Twistd(
         process,
         log,
@@ -504,6 +527,7 @@ def launch(
         base_url,
         name,
         audit_path=audit_path,
+        logfile=follow,
         _ready=patterns,
     )
 
@@ -533,6 +557,8 @@ def start_twistd(directory: Path, *args: str, **options: Any) -> Twistd:
     @param ready: more log line patterns to wait for.
     @param name: names its log file (C{twistd-NAME.log}) and its messages.
     @param open_files: its C{RLIMIT_NOFILE}, set before it starts.
+    @param logfile: twistd logs to C{twistd-file.log} in C{directory}
+        (C{--logfile}), which its L{Twistd.log} follows.
     """
     directory.mkdir(parents=True, exist_ok=True)
     for _ in range(PORT_TRIES):

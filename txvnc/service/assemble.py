@@ -7,11 +7,12 @@ L{MultiService} that logs as C{--log-format} says.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any, cast
 
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
-from twisted.logger import Logger
+from twisted.logger import Logger, textFileLogObserver
 
 from txvnc.consoleauth.keys import KeyRing, load_or_create_key_file
 from txvnc.core.audit import AuditLog
@@ -19,6 +20,7 @@ from txvnc.ops.health import Readiness
 from txvnc.ops.logs import JSONLineObserver, LoggedService
 from txvnc.ops.metrics import add_process_metrics
 from txvnc.ops.reload import ReloadHooks
+from txvnc.ops.sharedlog import RotateOnSignal, SharedLogFile
 from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.ops.shutdown import DrainService, SignalService
 from txvnc.proxy.websocket import ConsoleProxyFactory
@@ -30,6 +32,7 @@ from txvnc.service.listeners import (
 )
 from txvnc.service.proxy import console_proxy, token_api_check
 from txvnc.service.settings import Settings
+from txvnc.service.workerlog import FILE, WorkerLog
 from txvnc.service.workers import (
     WorkerPool,
     shared_listening_sockets,
@@ -52,11 +55,16 @@ class AuditService(Service):
         self.audit.close()
 
 
-def build(settings: Settings, reactor: Any) -> MultiService:
+def build(
+    settings: Settings, reactor: Any, twistd: Mapping[str, Any] | None = None
+) -> MultiService:
     """
     Every service of one C{twistd txvnc}, in the order they start (and the
     reverse of the order they stop: listeners before the store and the
     audit log, the drain before the listeners).
+
+    @param twistd: twistd's own options (C{--logfile}, C{-n}...), which say
+        where C{--workers} write their log.
     """
     top = LoggedService()
     if settings.log_format == "json":
@@ -85,7 +93,16 @@ def build(settings: Settings, reactor: Any) -> MultiService:
         )
     if settings.run_proxy:
         if settings.workers > 1:
-            pool = _worker_pool(settings, reactor, registry, hooks)
+            log = WorkerLog.for_twistd(twistd, settings.log_format)
+            logfile = None
+            if log.to == FILE:
+                assert log.path is not None
+                # This process writes to the workers' file the same way
+                # (twistd's own log file cannot be shared).
+                logfile = SharedLogFile(log.path)
+                top.log_observer = textFileLogObserver(cast(IO[Any], logfile))
+                services.append(RotateOnSignal(reactor, logfile))
+            pool = _worker_pool(settings, reactor, registry, hooks, log, logfile)
             services.append(pool)
             token_api_check(settings, reactor, readiness)
         else:
@@ -126,6 +143,8 @@ def _worker_pool(
     reactor: Any,
     registry: CollectorRegistry,
     hooks: ReloadHooks,
+    log: WorkerLog,
+    logfile: SharedLogFile | None,
 ) -> WorkerPool:
     """
     C{--workers N}: the pool on N shared sockets, the workers' metrics
@@ -141,6 +160,13 @@ def _worker_pool(
         raise StartupError(why) from None
     shared = WorkerMetricsDirectory.create()
     registry.register(shared.collector())
-    pool = WorkerPool(reactor, socks, worker_config(settings), metrics=shared)
+    pool = WorkerPool(
+        reactor,
+        socks,
+        worker_config(settings),
+        metrics=shared,
+        log=log,
+        logfile=logfile,
+    )
     hooks.add("the workers (SIGHUP passed on)", pool.reload)
     return pool

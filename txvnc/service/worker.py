@@ -2,10 +2,12 @@
 C{python -m txvnc.service.worker}: one proxy process of C{twistd txvnc --workers N}.
 
 Started by L{txvnc.service.workers.WorkerPool}, never by hand: it reads its
-configuration (the twistd options) as one JSON line on stdin, serves the
-console page and WebSockets on the listening socket it inherits as file
-descriptor 3, logs JSON lines to stdout, and stops when told to (SIGTERM,
-after draining its consoles) or when its supervisor is gone.
+configuration (the twistd options, its number and where to log) as one
+JSON line on stdin, serves the console page and WebSockets on the
+listening socket it inherits as file descriptor 3, writes its own log
+lines where twistd writes its own (L{txvnc.service.workerlog}), and stops
+when told to (SIGTERM, after draining its consoles) or when its supervisor
+is gone.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import socket
 import sys
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from twisted.logger import Logger, globalLogBeginner, jsonFileLogObserver
+from twisted.logger import Logger, globalLogBeginner
 from twisted.python import usage
 
 from txvnc.consoleauth.keys import PROXY, KeyRing
@@ -30,6 +33,7 @@ from txvnc.ops.spin import install as install_spin
 from txvnc.ops.timers import looping
 from txvnc.service.proxy import proxy_site
 from txvnc.service.settings import Settings
+from txvnc.service.workerlog import WorkerLog
 from txvnc.service.workers import LISTEN_FD
 
 _log = Logger()
@@ -96,16 +100,20 @@ def run(settings: Settings, reactor: Any) -> None:
 
 
 def main() -> None:
-    options: dict[str, Any] = json.loads(sys.stdin.buffer.readline())
+    told: dict[str, Any] = json.loads(sys.stdin.buffer.readline())
     try:
-        settings = Settings.from_options(options)
+        settings = Settings.from_options(told["options"])
     except usage.UsageError as e:
         # The supervisor logs a worker's stderr and starts it again.
         sys.stderr.write(f"txvnc worker: {e}\n")
         raise SystemExit(2) from None
+    log = WorkerLog.from_json(told["log"])
     globalLogBeginner.beginLoggingTo(
-        [jsonFileLogObserver(sys.stdout)], redirectStandardIO=False
+        [log.observer(told["number"])], redirectStandardIO=False
     )
+    # SIGUSR1 rotates the log in the twistd process; sent to the whole
+    # process group, it must neither end a worker nor rotate again.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     from twisted.internet import reactor
 
     reactor.callWhenRunning(run, settings, reactor)

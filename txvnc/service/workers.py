@@ -13,9 +13,11 @@ gone, everyone else's stay open, and connections waiting in its backlog
 meanwhile are not lost, because the twistd process keeps the socket open.
 
 Each worker gets its configuration as one JSON line on stdin and writes
-its log events as JSON lines on stdout; the supervisor re-emits them into
-its own log with C{log_system} set to C{txvnc-worker-N}, so one observer
-(text or JSON) sees the whole service.
+its own log lines where twistd writes this process's (standard output or
+the log file; L{txvnc.service.workerlog}), named C{txvnc-worker-N}, so
+one log shows the whole service. Only with C{--syslog} or C{--logger} does
+a worker send its events to this process as JSON lines on its stdout, to
+be logged here.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 
+from txvnc.ops.sharedlog import SharedLogFile
 from txvnc.ops.sharedmetrics import WorkerMetricsDirectory
 from txvnc.service.endpoints import parse_tcp_listener
 from txvnc.service.settings import Settings
+from txvnc.service.workerlog import LOG_FD, WorkerLog, worker_system
 
 #: The listening socket's descriptor number in every worker.
 LISTEN_FD = 3
@@ -107,8 +111,8 @@ def worker_config(settings: Settings) -> dict[str, Any]:
 
 class WorkerProtocol(ProcessProtocol):
     """
-    One worker process: sends it its configuration, relays its log, and
-    tells the pool when it ends.
+    One worker process: sends it its configuration, logs what it writes
+    to its stdout and stderr, and tells the pool when it ends.
     """
 
     _log = Logger()
@@ -145,7 +149,7 @@ class WorkerProtocol(ProcessProtocol):
                 "worker {number}: {line}", number=self.number, line=line.decode()
             )
             return
-        event["log_system"] = f"txvnc-worker-{self.number}"
+        event["log_system"] = worker_system(self.number)
         event["worker"] = self.number
         globalLogPublisher(event)
 
@@ -171,6 +175,9 @@ class WorkerPool(Service):
 
     @param config: the twistd options, as JSON-able values, each worker's
         configuration (a worker runs the proxy only).
+    @param log: where the workers write their log.
+    @param logfile: this process's log file, when the workers share it
+        (each worker inherits its descriptor).
     @param metrics: where the workers write their metrics, told of every
         worker that ends and removed when the pool stops.
     """
@@ -184,11 +191,15 @@ class WorkerPool(Service):
         config: dict[str, Any],
         executable: str = sys.executable,
         metrics: WorkerMetricsDirectory | None = None,
+        log: WorkerLog | None = None,
+        logfile: SharedLogFile | None = None,
     ) -> None:
         self.reactor = reactor
         self.socks = socks
         self.count = len(socks)
-        self.config = json.dumps(config).encode("utf-8")
+        self.options = config
+        self.log = log or WorkerLog()
+        self.logfile = logfile
         self.stop_timeout = float(config.get("drain-timeout", 10.0)) + STOP_GRACE
         self.executable = executable
         self.metrics = metrics
@@ -210,22 +221,30 @@ class WorkerPool(Service):
         for number in range(1, self.count + 1):
             self.spawn(number)
 
+    def told(self, number: int) -> bytes:
+        """Worker C{number}'s configuration line."""
+        told = {"options": self.options, "number": number, "log": self.log.to_json()}
+        return json.dumps(told).encode("utf-8")
+
     def spawn(self, number: int) -> None:
-        worker = WorkerProtocol(self, number, self.config)
+        worker = WorkerProtocol(self, number, self.told(number))
         env = dict(os.environ)
         if self.metrics is not None:
             env.update(self.metrics.env())
+        fds: dict[int, int | str] = {
+            0: "w",
+            1: self.log.stdout_fd(),
+            2: "r",
+            LISTEN_FD: self.socks[number - 1].fileno(),
+        }
+        if self.logfile is not None:
+            fds[LOG_FD] = self.logfile.fileno()
         self.reactor.spawnProcess(
             worker,
             self.executable,
             [self.executable, "-m", "txvnc.service.worker"],
             env=env,
-            childFDs={
-                0: "w",
-                1: "r",
-                2: "r",
-                LISTEN_FD: self.socks[number - 1].fileno(),
-            },
+            childFDs=fds,
         )
         self.workers[number] = worker
         self.started_at[number] = self.reactor.seconds()

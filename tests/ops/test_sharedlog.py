@@ -1,0 +1,134 @@
+"""
+One log file written by several processes (txvnc.ops.sharedlog): whole
+lines, rotation, and a rename followed; two real processes writing at
+once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from tests.support.processes import clean_env, spawn, stop
+from txvnc.ops.sharedlog import DescriptorWriter, SharedLogFile
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_writers_on_one_path_append_whole_lines(tmp_path):
+    """Two writers on one path each append at the end, never over each other's lines."""
+    path = tmp_path / "t.log"
+    a, b = SharedLogFile(str(path)), SharedLogFile(str(path))
+    for n in range(3):
+        a.write(f"a{n}\n")
+        b.write(f"b{n}\n".encode())
+    assert path.read_text() == "a0\nb0\na1\nb1\na2\nb2\n"
+
+
+def test_rotates_at_its_length_as_twistd_does(tmp_path):
+    """The write that takes the file to its length renames it .1 (older ones shifted up), and the next begins a new one."""
+    path = tmp_path / "t.log"
+    log = SharedLogFile(str(path), rotate_length=10)
+    for n in range(5):
+        log.write(f"line{n}\n")  # 6 bytes
+    assert path.read_text() == "line4\n"
+    assert (tmp_path / "t.log.1").read_text() == "line2\nline3\n"
+    assert (tmp_path / "t.log.2").read_text() == "line0\nline1\n"
+    assert log.rotated() == [1, 2]
+
+
+def test_a_rotation_by_another_process_is_followed_not_repeated(tmp_path):
+    """When another writer has rotated the file, rotating again only reopens; every writer then writes to the new file."""
+    path = tmp_path / "t.log"
+    one, two = SharedLogFile(str(path)), SharedLogFile(str(path))
+    one.write("old\n")
+    two.write("old too\n")
+    one.rotate()
+    two.rotate()  # as when both got the signal
+    one.write("new\n")
+    two.write("new too\n")
+    assert path.read_text() == "new\nnew too\n"
+    assert (tmp_path / "t.log.1").read_text() == "old\nold too\n"
+    assert not (tmp_path / "t.log.2").exists()
+
+
+def test_a_file_renamed_away_is_begun_again(tmp_path):
+    """A tool that renames the file (logrotate) needs no signal: the next write begins a new file."""
+    path = tmp_path / "t.log"
+    log = SharedLogFile(str(path), rotate_length=None)
+    log.write("before\n")
+    path.rename(tmp_path / "t.log.old")
+    log.write("after\n")
+    assert path.read_text() == "after\n"
+    assert (tmp_path / "t.log.old").read_text() == "before\n"
+
+
+def test_starts_on_a_descriptor_it_was_given(tmp_path):
+    """A worker starts on the twistd process's own descriptor of the file (which it might not be allowed to open after twistd drops privileges), and moves to the new file after a rotation like any writer."""
+    path = tmp_path / "t.log"
+    parent = SharedLogFile(str(path))
+    given = os.dup(parent.fileno())
+    path.chmod(0o000)  # opening it again would fail (for a user without root)
+    child = SharedLogFile(str(path), fd=given)
+    child.write("child\n")
+    assert child.fileno() == given
+    path.chmod(0o644)
+    parent.write("parent\n")
+    parent.rotate()
+    child.write("after\n")
+    assert child.fileno() != given
+    assert path.read_text() == "after\n"
+    assert (tmp_path / "t.log.1").read_text() == "child\nparent\n"
+
+
+def test_a_descriptor_writer_writes_each_event_at_once(tmp_path):
+    """An event of several lines (a traceback) goes out in one write."""
+    read, write = os.pipe()
+    try:
+        DescriptorWriter(write).write("one\ntwo\n")
+        assert os.read(read, 100) == b"one\ntwo\n"
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+WRITER = """
+import sys
+from txvnc.ops.sharedlog import SharedLogFile
+name, path, count, width = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+log = SharedLogFile(path, rotate_length=200_000)
+sys.stdin.readline()
+for n in range(count):
+    log.write(f"{name} {n:05d} " + name * width + "\\n")
+"""
+
+
+def test_two_processes_writing_at_once_never_break_a_line(tmp_path):
+    """Two processes appending long lines at once, through rotations: every line lands once, whole, in one of the files."""
+    path = tmp_path / "t.log"
+    count, width = 3000, 3000
+    env = clean_env(PYTHONPATH=str(ROOT))
+    writers = [
+        spawn(
+            [sys.executable, "-c", WRITER, name, path, str(count), str(width)],
+            env=env,
+            stdin=True,
+        )
+        for name in "AB"
+    ]
+    for writer in writers:  # both start writing at once
+        assert writer.stdin is not None
+        writer.stdin.write("go\n")
+        writer.stdin.close()
+    for writer in writers:
+        assert writer.wait(120) == 0, writer.stdout.read() if writer.stdout else ""
+        stop(writer)
+    lines = []
+    for log in tmp_path.glob("t.log*"):
+        lines += log.read_text().splitlines()
+    assert len(list(tmp_path.glob("t.log.*"))) > 10  # it rotated meanwhile
+    for name in "AB":
+        mine = sorted(line for line in lines if line.startswith(name))
+        assert mine == [f"{name} {n:05d} " + name * width for n in range(count)]
+    assert len(lines) == 2 * count
