@@ -56,14 +56,11 @@ DEFAULT_MAX_PENDING = 16 * 1024 * 1024
 DEFAULT_STALL = 10.0
 ON_FAILURE = ("close", "continue")
 
-#: When the writer has just written at least L{GATHER_BYTES}, it lets the
-#: next batch gather for L{GATHER} seconds before it takes it. A console at
-#: full speed then costs one wake-up of the writer per batch of many reads,
-#: not one per read (each a thread switch and a hand-over of the GIL that
-#: the reactor thread pays for as well); a slower console (any real one)
-#: has its records written as they come. What gathers in that time is far
-#: below half of L{DEFAULT_MAX_PENDING} at gigabytes a second, so no read
-#: pauses for it.
+#: After writing at least L{GATHER_BYTES}, the writer lets the next batch
+#: gather for L{GATHER} seconds: at full speed, one wake-up (a thread switch
+#: and a GIL hand-over the reactor thread pays for too) per many reads, not
+#: per read; slower consoles are written as they come. 2 ms at GB/s stays
+#: far below half of L{DEFAULT_MAX_PENDING}: no read pauses for it.
 GATHER_BYTES = 1024 * 1024
 GATHER = 0.002
 

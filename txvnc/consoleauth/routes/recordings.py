@@ -24,10 +24,11 @@ from twisted.web.iweb import IRequest
 
 from txvnc.consoleauth.api import TokenAPI
 from txvnc.consoleauth.keys import ADMIN, PROXY
-from txvnc.consoleauth.recordings import RecordingArchive, read_bytes
+from txvnc.consoleauth.recordings import RecordingArchive
 from txvnc.consoleauth.routes.access import requires
-from txvnc.consoleauth.routes.answers import Answer, RawBody, query
+from txvnc.consoleauth.routes.answers import Answer, StreamedBody, query
 from txvnc.consoleauth.routes.app import app
+from txvnc.core.streamed import FileChunks, ThreadedBody
 from txvnc.core.tokens import iso8601
 
 NOT_CONFIGURED = "recordings are not kept here (no --record-dir)"
@@ -110,7 +111,7 @@ async def download_recording(
     if path is None:
         return 404, {"error": NO_SUCH}
     try:
-        data = await archive.run(read_bytes, path)
+        chunks = await archive.run(FileChunks, path)
     except FileNotFoundError:
         return 404, {"error": NO_SUCH}
     api.audit_event(request, roles, "recording.downloaded", recording_id=recording_id)
@@ -118,7 +119,9 @@ async def download_recording(
         b"Content-Disposition",
         b'attachment; filename="' + (recording_id + ".txrec").encode("ascii") + b'"',
     )
-    return 200, RawBody(data)
+    # Sent a read at a time as the client takes it: a recording of hours
+    # costs the API no more memory than one of seconds.
+    return 200, StreamedBody(ThreadedBody(chunks, archive.run), chunks.size)
 
 
 @app.route("/v1/recordings/<recording_id>", methods=["DELETE"])
