@@ -181,13 +181,33 @@ class RecordEncoder:
         C{records} (kind, milliseconds, data) compressed and flushed: once
         these bytes are on disk, every record so far can be read.
         """
+        return b"".join(self.pieces(records, prefix))
+
+    def pieces(
+        self, records: Iterable[tuple[int, int, bytes]], prefix: bytes = b""
+    ) -> list[bytes]:
+        """L{batch} as the pieces to write in order, not joined (no copy)."""
+        parts = self.add(records, prefix)
+        parts.append(self.flush())
+        return parts
+
+    def add(
+        self, records: Iterable[tuple[int, int, bytes]], prefix: bytes = b""
+    ) -> list[bytes]:
+        """
+        C{records} compressed, not flushed: the pieces zstd has ready
+        (often none: it holds data until a block fills or L{flush}).
+        """
         z = self._zstd
         parts = [z.compress(prefix)] if prefix else []
         for kind, ms, data in records:
             parts.append(z.compress(_RECORD.pack(kind, min(ms, MAX_MS), len(data))))
             parts.append(z.compress(data))
-        parts.append(z.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
-        return b"".join(parts)
+        return [part for part in parts if part]
+
+    def flush(self) -> bytes:
+        """The rest of what was added: once written, all of it can be read."""
+        return self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
     def finish(self) -> bytes:
         """The end of the frame: the file is complete."""
