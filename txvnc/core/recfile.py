@@ -157,12 +157,13 @@ class RecordEncoder:
     """
     Turns records into the bytes to append to a recording file: one zstd
     frame, flushed after each batch. Level 1: a console's stream is mostly
-    compressed already (Tight, ZRLE), and the writer must keep up with the
+    compressed already (Tight, ZRLE), and recording must keep up with the
     fastest console; zstd at level 1 compresses data it cannot shrink at
     gigabytes a second, where zlib managed tens of megabytes
     (docs/recording.md). python-zstandard lets go of the GIL while it
-    compresses, so the relay on the reactor thread goes on meanwhile. No
-    content checksum: it took 40% of the writer's time on a fast console,
+    compresses, so other threads run meanwhile (the proxy compresses on
+    its reactor thread; its writer thread writes). No
+    content checksum: it took 40% of the compressing time on a fast console,
     and a file cut short, the case that matters, has none to check.
     """
 
