@@ -247,3 +247,13 @@ def test_the_directory_lists_filters_and_purges(tmp_path: Path) -> None:
     assert directory.purge(HEADER.started_at + 120) == [HEADER.id]
     assert directory.delete(other.id) and not directory.delete(other.id)
     assert directory.find() == []
+
+
+def test_a_frame_with_a_content_checksum_reads_complete_only_with_it(tmp_path: Path) -> None:
+    """txvnc writes no checksum, but a recording another zstd writer made with one (zstd's command line does) reads complete, and cut inside the checksum does not."""
+    encoder = RecordEncoder()
+    inner = inflate([encoder.start(HEADER) + encoder.batch([(SERVER, 1, b"hello")]) + encoder.finish()])[0]
+    data = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(inner)
+    assert inflate([data]) == (inner, True)
+    assert inflate([data[:-2]]) == (inner, False)
+    assert inflate([data[:-4] + bytes(4)])[1] is False  # a wrong checksum
