@@ -113,7 +113,8 @@ class Options(usage.Options):
             None,
             (
                 "Serve this noVNC tree at / instead of txvnc's page "
-                "(e.g. /usr/share/novnc)."
+                "(e.g. /usr/share/novnc); txvnc's replay page is served "
+                "beside it unless the tree has files of its names."
             ),
         ],
         [

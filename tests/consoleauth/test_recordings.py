@@ -207,3 +207,43 @@ def test_retention_deletes_old_recordings_every_hour_and_survives_a_failure(tmp_
     clock.advance(RETENTION_INTERVAL)
     assert not old.exists()
     timer.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_download_larger_than_memory_bound_is_sent_a_read_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recording of 24 MiB downloads complete and byte for byte, with its length, handed to the transport 64 KiB at a time at most (never read whole)."""
+    import os
+
+    from twisted.web.server import Request
+
+    from txvnc.core.streamed import CHUNK
+
+    header = RecordingHeader(
+        id=RID, node="node", console_id="req-1", instance_uuid="inst-1",
+        target="127.0.0.1:5900", token_hash="ab" * 32, started_at=NOW,
+    )  # fmt: skip
+    encoder = RecordEncoder()
+    path = tmp_path / f"{RID}.txrec"
+    with open(path, "wb") as f:
+        f.write(encoder.start(header))
+        for i in range(96):
+            f.write(encoder.batch([(SERVER, i, os.urandom(256 * 1024))]))
+        f.write(encoder.finish())
+    assert path.stat().st_size > 24 * 1024 * 1024 > 300 * CHUNK
+    writes: list[int] = []
+    write = Request.write
+
+    def spy(self: Request, data: bytes) -> None:
+        writes.append(len(data))
+        write(self, data)
+
+    monkeypatch.setattr(Request, "write", spy)
+    api = API_(tmp_path)
+    response = await api.http.request("GET", f"{API}/v1/recordings/{RID}/file", headers={"Authorization": "Bearer " + ADMIN_KEY})
+    assert response.code == 200
+    assert response.length == path.stat().st_size  # its Content-Length
+    content = await response.content()
+    assert content == path.read_bytes()
+    assert max(writes) <= CHUNK and len(writes) >= path.stat().st_size // CHUNK

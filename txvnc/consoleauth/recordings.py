@@ -116,7 +116,3 @@ class RecordingArchive:
         pool = self._reactor.getThreadPool()
         return deferToThreadPool(self._reactor, pool, f, *args)
 
-
-def read_bytes(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()

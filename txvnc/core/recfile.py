@@ -1,13 +1,14 @@
 """
-The console recording file (docs/recording.md): one gzip stream, written
-as the console goes and flushed after every batch of records, holding a
-header and then timed records.
+The console recording file (docs/recording.md): one zstd frame (RFC 8878),
+written as the console goes and flushed after every batch of records,
+holding a header and then timed records.
 
 Both halves need it: the proxy writes recordings, the token API lists and
 serves them, so it lives here. It does no I/O of its own but for
-L{read_file} and L{read_header}, which callers run off the reactor thread.
+L{RecordReader} and the functions built on it, which callers run off the
+reactor thread.
 
-Inside the gzip stream (what C{zcat FILE} prints):
+Inside the compressed stream (what C{zstdcat FILE} prints):
 
     MAGIC                      b"TXVNCREC1\\n"
     record*                    kind (u8), milliseconds since the start
@@ -19,9 +20,13 @@ message the browser sent), L{CLIPBOARD} (clipboard text the browser sent),
 L{GAP} (the recording stopped short: JSON naming why) and L{END} (JSON:
 how the console ended).
 
-Each batch ends with a zlib sync flush, so everything up to the last flush
-can be decompressed without the gzip trailer: a proxy killed mid-console
-leaves a file that reads up to its last complete record.
+Each batch ends with a zstd block flush, so everything up to the last
+flush can be decompressed without the frame's end: a proxy killed
+mid-console leaves a file that reads up to its last complete record.
+
+Version 1 files (the release before) hold the same inner stream in one
+gzip stream, sync-flushed per batch; the reader tells the two apart by
+their first bytes and reads both.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import IO, Any
+
+import zstandard
 
 MAGIC = b"TXVNCREC1\n"
 #: A recording file's name is its id and this.
@@ -54,8 +61,21 @@ KINDS = {
 }
 
 _RECORD = struct.Struct("!BII")
-#: gzip framing for zlib (RFC 1952), so C{zcat} reads a recording.
+#: The file format this release writes: 2, zstd; 1 was gzip.
+VERSION = 2
+#: How a file starts: a zstd frame (version 2) or a gzip stream (version 1).
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+#: gzip framing for zlib (RFC 1952), for version 1 files.
 _GZIP_WBITS = 31
+#: The most a reader holds of a file's inner stream at once, beside one
+#: record: what decompressing one zstd block (or this much gzip) gives.
+PIECE = 128 * 1024
+#: The longest record a reader takes (a longer one ends the readable part,
+#: as damage would). Records are reads of the relay (at most a few hundred
+#: KiB) and browser messages (at most C{--max-message-size}, 4 MiB by
+#: default): this bounds what reading any file may hold in memory.
+MAX_RECORD = 64 * 1024 * 1024
 #: A record's milliseconds are a u32: 49 days, beyond any session cap.
 MAX_MS = 2**32 - 1
 
@@ -105,7 +125,8 @@ class RecordingHeader:
     input: bool = False
     #: The clipboard text the browser sent is recorded.
     clipboard: bool = False
-    version: int = 1
+    #: The file format (L{VERSION} when written by this release).
+    version: int = VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
@@ -134,37 +155,64 @@ def frame(kind: int, ms: int, data: bytes) -> bytes:
 
 class RecordEncoder:
     """
-    Turns records into the bytes to append to a recording file: the gzip
-    stream, flushed after each batch. Level 1 by default: a console's
-    stream is mostly compressed already (Tight, ZRLE), and the writer must
-    keep up with the fastest console.
+    Turns records into the bytes to append to a recording file: one zstd
+    frame, flushed after each batch. Level 1: a console's stream is mostly
+    compressed already (Tight, ZRLE), and recording must keep up with the
+    fastest console; zstd at level 1 compresses data it cannot shrink at
+    gigabytes a second, where zlib managed tens of megabytes
+    (docs/recording.md). python-zstandard lets go of the GIL while it
+    compresses, so other threads run meanwhile (the proxy compresses on
+    its reactor thread; its writer thread writes). No
+    content checksum: it took 40% of the compressing time on a fast console,
+    and a file cut short, the case that matters, has none to check.
     """
 
     def __init__(self, level: int = 1) -> None:
-        self._zlib = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+        compressor = zstandard.ZstdCompressor(level=level, write_checksum=False)
+        self._zstd = compressor.compressobj()
 
     def start(self, header: RecordingHeader) -> bytes:
-        """The file's first bytes: the gzip header, MAGIC and the header."""
+        """The file's first bytes: the frame header, MAGIC and the header."""
         return self.batch([(HEADER, 0, header.to_bytes())], MAGIC)
 
     def batch(
         self, records: Iterable[tuple[int, int, bytes]], prefix: bytes = b""
     ) -> bytes:
         """
-        C{records} (kind, milliseconds, data) compressed and sync-flushed:
-        once these bytes are on disk, every record so far can be read.
+        C{records} (kind, milliseconds, data) compressed and flushed: once
+        these bytes are on disk, every record so far can be read.
         """
-        z = self._zlib
+        return b"".join(self.pieces(records, prefix))
+
+    def pieces(
+        self, records: Iterable[tuple[int, int, bytes]], prefix: bytes = b""
+    ) -> list[bytes]:
+        """L{batch} as the pieces to write in order, not joined (no copy)."""
+        parts = self.add(records, prefix)
+        parts.append(self.flush())
+        return parts
+
+    def add(
+        self, records: Iterable[tuple[int, int, bytes]], prefix: bytes = b""
+    ) -> list[bytes]:
+        """
+        C{records} compressed, not flushed: the pieces zstd has ready
+        (often none: it holds data until a block fills or L{flush}).
+        """
+        z = self._zstd
         parts = [z.compress(prefix)] if prefix else []
         for kind, ms, data in records:
             parts.append(z.compress(_RECORD.pack(kind, min(ms, MAX_MS), len(data))))
             parts.append(z.compress(data))
-        parts.append(z.flush(zlib.Z_SYNC_FLUSH))
-        return b"".join(parts)
+        return [part for part in parts if part]
+
+    def flush(self) -> bytes:
+        """The rest of what was added: once written, all of it can be read."""
+        return self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
 
     def finish(self) -> bytes:
-        """The end of the gzip stream (its trailer): the file is complete."""
-        return self._zlib.flush(zlib.Z_FINISH)
+        """The end of the frame: the file is complete."""
+        return self._zstd.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)
 
 
 @dataclass
@@ -186,22 +234,138 @@ class Recording:
         return self.records[-1][1] if self.records else 0
 
 
+class _Input:
+    """Compressed chunks, taken a bounded slice at a time."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._chunk = b""
+        self._at = 0
+
+    def take(self, n: int) -> bytes:
+        """Up to C{n} bytes (fewer at a chunk's end); C{b""} at the end."""
+        while self._at >= len(self._chunk):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._chunk, self._at = chunk, 0
+        out = self._chunk[self._at : self._at + n]
+        self._at += len(out)
+        return out
+
+    def exactly(self, n: int) -> bytes:
+        """C{n} bytes, or fewer at the end."""
+        parts = []
+        while n > 0:
+            part = self.take(n)
+            if not part:
+                break
+            parts.append(part)
+            n -= len(part)
+        return b"".join(parts)
+
+
+class Inflater:
+    """
+    A recording file's inner stream (either version), in pieces of at
+    most L{PIECE} bytes however well the data compressed: a few bytes of
+    zstd can stand for 128 KiB, so the input goes to the decompressor one
+    block at a time. C{complete} says, once the pieces are all read,
+    whether the stream ended properly (the zstd frame's end and checksum,
+    or the gzip trailer); a stream cut short gives what was flushed, and
+    damaged data ends the reading where it starts.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._input = _Input(chunks)
+        self.complete = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        start = self._input.exactly(4)
+        if start.startswith(ZSTD_MAGIC):
+            return self._zstd(start)
+        if start.startswith(GZIP_MAGIC):
+            return self._gzip(start)
+        return iter(())
+
+    def _zstd(self, start: bytes) -> Iterator[bytes]:
+        # The frame (RFC 8878, 3.1.1): its header, then blocks, each a
+        # 3-byte header (last block, type, size) and its content, then a
+        # checksum when the header says so.
+        data = self._input
+        head = start + data.exactly(1)
+        if len(head) < 5:
+            return
+        descriptor = head[4]
+        single = bool(descriptor & 0x20)
+        head += data.exactly(
+            (0 if single else 1)
+            + (0, 1, 2, 4)[descriptor & 3]
+            + ((1 if single else 0), 2, 4, 8)[descriptor >> 6]
+        )
+        checksum = 4 if descriptor & 4 else 0
+        z = zstandard.ZstdDecompressor().decompressobj()
+        try:
+            z.decompress(head)
+            while True:
+                block = data.exactly(3)
+                if len(block) < 3:
+                    return
+                header = int.from_bytes(block, "little")
+                kind = (header >> 1) & 3
+                if kind == 3:
+                    return  # reserved: damaged
+                left = 1 if kind == 1 else header >> 3
+                piece = block
+                while True:
+                    if left:
+                        more = data.take(left)
+                        left -= len(more)
+                        piece += more
+                    out = z.decompress(piece)
+                    if out:
+                        yield out
+                    if not left:
+                        break
+                    if not more:
+                        return  # cut short inside the block
+                    piece = b""
+                if header & 1:
+                    if checksum:
+                        z.decompress(data.exactly(checksum))
+                    self.complete = z.eof
+                    return
+        except zstandard.ZstdError:
+            return
+
+    def _gzip(self, start: bytes) -> Iterator[bytes]:
+        z = zlib.decompressobj(_GZIP_WBITS)
+        chunk = start
+        try:
+            while True:
+                out = z.decompress(chunk, PIECE)
+                if out:
+                    yield out
+                if z.eof:
+                    self.complete = True
+                    return
+                chunk = z.unconsumed_tail
+                if not chunk and len(out) < PIECE:
+                    chunk = self._input.take(PIECE)
+                    if not chunk:
+                        return
+        except zlib.error:
+            return
+
+
 def inflate(chunks: Iterable[bytes]) -> tuple[bytes, bool]:
     """
-    The bytes inside a recording's gzip stream, as far as they go, and
-    whether the stream ended with its trailer. A truncated stream gives what
-    was flushed; damaged data ends the reading where it starts.
+    The whole inner stream of a recording's bytes, as far as it goes, and
+    whether it ended properly (see L{Inflater}).
     """
-    z = zlib.decompressobj(_GZIP_WBITS)
-    out = []
-    try:
-        for chunk in chunks:
-            out.append(z.decompress(chunk))
-            if z.eof:
-                break
-    except zlib.error:
-        return b"".join(out), False
-    return b"".join(out), z.eof
+    inflater = Inflater(chunks)
+    data = b"".join(inflater)
+    return data, inflater.complete
 
 
 def parse(data: bytes) -> tuple[RecordingHeader, list[tuple[int, int, bytes]]]:
@@ -211,42 +375,92 @@ def parse(data: bytes) -> tuple[RecordingHeader, list[tuple[int, int, bytes]]]:
 
     @raise NotARecording: when C{data} does not start with a header.
     """
-    if not data.startswith(MAGIC):
-        raise NotARecording("not a txvnc recording")
-    records = list(_records(data, len(MAGIC)))
-    if not records or records[0][0] != HEADER:
-        raise NotARecording("the recording has no header")
-    return RecordingHeader.from_bytes(records[0][2]), records[1:]
+    reader = RecordReader([data], compressed=False)
+    return reader.header, list(reader)
 
 
-def _records(data: bytes, offset: int) -> Iterator[tuple[int, int, bytes]]:
-    size = _RECORD.size
-    end = len(data)
-    while offset + size <= end:
-        kind, ms, length = _RECORD.unpack_from(data, offset)
-        start = offset + size
-        if start + length > end:
-            return
-        yield kind, ms, data[start : start + length]
-        offset = start + length
+class RecordReader:
+    """
+    A recording's header, then its records one at a time (iterate), read
+    in bounded memory: one decompressed piece and one record (at most
+    L{MAX_RECORD}) at a time, whatever the file's size. C{complete} says,
+    after the records are all read, whether the file ended properly.
 
+    @raise NotARecording: from the constructor, when it is not one.
+    """
 
-def _chunks(path: str, size: int = 256 * 1024) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while chunk := f.read(size):
-            yield chunk
+    def __init__(self, chunks: Iterable[bytes], compressed: bool = True) -> None:
+        self._inflater = Inflater(chunks) if compressed else None
+        self._pieces = iter(self._inflater if self._inflater is not None else chunks)
+        self._buffer = bytearray()
+        #: Where the next record starts in the buffer.
+        self._at = 0
+        self._ended = False
+        while len(self._buffer) < len(MAGIC) and self._fill():
+            pass
+        if not self._buffer.startswith(MAGIC):
+            raise NotARecording("not a txvnc recording")
+        self._at = len(MAGIC)
+        first = self._next()
+        if first is None or first[0] != HEADER:
+            raise NotARecording("the recording has no header")
+        self.header = RecordingHeader.from_bytes(first[2])
+
+    @classmethod
+    def open(cls, f: IO[bytes], size: int = 64 * 1024) -> RecordReader:
+        """A reader of the open file C{f}, read C{size} bytes at a time."""
+        return cls(iter(lambda: f.read(size), b""))
+
+    @property
+    def complete(self) -> bool:
+        return self._inflater is not None and self._inflater.complete
+
+    def _fill(self) -> bool:
+        """One more piece in the buffer (what was read is dropped first)."""
+        if self._ended:
+            return False
+        piece = next(self._pieces, None)
+        if piece is None:
+            self._ended = True
+            return False
+        del self._buffer[: self._at]
+        self._at = 0
+        self._buffer += piece
+        return True
+
+    def _next(self) -> tuple[int, int, bytes] | None:
+        size = _RECORD.size
+        while len(self._buffer) - self._at < size:
+            if not self._fill():
+                return None
+        kind, ms, length = _RECORD.unpack_from(self._buffer, self._at)
+        if length > MAX_RECORD:
+            return None
+        while len(self._buffer) - self._at < size + length:
+            if not self._fill():
+                return None
+        start = self._at + size
+        self._at = start + length
+        return kind, ms, bytes(self._buffer[start : self._at])
+
+    def __iter__(self) -> Iterator[tuple[int, int, bytes]]:
+        while (record := self._next()) is not None:
+            yield record
 
 
 def read_file(path: str) -> Recording:
     """
-    Read a recording file, as much as there is.
+    Read a whole recording file into memory, as much as there is (for
+    tools and tests: what serves recordings reads them with
+    L{RecordReader}, a record at a time).
 
     @raise NotARecording: when it is not one.
     @raise OSError: when it cannot be read.
     """
-    data, complete = inflate(_chunks(path))
-    header, records = parse(data)
-    return Recording(header, records, complete)
+    with open(path, "rb") as f:
+        reader = RecordReader.open(f)
+        records = list(reader)
+    return Recording(reader.header, records, reader.complete)
 
 
 def read_header(path: str) -> RecordingHeader:
@@ -256,17 +470,5 @@ def read_header(path: str) -> RecordingHeader:
     @raise NotARecording: when it is not one.
     @raise OSError: when it cannot be read.
     """
-    z = zlib.decompressobj(_GZIP_WBITS)
-    data = b""
-    try:
-        for chunk in _chunks(path, 4096):
-            data += z.decompress(chunk)
-            if len(data) >= len(MAGIC) + _RECORD.size:
-                length = _RECORD.unpack_from(data, len(MAGIC))[2]
-                if len(data) >= len(MAGIC) + _RECORD.size + length:
-                    break
-            if z.eof or len(data) >= 65536:
-                break
-    except zlib.error:
-        pass
-    return parse(data)[0]
+    with open(path, "rb") as f:
+        return RecordReader.open(f, 4096).header

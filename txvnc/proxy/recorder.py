@@ -1,11 +1,16 @@
 """
 Console recording on the proxy: the tap a L{txvnc.proxy.relay.Relay} calls
 once per read of a recorded console (L{ConsoleRecorder}), and the one
-thread per proxy process that compresses and writes every recording
-(L{RecordingWriter}).
+thread per proxy process that writes every recording
+(L{txvnc.proxy.recwriter.RecordingWriter}).
 
 Disk writes block, so none happens on the reactor thread: a recorded read
-costs the relay a clock read and a queue put. What the writer has not yet
+costs the relay a clock read, compressing the read (zstd, with the GIL let
+go: gigabytes a second) and a queue put. Compressing where the read is, as
+it comes, keeps it out of the writer thread's hands: handing every read to
+another thread to compress cost the relay as much again in GIL hand-overs,
+thread wake-ups and page faults as the compressing itself (docs/recording.md,
+"Throughput"); the writer only writes. What the writer has not yet
 written is bounded per console (C{max_pending}): past the bound the
 console's VNC reads pause until the writer is down to half of it (a
 console faster than the disk goes at the disk's pace; memory stays
@@ -25,8 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -47,6 +50,7 @@ from txvnc.core.recfile import (
 )
 from txvnc.core.recordings import RecordingDirectory
 from txvnc.proxy import closecodes
+from txvnc.proxy.recwriter import CLOSE, DATA, OPEN, RecordingWriter, write_all
 
 #: What one console's recording may hold in memory, not yet written, before
 #: the console's VNC reads pause until the writer has caught up (to half
@@ -56,9 +60,13 @@ DEFAULT_MAX_PENDING = 16 * 1024 * 1024
 DEFAULT_STALL = 10.0
 ON_FAILURE = ("close", "continue")
 
-#: Control items on the writer's queue (beside record kinds).
-_OPEN = -1
-_CLOSE = -2
+#: A console's compressed records go to the writer once they hold
+#: L{HAND_OVER} recorded bytes, or L{HAND_OVER_AFTER} seconds after the
+#: first: a fast console wakes the writer (a thread switch, and GIL
+#: hand-overs the relay pays for too) once per many reads, not per read.
+HAND_OVER = 256 * 1024
+HAND_OVER_AFTER = 0.01
+
 
 #: RFB client message types that carry a person's input, and their sizes:
 #: KeyEvent, PointerEvent, QEMU's extended KeyEvent (255, subtype 0).
@@ -104,69 +112,11 @@ class RecordedConsole(Protocol):
     def close_console(self, code: int, reason: str) -> None: ...
 
 
-class RecordingWriter:
-    """
-    The thread that compresses and writes every recording of one proxy
-    process, started on first use; items come through one queue, in order.
-    """
-
-    _log = Logger()
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, item: tuple[ConsoleRecorder, int, int, Any]) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="txvnc-recording-writer", daemon=True
-                    )
-                    self._thread.start()
-        self._queue.put(item)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then end the thread (at shutdown)."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
-
-    def call_in_reactor(self, f: Any, *args: Any) -> None:
-        self._reactor.callFromThread(f, *args)
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            groups: dict[ConsoleRecorder, list[tuple[int, int, Any]]] = {}
-            for item in batch:
-                if item is None:
-                    stop = True
-                    continue
-                recorder, kind, ms, data = item
-                groups.setdefault(recorder, []).append((kind, ms, data))
-            for recorder, items in groups.items():
-                try:
-                    recorder.write(items)
-                except Exception as e:  # never let one recording end the thread
-                    self._log.failure("writing a recording failed")
-                    recorder.broken(f"{type(e).__name__}: {e}")
-
-
 class ConsoleRecorder:
     """
     One console's recording: the relay's tap (L{to_browser},
-    L{from_browser}, L{close}) on the reactor thread, and its file in the
-    writer thread (L{write}).
+    L{from_browser}, L{close}) and the compressing on the reactor thread,
+    and its file in the writer thread (L{write}).
     """
 
     _log = Logger()
@@ -208,11 +158,16 @@ class ConsoleRecorder:
         self.off = False
         self._closed = False
         self._reported = False
+        #: The reactor thread's own: records compressed as they come, and
+        #: what is compressed but not yet handed to the writer.
+        self._encoder = RecordEncoder()
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._hand_over_call: Any = None
         # The writer thread's own.
         self._fd: int | None = None
-        self._encoder: RecordEncoder | None = None
         self._broken = False
-        writer.submit((self, _OPEN, 0, header))
+        writer.submit((self, OPEN, [self._encoder.start(header)], 0))
 
     def _ms(self) -> int:
         return int((self._clock.seconds() - self._start) * 1000)
@@ -238,7 +193,7 @@ class ConsoleRecorder:
                 return
             if not self._paused:
                 self._pause()
-        self._writer.submit((self, SERVER, self._ms(), data))
+        self._record(SERVER, data)
 
     def _pause(self) -> None:
         """Stop the VNC side's reads until the writer has caught up."""
@@ -276,7 +231,34 @@ class ConsoleRecorder:
             kind = input_kind(payload, self._keys, self._clipboard)
             if kind is not None:
                 self.queued += len(payload)
-                self._writer.submit((self, kind, self._ms(), bytes(payload)))
+                self._record(kind, bytes(payload))
+
+    def _record(self, kind: int, data: bytes) -> None:
+        """One record compressed, to hand to the writer soon."""
+        self._held += self._encoder.add([(kind, self._ms(), data)])
+        self._held_size += len(data)
+        if self._held_size >= HAND_OVER or self._paused:
+            self._hand_over()
+        elif self._hand_over_call is None:
+            self._hand_over_call = self._clock.callLater(
+                HAND_OVER_AFTER, self._hand_over
+            )
+
+    def _hand_over(
+        self, op: int = DATA, last: tuple[int, bytes] | None = None
+    ) -> None:
+        """What is held, flushed (and C{last}, and the frame's end), to the writer."""
+        if self._hand_over_call is not None and self._hand_over_call.active():
+            self._hand_over_call.cancel()
+        self._hand_over_call = None
+        pieces, self._held = self._held, []
+        if last is not None:
+            pieces += self._encoder.add([(last[0], self._ms(), last[1])])
+            pieces += [self._encoder.flush(), self._encoder.finish()]
+        else:
+            pieces.append(self._encoder.flush())
+        self._writer.submit((self, op, pieces, self._held_size))
+        self._held_size = 0
 
     def close(self, why: str | None) -> None:
         """The console ended: write the END record and finish the file."""
@@ -286,16 +268,16 @@ class ConsoleRecorder:
             return
         self.off = True
         self._closed = True
-        end = json.dumps({"why": why}).encode("utf-8")
-        self._writer.submit((self, END, self._ms(), end))
-        self._writer.submit((self, _CLOSE, self._ms(), None))
+        self._finish(END, why)
 
     def _stop_recording(self, why: str) -> None:
         self.off = True
-        gap = json.dumps({"why": why}).encode("utf-8")
-        self._writer.submit((self, GAP, self._ms(), gap))
-        self._writer.submit((self, _CLOSE, self._ms(), None))
+        self._finish(GAP, why)
         self.failed(why)
+
+    def _finish(self, kind: int, why: str | None) -> None:
+        """The last record (L{END} or L{GAP}) and the end of the frame."""
+        self._hand_over(CLOSE, (kind, json.dumps({"why": why}).encode("utf-8")))
 
     def failed(self, why: str) -> None:
         """
@@ -339,28 +321,23 @@ class ConsoleRecorder:
 
     # The file (writer thread)
 
-    def write(self, items: list[tuple[int, int, Any]]) -> None:
-        """Append C{items} to the file, one flush for all of them."""
+    def write(self, items: list[tuple[int, list[bytes], int]]) -> None:
+        """Append the pieces of C{items} to the file, in one write."""
         if self._broken:
             return
-        records = []
+        pieces: list[bytes] = []
         size = 0
         close = False
         try:
-            for kind, ms, data in items:
-                if kind == _OPEN:
-                    self._open(data)
-                elif kind == _CLOSE:
+            for op, more, recorded in items:
+                if op == OPEN:
+                    self._open()
+                elif op == CLOSE:
                     close = True
-                else:
-                    records.append((kind, ms, data))
-                    if kind != GAP and kind != END:
-                        size += len(data)
-            if self._encoder is not None and self._fd is not None:
-                out = self._encoder.batch(records) if records else b""
-                if close:
-                    out += self._encoder.finish()
-                _write_all(self._fd, out)
+                pieces += more
+                size += recorded
+            if self._fd is not None:
+                write_all(self._fd, pieces)
             self.flushed += size
             behind = self.queued - self.flushed
             if self._want_drain and behind <= self._max_pending // 2:
@@ -371,11 +348,9 @@ class ConsoleRecorder:
         except OSError as e:
             self.broken(e.strerror or str(e))
 
-    def _open(self, header: RecordingHeader) -> None:
+    def _open(self) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
         self._fd = os.open(self.path, flags | getattr(os, "O_CLOEXEC", 0), 0o640)
-        self._encoder = RecordEncoder()
-        _write_all(self._fd, self._encoder.start(header))
 
     def _close_file(self) -> None:
         if self._fd is not None:
@@ -400,13 +375,6 @@ class ConsoleRecorder:
             )
             return
         self.failed(f"cannot write {self.path}: {why}")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
 
 
 class Recordings:

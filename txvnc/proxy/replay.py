@@ -10,12 +10,16 @@ C{--record-dir}, the directory every node of a deployment shares
 
 The answer is the recording's inner stream (docs/recording.md): MAGIC, the
 header and the records in order, with the server records' handshake made
-replayable; input and clipboard records are passed on as recorded.
+replayable; input and clipboard records are passed on as recorded. It is
+read from the file and sent a chunk at a time, as the page takes it
+(L{txvnc.core.streamed}): a long recording costs the proxy no more memory
+than a short one.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 from urllib.parse import quote
 
@@ -27,32 +31,89 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from txvnc.client import ConsoleAuthClient, ConsoleAuthError, ConsoleAuthUnavailable
-from txvnc.core.recfile import MAGIC, SERVER, NotARecording, frame, read_file
+from txvnc.core.recfile import (
+    HEADER,
+    MAGIC,
+    SERVER,
+    NotARecording,
+    RecordReader,
+    frame,
+)
 from txvnc.core.recordings import RecordingDirectory
-from txvnc.rfb.replay import NotReplayable, replayable
+from txvnc.core.streamed import Run, ThreadedBody
+from txvnc.rfb.replay import HandshakeSwap, NotReplayable
 
 EXPIRED = "The replay link is invalid or has expired"
 
+#: About how much of the replay stream one chunk sent to the page holds.
+CHUNK = 64 * 1024
+
+
+class ReplayStream:
+    """
+    The recording at C{path} as the replay page reads it, in chunks of
+    about L{CHUNK} bytes (one record more at most), read from the file as
+    they are sent: memory holds the recorded handshake, one chunk and one
+    record, whatever the recording's length. Blocking (file reads): made
+    and read in a thread.
+
+    @raise NotARecording, NotReplayable, OSError: from the constructor,
+        when it cannot be played (before anything is sent).
+    """
+
+    def __init__(self, path: str, chunk: int = CHUNK) -> None:
+        self._file = open(path, "rb")  # closed by close(), at the end
+        try:
+            reader = RecordReader.open(self._file)
+            self._records = iter(reader)
+            self._swap = HandshakeSwap()
+            #: The records read to see through the handshake, to send first.
+            self._held: deque[tuple[int, int, bytes]] = deque()
+            for record in self._records:
+                self._held.append(record)
+                if record[0] == SERVER and self._swap.look(record[2]):
+                    break
+            else:
+                self._swap.finish()
+        except BaseException:
+            self._file.close()
+            raise
+        self._chunk = chunk
+        self._out = [MAGIC, frame(HEADER, 0, reader.header.to_bytes())]
+
+    def __iter__(self) -> ReplayStream:
+        return self
+
+    def __next__(self) -> bytes:
+        out = self._out
+        size = sum(map(len, out))
+        while size < self._chunk:
+            if self._held:
+                kind, ms, data = self._held.popleft()
+            else:
+                record = next(self._records, None)
+                if record is None:
+                    break
+                kind, ms, data = record
+            if kind == SERVER:
+                data = self._swap.replace(data)
+                if not data:
+                    continue
+            out.append(frame(kind, ms, data))
+            size += len(out[-1])
+        if not out:
+            self.close()
+            raise StopIteration
+        self._out = []
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+
 
 def replay_stream(path: str) -> bytes:
-    """
-    The recording at C{path} as the replay page reads it (blocking: run in
-    a thread).
-
-    @raise NotARecording, NotReplayable, OSError: when it cannot be played.
-    """
-    recording = read_file(path)
-    server = [d for k, _, d in recording.records if k == SERVER]
-    chunks = iter(replayable(server))
-    header = recording.header.to_bytes()
-    out = [MAGIC, frame(0, 0, header)]
-    for kind, ms, data in recording.records:
-        if kind == SERVER:
-            data = next(chunks)
-            if not data:
-                continue
-        out.append(frame(kind, ms, data))
-    return b"".join(out)
+    """The whole replay stream of the recording at C{path} (tools, tests)."""
+    return b"".join(ReplayStream(path))
 
 
 class ReplayResource(Resource):
@@ -66,12 +127,24 @@ class ReplayResource(Resource):
     _log = Logger()
 
     def __init__(
-        self, auth: ConsoleAuthClient, directory: str | None, reactor: Any
+        self,
+        auth: ConsoleAuthClient,
+        directory: str | None,
+        reactor: Any,
+        run: Run | None = None,
     ) -> None:
+        """
+        @param run: runs the file reads off the reactor thread (default:
+            C{reactor}'s thread pool).
+        """
         super().__init__()
         self._auth = auth
         self._directory = RecordingDirectory(directory) if directory else None
-        self._reactor = reactor
+        self._run: Run = run or (
+            lambda f, *args: deferToThreadPool(
+                reactor, reactor.getThreadPool(), f, *args
+            )
+        )
 
     def render_GET(self, request: Request) -> bytes | int:
         args: dict[bytes, list[bytes]] = request.args or {}
@@ -82,7 +155,15 @@ class ReplayResource(Resource):
         request.notifyFinish().addErrback(lambda _: gone.append(True))
         d = Deferred.fromCoroutine(self._answer(token))
 
-        def send(result: tuple[int, str, bytes]) -> None:
+        def send(result: tuple[int, str, bytes] | ReplayStream) -> None:
+            if isinstance(result, ReplayStream):
+                if gone:
+                    self._run(result.close)
+                    return
+                request.setResponseCode(200)
+                request.setHeader(b"Content-Type", b"application/octet-stream")
+                ThreadedBody(result, self._run).send(request)
+                return
             if gone:
                 return
             status, kind, body = result
@@ -99,7 +180,11 @@ class ReplayResource(Resource):
         d.addCallback(send).addErrback(failed)
         return NOT_DONE_YET
 
-    async def _answer(self, token: str) -> tuple[int, str, bytes]:
+    async def _answer(self, token: str) -> tuple[int, str, bytes] | ReplayStream:
+        """
+        An error to answer, or the recording to stream: opened, and its
+        handshake seen through, before anything is answered.
+        """
         if not token or len(token) > 512:
             return _error(400, "a replay token is required")
         try:
@@ -112,9 +197,8 @@ class ReplayResource(Resource):
         path = self._directory.path_for(recording_id) if self._directory else None
         if path is None:
             return _error(404, "this proxy has no such recording (--record-dir)")
-        pool = self._reactor.getThreadPool()
         try:
-            body = await deferToThreadPool(self._reactor, pool, replay_stream, path)
+            stream: ReplayStream = await self._run(ReplayStream, path)
         except FileNotFoundError:
             return _error(404, "no such recording")
         except (NotARecording, NotReplayable, OSError) as e:
@@ -124,8 +208,7 @@ class ReplayResource(Resource):
                 why=str(e),
             )
             return _error(422, f"this recording cannot be replayed: {e}")
-        return 200, "application/octet-stream", body
-
+        return stream
 
     async def _recording_of(self, token: str) -> str | None:
         """

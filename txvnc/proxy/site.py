@@ -76,6 +76,27 @@ def page_dir() -> str:
     return str(resources.files("txvnc") / "web")
 
 
+#: The replay page's files (docs/recording.md), served beside an
+#: operator's C{--web} tree as well.
+REPLAY_PAGE = ("replay.html", "replay.js", "replay.css", "console.css")
+
+
+def add_replay_page(static: File, web_dir: str, novnc_dir: str | None) -> None:
+    """
+    Put txvnc's replay page into an operator's tree (C{--web}), so a replay
+    URL opens on any proxy: each of its files at its own path, and noVNC at
+    C{/novnc/} for it, unless the tree has a file of that name when the
+    proxy starts (theirs wins: an operator may replace the replay page).
+    """
+    for name in REPLAY_PAGE:
+        if not os.path.lexists(os.path.join(web_dir, name)):
+            static.putChild(
+                name.encode("ascii"), StaticFiles(os.path.join(page_dir(), name))
+            )
+    if novnc_dir is not None and not os.path.lexists(os.path.join(web_dir, "novnc")):
+        static.putChild(b"novnc", StaticFiles(novnc_dir))
+
+
 def _is_utf8(data: bytes) -> bool:
     try:
         data.decode("utf-8")
@@ -406,9 +427,10 @@ def console_site(
     The proxy's L{Site}.
 
     @param web_dir: serve this tree at C{/} instead of txvnc's page (e.g.
-        Debian's C{/usr/share/novnc}, for its C{vnc_lite.html?path=...}).
+        Debian's C{/usr/share/novnc}, for its C{vnc_lite.html?path=...}),
+        with txvnc's replay page beside it (L{add_replay_page}).
     @param novnc_dir: noVNC's package, mounted at C{/novnc/} under txvnc's
-        own page; ignored with C{web_dir}.
+        own page; with C{web_dir}, for the replay page only.
     @param timeout: idle timeout of plain HTTP connections.
     @param quiet_health: keep successful requests for the C{extra}
         resources (health checks) out of the access log
@@ -426,6 +448,7 @@ def console_site(
     """
     if web_dir is not None:
         static = StaticFiles(web_dir)
+        add_replay_page(static, web_dir, novnc_dir)
     else:
         static = StaticFiles(page_dir())
         # nova's access URLs name noVNC's vnc_lite.html (vnc_auto.html

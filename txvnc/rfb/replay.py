@@ -96,36 +96,79 @@ def _sound_server_init(data: bytes, at: int) -> bool:
     )
 
 
+#: How much of the recorded server stream may pass before the handshake
+#: must have been seen through.
+HANDSHAKE_LIMIT = 1024 * 1024
+
+
+class HandshakeSwap:
+    """
+    The recorded server chunks, in order, with the handshake up to the
+    ServerInit replaced by L{NONE_HANDSHAKE} (in the first chunk; chunks
+    wholly inside the old handshake become empty), one chunk at a time, so
+    a recording of any length is made replayable holding only its
+    handshake: L{look} at chunks until it says the ServerInit was found (or
+    L{finish} when there are no more), then L{replace} every chunk from the
+    first.
+    """
+
+    def __init__(self) -> None:
+        self._head = bytearray()
+        self._skip: int | None = None
+        self._first = True
+
+    def look(self, chunk: bytes) -> bool:
+        """
+        Take the next chunk into the handshake; whether the ServerInit is
+        now found.
+
+        @raise NotReplayable: past L{HANDSHAKE_LIMIT} bytes without it.
+        """
+        self._head += chunk
+        try:
+            self._skip = server_init_offset(bytes(self._head))
+        except NotReplayable:
+            if len(self._head) > HANDSHAKE_LIMIT:
+                raise
+            return False
+        self._head = bytearray()
+        return True
+
+    def finish(self) -> None:
+        """
+        No more chunks to look at.
+
+        @raise NotReplayable: when the ServerInit was not found.
+        """
+        if self._skip is None:
+            self._skip = server_init_offset(bytes(self._head))
+        self._head = bytearray()
+
+    def replace(self, chunk: bytes) -> bytes:
+        """The next chunk as the replay sends it."""
+        assert self._skip is not None, "look() until found, or finish(), first"
+        if self._skip >= len(chunk):
+            self._skip -= len(chunk)
+            return b""
+        rest = chunk[self._skip :]
+        self._skip = 0
+        if self._first:
+            self._first = False
+            rest = NONE_HANDSHAKE + rest
+        return rest
+
+
 def replayable(chunks: list[bytes]) -> list[bytes]:
     """
-    The recorded server chunks, in order and as many, with the handshake
-    up to the ServerInit replaced by L{NONE_HANDSHAKE} (in the first
-    chunk; chunks wholly inside the old handshake become empty).
+    The recorded server chunks, in order and as many, made replayable (see
+    L{HandshakeSwap}).
 
     @raise NotReplayable: when the handshake cannot be read.
     """
-    head = b""
+    swap = HandshakeSwap()
     for chunk in chunks:
-        head += chunk
-        try:
-            skip = server_init_offset(head)
+        if swap.look(chunk):
             break
-        except NotReplayable:
-            if len(head) > 1024 * 1024:
-                raise
     else:
-        skip = server_init_offset(head)
-    out: list[bytes] = []
-    first = True
-    for chunk in chunks:
-        if skip >= len(chunk):
-            skip -= len(chunk)
-            out.append(b"")
-            continue
-        rest = chunk[skip:]
-        skip = 0
-        if first:
-            rest = NONE_HANDSHAKE + rest
-            first = False
-        out.append(rest)
-    return out
+        swap.finish()
+    return [swap.replace(chunk) for chunk in chunks]

@@ -322,12 +322,17 @@ def _check_recording(config: Mapping[str, Any]) -> None:
 
 def _web(config: Mapping[str, Any]) -> dict[str, Any]:
     """
-    The page's files: C{--web} or C{--novnc} checked, or noVNC found.
+    The page's files: C{--web} or C{--novnc} checked, or noVNC found. With
+    C{--web}, noVNC is only for the replay page (docs/recording.md): the
+    C{--web} tree itself when it is noVNC (Debian's), else found as without
+    it, if it can be.
     """
     if config["web"] is not None:
         if not os.path.isdir(config["web"]):
             raise usage.UsageError(f"--web {config['web']}: no such directory")
-        return {}
+        if config["novnc"] is not None:
+            return {}
+        return {"novnc": config["web"] if is_novnc(config["web"]) else find_novnc()}
     if config["novnc"] is not None:
         if not is_novnc(config["novnc"]):
             raise usage.UsageError(f"--novnc {config['novnc']}: no core/rfb.js there")

@@ -12,9 +12,10 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
 
 from txvnc.consoleauth.api import MAX_PARAMETER, TokenAPI, role_names
-from txvnc.consoleauth.routes.answers import Answer, json_body, query, refusal
+from txvnc.consoleauth.routes.answers import Answer, answer_body, query, refusal
 from txvnc.consoleauth.routes.app import app
 from txvnc.consoleauth.routes.errors import failed
 
@@ -24,8 +25,9 @@ ANY_KEY = None
 #: A route's handler: the API, the request, the caller's roles, then the
 #: path parameters by name.
 Handler = Callable[..., Coroutine[Any, Any, Answer]]
-#: What klein calls: a refusal at once, or the handler's answer later.
-Endpoint = Callable[..., bytes | Deferred[bytes]]
+#: What klein calls: a refusal at once, or the handler's answer later (as
+#: bytes, or a resource that streams it).
+Endpoint = Callable[..., bytes | Deferred[bytes | Resource]]
 
 
 def requires(role: str | None) -> Callable[[Handler], Endpoint]:
@@ -40,7 +42,7 @@ def requires(role: str | None) -> Callable[[Handler], Endpoint]:
         @functools.wraps(handler)
         def endpoint(
             api: TokenAPI, request: IRequest, **params: str
-        ) -> bytes | Deferred[bytes]:
+        ) -> bytes | Deferred[bytes | Resource]:
             roles = api.keys.roles(request.getHeader(b"authorization"))
             if roles is None:
                 request.setHeader(b"WWW-Authenticate", b'Bearer realm="txvnc"')
@@ -83,7 +85,7 @@ def _pattern(endpoint: str) -> str:
 
 def _to_the_end(
     api: TokenAPI, request: IRequest, work: Coroutine[Any, Any, Answer]
-) -> Deferred[bytes]:
+) -> Deferred[bytes | Resource]:
     """
     Run a handler to its end, and give klein its answer as JSON.
 
@@ -93,15 +95,16 @@ def _to_the_end(
     its own: cancelling it drops the answer, and the handler goes on. A
     failure is logged either way.
     """
-    answer: Deferred[bytes] = Deferred()
+    answer: Deferred[bytes | Resource] = Deferred()
 
     def settle(result: Answer | Failure) -> None:
+        body: bytes | Resource
         if isinstance(result, Failure):
             body = failed(api, request, result)
         elif answer.called:
             return
         else:
-            body = json_body(request, *result)
+            body = answer_body(request, *result)
         if not answer.called:
             answer.callback(body)
 

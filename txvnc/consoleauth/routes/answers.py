@@ -9,20 +9,43 @@ import json
 from typing import Any
 
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
 
 from txvnc.consoleauth.api import MAX_BODY
 from txvnc.consoleauth.tokens import InvalidRequest
+from txvnc.core.streamed import ThreadedBody, ThreadedResource
 
 #: What a handler returns: the status and the JSON body (L{None}: none).
 Answer = tuple[int, Any]
 
 
-class RawBody(bytes):
+class StreamedBody:
     """
-    An answer's body sent as it is, not as JSON (a recording's file).
+    An answer's body sent as it is read, not as JSON and never whole in
+    memory (a recording's file): L{ThreadedBody}.
     """
 
     content_type = b"application/octet-stream"
+
+    def __init__(self, body: ThreadedBody, length: int | None = None) -> None:
+        self.body = body
+        self.length = length
+
+
+def answer_body(request: IRequest, status: int, body: Any) -> bytes | Resource:
+    """
+    Set the status and headers of a handler's answer; its body: as bytes
+    (L{json_body}), or for a L{StreamedBody} the resource that sends it,
+    which klein renders.
+    """
+    if not isinstance(body, StreamedBody):
+        return json_body(request, status, body)
+    request.setResponseCode(status)
+    request.setHeader(b"Cache-Control", b"no-store")
+    request.setHeader(b"Content-Type", body.content_type)
+    if body.length is not None:
+        request.setHeader(b"Content-Length", b"%d" % (body.length,))
+    return ThreadedResource(body.body)
 
 
 def json_body(request: IRequest, status: int, body: Any) -> bytes:
@@ -33,9 +56,6 @@ def json_body(request: IRequest, status: int, body: Any) -> bytes:
     request.setHeader(b"Cache-Control", b"no-store")
     if body is None:
         return b""
-    if isinstance(body, RawBody):
-        request.setHeader(b"Content-Type", body.content_type)
-        return bytes(body)
     request.setHeader(b"Content-Type", b"application/json")
     return json.dumps(body).encode("utf-8") + b"\n"
 

@@ -16,18 +16,23 @@ C{--record-dir} every route answers 404.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 from twisted.web.iweb import IRequest
 
 from txvnc.consoleauth.api import TokenAPI
 from txvnc.consoleauth.keys import ADMIN, PROXY
-from txvnc.consoleauth.recordings import RecordingArchive, read_bytes
-from txvnc.consoleauth.routes.access import requires
-from txvnc.consoleauth.routes.answers import Answer, RawBody, query
+from txvnc.consoleauth.recordings import RecordingArchive
+from txvnc.consoleauth.routes.access import Endpoint, Handler, requires
+from txvnc.consoleauth.routes.answers import Answer, StreamedBody, query
 from txvnc.consoleauth.routes.app import app
+from txvnc.core.recordings import public
+from txvnc.core.streamed import FileChunks, ThreadedBody
 from txvnc.core.tokens import iso8601
 
 NOT_CONFIGURED = "recordings are not kept here (no --record-dir)"
@@ -62,18 +67,50 @@ def _time(value: str | None, name: str) -> float | None:
     return seconds
 
 
-def _archive(api: TokenAPI) -> RecordingArchive | None:
+class _NoSuch(Exception):
+    """No such recording: 404."""
+
+
+def _route(path: str, method: str, role: str) -> Callable[[Handler], Endpoint]:
+    """
+    A recordings route (L{requires} C{role}): 404 without C{--record-dir},
+    and for no such recording (L{_NoSuch}, or its file gone while read).
+    """
+
+    def decorate(handler: Handler) -> Endpoint:
+        @functools.wraps(handler)
+        async def route(api: TokenAPI, *args: Any, **kwargs: Any) -> Answer:
+            if api.recordings is None:
+                return 404, {"error": NOT_CONFIGURED}
+            try:
+                return await handler(api, *args, **kwargs)
+            except (_NoSuch, FileNotFoundError):
+                return 404, {"error": NO_SUCH}
+
+        endpoint = requires(role)(route)
+        app.route(path, methods=[method])(endpoint)
+        return endpoint
+
+    return decorate
+
+
+def _archive(api: TokenAPI) -> RecordingArchive:
+    assert api.recordings is not None  # _route answered 404 without
     return api.recordings
 
 
-@app.route("/v1/recordings", methods=["GET"])
-@requires(ADMIN)
+async def _metadata(archive: RecordingArchive, recording_id: str) -> dict[str, Any]:
+    meta = await archive.run(archive.directory.metadata, recording_id)
+    if meta is None:
+        raise _NoSuch()
+    return meta
+
+
+@_route("/v1/recordings", "GET", ADMIN)
 async def list_recordings(
     api: TokenAPI, request: IRequest, roles: frozenset[str]
 ) -> Answer:
     archive = _archive(api)
-    if archive is None:
-        return 404, {"error": NOT_CONFIGURED}
     try:
         since = _time(query(request, "since"), "since")
         until = _time(query(request, "until"), "until")
@@ -84,68 +121,50 @@ async def list_recordings(
     return 200, {"recordings": found}
 
 
-@app.route("/v1/recordings/<recording_id>", methods=["GET"])
-@requires(ADMIN)
+@_route("/v1/recordings/<recording_id>", "GET", ADMIN)
 async def show_recording(
     api: TokenAPI, request: IRequest, roles: frozenset[str], recording_id: str
 ) -> Answer:
     archive = _archive(api)
-    if archive is None:
-        return 404, {"error": NOT_CONFIGURED}
-    meta = await archive.run(archive.directory.metadata, recording_id)
-    if meta is None:
-        return 404, {"error": NO_SUCH}
-    return 200, {k: v for k, v in meta.items() if not k.startswith("_")}
+    return 200, public(await _metadata(archive, recording_id))
 
 
-@app.route("/v1/recordings/<recording_id>/file", methods=["GET"])
-@requires(ADMIN)
+@_route("/v1/recordings/<recording_id>/file", "GET", ADMIN)
 async def download_recording(
     api: TokenAPI, request: IRequest, roles: frozenset[str], recording_id: str
 ) -> Answer:
     archive = _archive(api)
-    if archive is None:
-        return 404, {"error": NOT_CONFIGURED}
     path = archive.directory.path_for(recording_id)
     if path is None:
-        return 404, {"error": NO_SUCH}
-    try:
-        data = await archive.run(read_bytes, path)
-    except FileNotFoundError:
-        return 404, {"error": NO_SUCH}
+        raise _NoSuch()
+    chunks = await archive.run(FileChunks, path)
     api.audit_event(request, roles, "recording.downloaded", recording_id=recording_id)
     request.setHeader(
         b"Content-Disposition",
         b'attachment; filename="' + (recording_id + ".txrec").encode("ascii") + b'"',
     )
-    return 200, RawBody(data)
+    # Sent a read at a time as the client takes it: a recording of hours
+    # costs the API no more memory than one of seconds.
+    return 200, StreamedBody(ThreadedBody(chunks, archive.run), chunks.size)
 
 
-@app.route("/v1/recordings/<recording_id>", methods=["DELETE"])
-@requires(ADMIN)
+@_route("/v1/recordings/<recording_id>", "DELETE", ADMIN)
 async def delete_recording(
     api: TokenAPI, request: IRequest, roles: frozenset[str], recording_id: str
 ) -> Answer:
     archive = _archive(api)
-    if archive is None:
-        return 404, {"error": NOT_CONFIGURED}
     if not await archive.run(archive.directory.delete, recording_id):
-        return 404, {"error": NO_SUCH}
+        raise _NoSuch()
     api.audit_event(request, roles, "recording.deleted", recording_id=recording_id)
     return 204, None
 
 
-@app.route("/v1/recordings/<recording_id>/replay", methods=["POST"])
-@requires(ADMIN)
+@_route("/v1/recordings/<recording_id>/replay", "POST", ADMIN)
 async def replay_recording(
     api: TokenAPI, request: IRequest, roles: frozenset[str], recording_id: str
 ) -> Answer:
     archive = _archive(api)
-    if archive is None:
-        return 404, {"error": NOT_CONFIGURED}
-    meta = await archive.run(archive.directory.metadata, recording_id)
-    if meta is None:
-        return 404, {"error": NO_SUCH}
+    meta = await _metadata(archive, recording_id)
     expires_at = int(api.clock.seconds()) + archive.replay_ttl
     token = archive.links.make(recording_id, expires_at)
     api.audit_event(
@@ -160,14 +179,11 @@ async def replay_recording(
     return 201, {"replay_url": url, "expires_at": iso8601(expires_at)}
 
 
-@app.route("/v1/replays/<token>", methods=["GET"])
-@requires(PROXY)
+@_route("/v1/replays/<token>", "GET", PROXY)
 async def check_replay(
     api: TokenAPI, request: IRequest, roles: frozenset[str], token: str
 ) -> Answer:
     archive = _archive(api)
-    if archive is None:
-        return 404, {"error": NOT_CONFIGURED}
     found = archive.links.check(token, api.clock.seconds())
     if found is None:
         return 404, {"error": "the replay link is invalid or has expired"}
