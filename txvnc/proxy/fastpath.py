@@ -56,6 +56,10 @@ READ_SIZE = 124 * 1024
 #: Largest single send (Twisted: 128 KiB).
 SEND_LIMIT = 1024 * 1024
 
+#: Set on the transports L{tune} tuned: the reactor may hand their events to
+#: them without Twisted's legacy log context (L{txvnc.ops.dispatch}).
+RELAY_MARK = "txvnc_relay"
+
 _OPCODE_BINARY_FIN = 0x82
 _MASKED = 0x80
 
@@ -68,13 +72,15 @@ def _plain_tcp(transport: Any) -> bool:
 
 def tune(transport: Any) -> None:
     """
-    Bigger reads and sends for a plain TCP transport, and no Nagle delay
-    (a console is interactive); anything else is left as it is.
+    Bigger reads and sends for a plain TCP transport, no Nagle delay (a
+    console is interactive), and the relay's mark (L{RELAY_MARK});
+    anything else is left as it is.
     """
     if _plain_tcp(transport):
         transport.bufferSize = READ_SIZE
         transport.SEND_LIMIT = SEND_LIMIT
         transport.setTcpNoDelay(True)
+        setattr(transport, RELAY_MARK, True)
 
 
 def writable_now(transport: Any) -> bool:
