@@ -101,16 +101,59 @@ def test_reader_delivers_complete_binary_frames_and_returns_the_rest():
         frame(b"short", length_form=126),
         frame(b"x" * 200, length_form=127),
         frame(b"x" * ((1 << 20) + 1)),
-        frame(os.urandom(1000))[:-1],
-        b"\x82\xfe\x01",
+        frame(b"x" * ((1 << 20) + 1))[:5000],
+        b"\x82\x7e\x01",
+        b"\x81",
     ],
     ids=["text", "not-final", "continuation", "unmasked", "non-minimal-16",
-         "non-minimal-64", "too-big", "incomplete", "incomplete-header"],
+         "non-minimal-64", "too-big", "too-big-incomplete", "unmasked-cut-header",
+         "text-cut-header"],
 )  # fmt: skip
 def test_reader_leaves_anything_else_to_autobahn(data):
     """Frames the fast path does not handle come back untouched and nothing is delivered."""
     r, got = reader()
     assert r.feed(data) == data
+    assert got == []
+
+
+def test_reader_holds_a_binary_frame_cut_by_the_read_and_finishes_it():
+    """
+    A binary frame cut by the end of a read, wherever the cut falls (in the
+    header, the mask or the payload), is held and delivered by the fast
+    path once the next read completes it: Autobahn sees none of it.
+    """
+    payloads = [os.urandom(n) for n in (10, 300, 16384, 70000, 5)]
+    stream = b"".join(frame(p) for p in payloads)
+    cuts = sorted({1, 2, 3, 5, 7, 9, 13, 15, 320, 330, 16700, 16720, 87000, len(stream) - 3})
+    r, got = reader()
+    last = 0
+    for cut in [*cuts, len(stream)]:
+        assert r.feed(stream[last:cut]) == b""
+        last = cut
+    assert got == payloads
+    assert r.release() == b""
+
+
+def test_reader_gives_autobahn_a_held_frame_that_turns_out_not_to_be_one():
+    """Bytes held for a cut header that completes as something the fast path does not take go to Autobahn, held bytes first."""
+    r, got = reader()
+    too_big = frame(b"x" * ((1 << 20) + 1))
+    assert r.feed(too_big[:2]) == b""
+    assert r.feed(too_big[2:5000]) == too_big[:5000]
+    assert got == []
+    non_minimal = frame(b"short", length_form=126)
+    assert r.feed(non_minimal[:3]) == b""
+    assert r.feed(non_minimal[3:]) == non_minimal
+
+
+def test_reader_releases_what_it_holds():
+    """release() gives back the held bytes of a cut frame, once."""
+    r, got = reader()
+    cut = frame(os.urandom(1000))[:-1]
+    assert r.feed(cut) == b""
+    assert r.holding
+    assert r.release() == cut
+    assert not r.holding and r.release() == b""
     assert got == []
 
 
