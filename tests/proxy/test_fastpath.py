@@ -25,6 +25,7 @@ from txvnc.proxy.fastpath import (
 )
 
 from .harness import Stack
+from .memory import MemoryProxy
 
 
 def frame(payload: bytes, opcode: int = 2, fin: bool = True, masked: bool = True,
@@ -199,3 +200,23 @@ async def test_mixed_browser_traffic_arrives_intact(stack, vnc):
     assert server_side.received == total
     assert server_side.sha.hexdigest() == expected.hexdigest()
     assert browser.state == WebSocketProtocol.STATE_OPEN
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_frame_held_when_the_proxy_starts_closing_goes_to_autobahn():
+    """
+    A binary frame cut by a read just before the proxy starts the closing
+    handshake reaches Autobahn whole, held bytes first, so the browser's
+    close frame after it ends the connection cleanly.
+    """
+    proxy = MemoryProxy()
+    browser = proxy.browser(f"token={await proxy.mint()}")
+    assert browser.opened.called
+    (console,) = proxy.factory.consoles
+    server_side = console.transport.protocol
+    cut = frame(os.urandom(3000))
+    server_side.dataReceived(cut[:1000])
+    server_side.close_with(1000, "bye")
+    server_side.dataReceived(cut[1000:] + frame(struct.pack("!H", 1000), opcode=8))
+    proxy.flush()
+    assert server_side.wasClean, server_side.wasNotCleanReason
