@@ -17,10 +17,11 @@ So a plain TCP transport is tuned (L{tune}), writes go straight to the
 socket with one gathering C{sendmsg} when nothing is queued before them
 (L{send_now}), frames to the browser get their header sent beside the
 payload (L{binary_frame_header}), and complete binary frames from the
-browser are unmasked in one pass over the read (L{BinaryFrameReader});
-everything else (TLS transports, control frames, text, fragments, partial
-frames, protocol errors) takes the ordinary Twisted and Autobahn paths,
-which stay the reference for correctness.
+browser are unmasked in one pass over the read (L{BinaryFrameReader}),
+a binary frame cut by the end of a read held until the next completes it;
+everything else (TLS transports, control frames, text, fragments,
+protocol errors) takes the ordinary Twisted and Autobahn paths, which stay
+the reference for correctness.
 
 Flow control is unchanged: whatever the kernel does not take goes into
 Twisted's buffer with C{transport.write}, which pauses the producer when
