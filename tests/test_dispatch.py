@@ -95,6 +95,19 @@ def test_an_error_in_a_relay_read_is_logged_and_closes_it(reactor):
     peer.close()
 
 
+def test_a_relay_whose_peer_hangs_up_is_closed(reactor):
+    """A relay transport whose peer closes reads the end of the stream and loses its connection, as with Twisted's dispatch."""
+    install(reactor)
+    conn, peer = connection(reactor, protocol := Noting(), relay=True)
+    peer.send(b"last words")
+    peer.close()
+    for _ in range(3):
+        reactor.doIteration(0.1)
+    assert protocol.data == b"last words"
+    assert protocol.lost
+    assert conn.fileno() == -1
+
+
 def test_install_once_and_uninstall(reactor):
     """Installed once on an epoll reactor, given back by uninstall; other reactors are left alone."""
     assert install(reactor)

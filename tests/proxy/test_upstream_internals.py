@@ -140,6 +140,15 @@ def test_epoll_reactor_dispatch_is_the_one_ops_dispatch_replaces():
         "fd",
         "event",
     ]
+    # A plain read event: Twisted calls doRead and disconnects on what it
+    # returns or raises; lean_do_poll does the same without the fileno check.
+    assert EPollReactor._POLL_IN == select.EPOLLIN
+    handler = inspect.getsource(EPollReactor._doReadOrWrite)
+    assert "why = selectable.doRead()" in handler
+    assert "self._disconnectSelectable(selectable, why, inRead)" in handler
+    assert list(
+        inspect.signature(EPollReactor._disconnectSelectable).parameters
+    ) == ["self", "selectable", "why", "isRead", "faildict"]
     reactor = EPollReactor()
     try:
         assert isinstance(reactor._selectables, dict)
