@@ -16,6 +16,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
+from txvnc.proxy import fastpath
 from txvnc.proxy.fastpath import (
     SMALL_PAYLOAD,
     BinaryFrameReader,
@@ -70,8 +71,13 @@ def test_frame_header_encodes_length_minimally(length):
     "length", [0, 1, 2, 3, 4, 5, 6, 63, 64, SMALL_PAYLOAD - 1, SMALL_PAYLOAD,
                SMALL_PAYLOAD + 1, 70000],
 )  # fmt: skip
-def test_unmask_agrees_with_the_rfc_on_both_sides_of_the_small_payload_cut(length):
-    """Small (integer XOR) and large (Autobahn's masker) payloads unmask byte for byte as RFC 6455 says."""
+@pytest.mark.parametrize("nvx", [True, False], ids=["nvx-direct", "autobahn-masker"])
+def test_unmask_agrees_with_the_rfc_on_both_sides_of_the_small_payload_cut(
+    length, nvx, monkeypatch
+):
+    """Small (integer XOR) and large (Autobahn's C masker called directly, or its Python wrapper without it) payloads unmask byte for byte as RFC 6455 says."""
+    if not nvx:
+        monkeypatch.setattr(fastpath, "_nvx_lib", None)
     mask, payload = os.urandom(4), os.urandom(length)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     assert unmask(mask, memoryview(masked)) == payload
@@ -125,7 +131,9 @@ def test_reader_holds_a_binary_frame_cut_by_the_read_and_finishes_it():
     """
     payloads = [os.urandom(n) for n in (10, 300, 16384, 70000, 5)]
     stream = b"".join(frame(p) for p in payloads)
-    cuts = sorted({1, 2, 3, 5, 7, 9, 13, 15, 320, 330, 16700, 16720, 87000, len(stream) - 3})
+    cuts = sorted(
+        {1, 2, 3, 5, 7, 9, 13, 15, 320, 330, 16700, 16720, 87000, len(stream) - 3}
+    )
     r, got = reader()
     last = 0
     for cut in [*cuts, len(stream)]:
@@ -191,7 +199,9 @@ async def test_mixed_browser_traffic_arrives_intact(stack, vnc):
         expected.update(payload)
         total += size
         if i % 7 == 3:
-            browser.sendMessage(payload, isBinary=True, fragmentSize=rng.randint(1, 5000))
+            browser.sendMessage(
+                payload, isBinary=True, fragmentSize=rng.randint(1, 5000)
+            )
         else:
             browser.sendMessage(payload, isBinary=True)
         if i % 11 == 0:

@@ -120,6 +120,27 @@ def test_epoll_reactor_waits_through_its_poller_attribute():
         epoll.close()
 
 
+# -- Autobahn: the compiled masker (fastpath.unmask)
+
+
+def test_autobahn_nvx_masker_has_the_functions_unmask_calls():
+    """
+    Autobahn's NVX extension (C{_nvx_xormasker}) is there and its
+    C{nvx_xormask_new(mask)} copies the mask, C{nvx_xormask_process}
+    XORs a buffer in place from the start of the mask, and
+    C{nvx_xormask_free} frees it.
+    """
+    from _nvx_xormasker import ffi, lib
+
+    mask = bytearray(b"\x01\x02\x03\x04")
+    masker = lib.nvx_xormask_new(bytes(mask))
+    mask[:] = b"\x00\x00\x00\x00"
+    data = bytearray(b"\x00" * 4100)
+    lib.nvx_xormask_process(masker, ffi.from_buffer(data), len(data))
+    lib.nvx_xormask_free(masker)
+    assert bytes(data) == (b"\x01\x02\x03\x04" * 1025)
+
+
 # -- Twisted: the epoll reactor's dispatch (ops.dispatch)
 
 
