@@ -78,10 +78,14 @@ def lean_do_poll(reactor: Any) -> Callable[[float | None], None]:
                 try:
                     why = selectable.doRead()
                 except BaseException:
+                    # As Twisted: logged, and the connection closed as not
+                    # having read (isRead false).
                     why = sys.exc_info()[1]
                     log.err()
-                if why:
-                    disconnect(selectable, why, True)
+                    disconnect(selectable, why, False)
+                else:
+                    if why:
+                        disconnect(selectable, why, True)
             else:
                 handle(selectable, fd, event)
 
