@@ -16,6 +16,7 @@ from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import StringTransport
 
+from txvnc.proxy import fastpath
 from txvnc.proxy.fastpath import (
     SMALL_PAYLOAD,
     BinaryFrameReader,
@@ -25,6 +26,7 @@ from txvnc.proxy.fastpath import (
 )
 
 from .harness import Stack
+from .memory import MemoryProxy
 
 
 def frame(payload: bytes, opcode: int = 2, fin: bool = True, masked: bool = True,
@@ -69,8 +71,13 @@ def test_frame_header_encodes_length_minimally(length):
     "length", [0, 1, 2, 3, 4, 5, 6, 63, 64, SMALL_PAYLOAD - 1, SMALL_PAYLOAD,
                SMALL_PAYLOAD + 1, 70000],
 )  # fmt: skip
-def test_unmask_agrees_with_the_rfc_on_both_sides_of_the_small_payload_cut(length):
-    """Small (integer XOR) and large (Autobahn's masker) payloads unmask byte for byte as RFC 6455 says."""
+@pytest.mark.parametrize("nvx", [True, False], ids=["nvx-direct", "autobahn-masker"])
+def test_unmask_agrees_with_the_rfc_on_both_sides_of_the_small_payload_cut(
+    length, nvx, monkeypatch
+):
+    """Small (integer XOR) and large (Autobahn's C masker called directly, or its Python wrapper without it) payloads unmask byte for byte as RFC 6455 says."""
+    if not nvx:
+        monkeypatch.setattr(fastpath, "_nvx_lib", None)
     mask, payload = os.urandom(4), os.urandom(length)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     assert unmask(mask, memoryview(masked)) == payload
@@ -101,16 +108,61 @@ def test_reader_delivers_complete_binary_frames_and_returns_the_rest():
         frame(b"short", length_form=126),
         frame(b"x" * 200, length_form=127),
         frame(b"x" * ((1 << 20) + 1)),
-        frame(os.urandom(1000))[:-1],
-        b"\x82\xfe\x01",
+        frame(b"x" * ((1 << 20) + 1))[:5000],
+        b"\x82\x7e\x01",
+        b"\x81",
     ],
     ids=["text", "not-final", "continuation", "unmasked", "non-minimal-16",
-         "non-minimal-64", "too-big", "incomplete", "incomplete-header"],
+         "non-minimal-64", "too-big", "too-big-incomplete", "unmasked-cut-header",
+         "text-cut-header"],
 )  # fmt: skip
 def test_reader_leaves_anything_else_to_autobahn(data):
     """Frames the fast path does not handle come back untouched and nothing is delivered."""
     r, got = reader()
     assert r.feed(data) == data
+    assert got == []
+
+
+def test_reader_holds_a_binary_frame_cut_by_the_read_and_finishes_it():
+    """
+    A binary frame cut by the end of a read, wherever the cut falls (in the
+    header, the mask or the payload), is held and delivered by the fast
+    path once the next read completes it: Autobahn sees none of it.
+    """
+    payloads = [os.urandom(n) for n in (10, 300, 16384, 70000, 5)]
+    stream = b"".join(frame(p) for p in payloads)
+    cuts = sorted(
+        {1, 2, 3, 5, 7, 9, 13, 15, 320, 330, 16700, 16720, 87000, len(stream) - 3}
+    )
+    r, got = reader()
+    last = 0
+    for cut in [*cuts, len(stream)]:
+        assert r.feed(stream[last:cut]) == b""
+        last = cut
+    assert got == payloads
+    assert r.release() == b""
+
+
+def test_reader_gives_autobahn_a_held_frame_that_turns_out_not_to_be_one():
+    """Bytes held for a cut header that completes as something the fast path does not take go to Autobahn, held bytes first."""
+    r, got = reader()
+    too_big = frame(b"x" * ((1 << 20) + 1))
+    assert r.feed(too_big[:2]) == b""
+    assert r.feed(too_big[2:5000]) == too_big[:5000]
+    assert got == []
+    non_minimal = frame(b"short", length_form=126)
+    assert r.feed(non_minimal[:3]) == b""
+    assert r.feed(non_minimal[3:]) == non_minimal
+
+
+def test_reader_releases_what_it_holds():
+    """release() gives back the held bytes of a cut frame, once."""
+    r, got = reader()
+    cut = frame(os.urandom(1000))[:-1]
+    assert r.feed(cut) == b""
+    assert r.holding
+    assert r.release() == cut
+    assert not r.holding and r.release() == b""
     assert got == []
 
 
@@ -147,7 +199,9 @@ async def test_mixed_browser_traffic_arrives_intact(stack, vnc):
         expected.update(payload)
         total += size
         if i % 7 == 3:
-            browser.sendMessage(payload, isBinary=True, fragmentSize=rng.randint(1, 5000))
+            browser.sendMessage(
+                payload, isBinary=True, fragmentSize=rng.randint(1, 5000)
+            )
         else:
             browser.sendMessage(payload, isBinary=True)
         if i % 11 == 0:
@@ -156,3 +210,23 @@ async def test_mixed_browser_traffic_arrives_intact(stack, vnc):
     assert server_side.received == total
     assert server_side.sha.hexdigest() == expected.hexdigest()
     assert browser.state == WebSocketProtocol.STATE_OPEN
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_frame_held_when_the_proxy_starts_closing_goes_to_autobahn():
+    """
+    A binary frame cut by a read just before the proxy starts the closing
+    handshake reaches Autobahn whole, held bytes first, so the browser's
+    close frame after it ends the connection cleanly.
+    """
+    proxy = MemoryProxy()
+    browser = proxy.browser(f"token={await proxy.mint()}")
+    assert browser.opened.called
+    (console,) = proxy.factory.consoles
+    server_side = console.transport.protocol
+    cut = frame(os.urandom(3000))
+    server_side.dataReceived(cut[:1000])
+    server_side.close_with(1000, "bye")
+    server_side.dataReceived(cut[1000:] + frame(struct.pack("!H", 1000), opcode=8))
+    proxy.flush()
+    assert server_side.wasClean, server_side.wasNotCleanReason

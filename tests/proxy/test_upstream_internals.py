@@ -1,7 +1,7 @@
 """
-The private parts of Twisted and Autobahn that L{txvnc.proxy.fastpath} and
-L{txvnc.ops.spin} rely on, checked by name and shape and then by behaviour,
-so that a new release that moves them fails here, loudly and by name,
+The private parts of Twisted and Autobahn that L{txvnc.proxy.fastpath},
+L{txvnc.ops.spin} and L{txvnc.ops.dispatch} rely on, checked by name and
+shape and then by behaviour, so that a new release that moves them fails here, loudly and by name,
 instead of somewhere deep in a relay test (or, worse, silently: a spinner
 that is no longer called, a debug line formatted again).
 
@@ -27,6 +27,8 @@ from twisted.internet import tcp
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.testing import StringTransport
 
+from txvnc.ops.dispatch import install as dispatch_install
+from txvnc.ops.dispatch import uninstall as dispatch_uninstall
 from txvnc.ops.spin import SpinningPoller, install, uninstall
 from txvnc.proxy.fastpath import (
     FastWebSocketProtocol,
@@ -116,6 +118,65 @@ def test_epoll_reactor_waits_through_its_poller_attribute():
         assert reactor._poller is epoll
     finally:
         epoll.close()
+
+
+# -- Autobahn: the compiled masker (fastpath.unmask)
+
+
+def test_autobahn_nvx_masker_has_the_functions_unmask_calls():
+    """
+    Autobahn's NVX extension (C{_nvx_xormasker}) is there and its
+    C{nvx_xormask_new(mask)} copies the mask, C{nvx_xormask_process}
+    XORs a buffer in place from the start of the mask, and
+    C{nvx_xormask_free} frees it.
+    """
+    from _nvx_xormasker import ffi, lib
+
+    mask = bytearray(b"\x01\x02\x03\x04")
+    masker = lib.nvx_xormask_new(bytes(mask))
+    mask[:] = b"\x00\x00\x00\x00"
+    data = bytearray(b"\x00" * 4100)
+    lib.nvx_xormask_process(masker, ffi.from_buffer(data), len(data))
+    lib.nvx_xormask_free(masker)
+    assert bytes(data) == (b"\x01\x02\x03\x04" * 1025)
+
+
+# -- Twisted: the epoll reactor's dispatch (ops.dispatch)
+
+
+def test_epoll_reactor_dispatch_is_the_one_ops_dispatch_replaces():
+    """
+    C{doIteration} is C{doPoll}, which polls C{_poller} for at most
+    C{len(_selectables)} events and hands each, through C{callWithLogger},
+    to C{_doReadOrWrite(selectable, fd, event)}: the loop
+    L{txvnc.ops.dispatch.lean_do_poll} copies, minus the log context.
+    """
+    assert EPollReactor.doIteration is EPollReactor.doPoll
+    source = inspect.getsource(EPollReactor.doPoll)
+    assert "self._poller.poll(timeout, len(self._selectables))" in source
+    assert "log.callWithLogger(selectable, _drdw, selectable, fd, event)" in source
+    assert list(inspect.signature(EPollReactor._doReadOrWrite).parameters) == [
+        "self",
+        "selectable",
+        "fd",
+        "event",
+    ]
+    # A plain read event: Twisted calls doRead and disconnects on what it
+    # returns or raises; lean_do_poll does the same without the fileno check.
+    assert EPollReactor._POLL_IN == select.EPOLLIN
+    handler = inspect.getsource(EPollReactor._doReadOrWrite)
+    assert "why = selectable.doRead()" in handler
+    assert "self._disconnectSelectable(selectable, why, inRead)" in handler
+    assert list(
+        inspect.signature(EPollReactor._disconnectSelectable).parameters
+    ) == ["self", "selectable", "why", "isRead", "faildict"]
+    reactor = EPollReactor()
+    try:
+        assert isinstance(reactor._selectables, dict)
+        assert dispatch_install(reactor)
+        dispatch_uninstall(reactor)
+    finally:
+        reactor._poller.close()
 
 
 # -- Autobahn: the server protocol's state (fastpath.FastWebSocketProtocol)

@@ -17,10 +17,11 @@ So a plain TCP transport is tuned (L{tune}), writes go straight to the
 socket with one gathering C{sendmsg} when nothing is queued before them
 (L{send_now}), frames to the browser get their header sent beside the
 payload (L{binary_frame_header}), and complete binary frames from the
-browser are unmasked in one pass over the read (L{BinaryFrameReader});
-everything else (TLS transports, control frames, text, fragments, partial
-frames, protocol errors) takes the ordinary Twisted and Autobahn paths,
-which stay the reference for correctness.
+browser are unmasked in one pass over the read (L{BinaryFrameReader}),
+a binary frame cut by the end of a read held until the next completes it;
+everything else (TLS transports, control frames, text, fragments,
+protocol errors) takes the ordinary Twisted and Autobahn paths, which stay
+the reference for correctness.
 
 Flow control is unchanged: whatever the kernel does not take goes into
 Twisted's buffer with C{transport.write}, which pauses the producer when
@@ -28,8 +29,9 @@ that buffer passes the transport's C{bufferSize}.
 
 This is the one module of txvnc that touches Twisted's and Autobahn's
 private internals: a TCP transport's buffers and socket (L{tune},
-L{writable_now}, L{send_now}) and, in L{FastWebSocketProtocol}, Autobahn's
-receive buffer, frame parser, send queue, close frame and close reasons.
+L{writable_now}, L{send_now}), Autobahn's compiled masker (L{unmask})
+and, in L{FastWebSocketProtocol}, Autobahn's receive buffer, frame parser,
+send queue, close frame and close reasons.
 Checked against Twisted 26.10.0 and Autobahn 26.11.1, the upper bounds in
 setup.cfg; tests/proxy/test_upstream_internals.py names each part used and
 fails, by name, if a release moves one.
@@ -38,13 +40,21 @@ fails, by name, if a release moves one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
 
 from txvnc.proxy.closecodes import close_reason
+
+try:
+    # Autobahn's compiled NVX masker (optional: Autobahn builds it where it
+    # can). Its Python wrapper costs about 2 us per frame before the XOR.
+    from _nvx_xormasker import ffi as _nvx_ffi  # type: ignore[import-not-found]
+    from _nvx_xormasker import lib as _nvx_lib
+except ImportError:  # pragma: no cover - Autobahn without NVX
+    _nvx_lib = None
 
 #: Bytes asked of the kernel per read on a relay socket (Twisted: 64 KiB).
 #: Also the write-buffer size past which the other side's reads pause.
@@ -55,6 +65,10 @@ READ_SIZE = 124 * 1024
 
 #: Largest single send (Twisted: 128 KiB).
 SEND_LIMIT = 1024 * 1024
+
+#: Set on the transports L{tune} tuned: the reactor may hand their events to
+#: them without Twisted's legacy log context (L{txvnc.ops.dispatch}).
+RELAY_MARK = "txvnc_relay"
 
 _OPCODE_BINARY_FIN = 0x82
 _MASKED = 0x80
@@ -68,13 +82,15 @@ def _plain_tcp(transport: Any) -> bool:
 
 def tune(transport: Any) -> None:
     """
-    Bigger reads and sends for a plain TCP transport, and no Nagle delay
-    (a console is interactive); anything else is left as it is.
+    Bigger reads and sends for a plain TCP transport, no Nagle delay (a
+    console is interactive), and the relay's mark (L{RELAY_MARK});
+    anything else is left as it is.
     """
     if _plain_tcp(transport):
         transport.bufferSize = READ_SIZE
         transport.SEND_LIMIT = SEND_LIMIT
         transport.setTcpNoDelay(True)
+        setattr(transport, RELAY_MARK, True)
 
 
 def writable_now(transport: Any) -> bool:
@@ -135,8 +151,20 @@ def unmask(mask: bytes, payload: memoryview) -> bytes:
     """
     length = len(payload)
     if length > SMALL_PAYLOAD:
-        unmasked: bytes = create_xor_masker(mask, length).process(payload)
-        return unmasked
+        if _nvx_lib is None:
+            unmasked: bytes = create_xor_masker(mask, length).process(payload)
+            return unmasked
+        # Autobahn's C masker called directly: one copy, XORed in place.
+        # Its wrapper (create_xor_masker) adds a Python object with a
+        # finaliser, a zeroed buffer and a second copy per frame: 3.1
+        # against 1.4 us for 16 KiB, the upload benchmark's message.
+        data = bytearray(payload)
+        masker = _nvx_lib.nvx_xormask_new(mask)  # copies the mask
+        try:
+            _nvx_lib.nvx_xormask_process(masker, _nvx_ffi.from_buffer(data), length)
+        finally:
+            _nvx_lib.nvx_xormask_free(masker)
+        return bytes(data)
     key = (mask * ((length >> 2) + 1))[:length]
     value = int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")
     return value.to_bytes(length, "little")
@@ -160,6 +188,14 @@ class BinaryFrameReader:
     browser sent and hands their unmasked payloads on; stops at the first
     byte that is anything else and returns the rest, for Autobahn.
 
+    A binary frame cut by the end of a read (a 16 KiB upload message nearly
+    always is: reads are 124 KiB) is held and finished on the next read,
+    so that Autobahn's per-frame machinery does not take one frame in
+    every read (about a quarter of the proxy's upload time, docs/
+    performance.md). If the held bytes turn out not to start such a frame
+    (a cut header that completes as something else), they go to Autobahn
+    ahead of the read.
+
     @param deliver: called once per read with the payloads, in order.
     @param max_payload: frames longer than this are left to Autobahn, which
         refuses them.
@@ -170,16 +206,39 @@ class BinaryFrameReader:
     ) -> None:
         self._deliver = deliver
         self._max_payload = max_payload
+        #: The start of a cut frame, in pieces, and its mask offset and
+        #: end (relative to its first byte) once its header is complete.
+        self._held: list[bytes] = []
+        self._held_size = 0
+        self._held_frame: tuple[int, int] | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Part of a frame is held, waiting for the rest."""
+        return bool(self._held)
+
+    def release(self) -> bytes:
+        """The held bytes, given up (for Autobahn once the fast path stops)."""
+        held = b"".join(self._held)
+        self._held, self._held_size, self._held_frame = [], 0, None
+        return held
 
     def feed(self, data: bytes) -> bytes:
         """
-        Deliver the complete binary frames at the start of C{data}; return
-        the bytes from the first frame that is not one (or is incomplete).
+        Deliver the complete binary frames at the start of C{data} (after
+        any frame held from the last read); hold a binary frame cut at the
+        end; return the bytes from the first frame that is not one.
         """
-        size = len(data)
-        pos = 0
         payloads: list[bytes] = []
+        pos = 0
+        if self._held:
+            finished = self._finish_held(data, payloads)
+            if finished is None:
+                return self.release() + data
+            pos = finished
+        size = len(data)
         view = memoryview(data)
+        cut = False
         while size - pos >= 6:
             if data[pos] != _OPCODE_BINARY_FIN:
                 break
@@ -191,6 +250,7 @@ class BinaryFrameReader:
                 start = pos + 2
             elif length == 126:
                 if size - pos < 8:
+                    cut = True
                     break
                 length = int.from_bytes(data[pos + 2 : pos + 4], "big")
                 if length < 126:
@@ -198,6 +258,7 @@ class BinaryFrameReader:
                 start = pos + 4
             else:
                 if size - pos < 14:
+                    cut = True
                     break
                 length = int.from_bytes(data[pos + 2 : pos + 10], "big")
                 if length < 65536:
@@ -207,13 +268,86 @@ class BinaryFrameReader:
                 break
             end = start + 4 + length
             if end > size:
+                self._held_frame = (start - pos, end - pos)
+                cut = True
                 break
             if length:
                 payloads.append(unmask(data[start : start + 4], view[start + 4 : end]))
             pos = end
+        else:
+            # Fewer than 6 bytes left: a cut header, if they may start one.
+            cut = pos < size and self._header(data[pos:]) is not None
+        if cut:
+            self._held = [data[pos:]]
+            self._held_size = size - pos
+            pos = size
         if payloads:
             self._deliver(payloads)
         return data[pos:] if pos else data
+
+    def _header(self, head: bytes) -> tuple[int, int] | Literal[True] | None:
+        """
+        The mask offset and end of the frame that starts C{head}, L{True}
+        while its header is still incomplete, L{None} when it is not a
+        frame the fast path takes.
+        """
+        size = len(head)
+        if head[0] != _OPCODE_BINARY_FIN:
+            return None
+        if size < 2:
+            return True
+        if not head[1] & _MASKED:
+            return None
+        length = head[1] & 0x7F
+        if length < 126:
+            start = 2
+        elif length == 126:
+            if size < 4:
+                return True
+            length = int.from_bytes(head[2:4], "big")
+            if length < 126:
+                return None
+            start = 4
+        else:
+            if size < 10:
+                return True
+            length = int.from_bytes(head[2:10], "big")
+            if length < 65536:
+                return None
+            start = 10
+        if length > self._max_payload:
+            return None
+        return start, start + 4 + length
+
+    def _finish_held(self, data: bytes, payloads: list[bytes]) -> int | None:
+        """
+        Complete the held frame from the front of C{data}: the offset in
+        C{data} after it (all of C{data} while it is still incomplete), or
+        L{None} when the held bytes are not such a frame after all.
+        """
+        frame = self._held_frame
+        if frame is None:
+            header = self._header(b"".join(self._held) + data[:14])
+            if header is None:
+                return None
+            if not isinstance(header, tuple):  # the header is still cut
+                self._held.append(data)
+                self._held_size += len(data)
+                return len(data)
+            frame = self._held_frame = header
+        start, end = frame
+        need = end - self._held_size
+        if len(data) < need:
+            self._held.append(data)
+            self._held_size += len(data)
+            return len(data)
+        whole = b"".join([*self._held, data[:need]])
+        self._held, self._held_size, self._held_frame = [], 0, None
+        if end > start + 4:
+            payloads.append(
+                unmask(whole[start : start + 4], memoryview(whole)[start + 4 :])
+            )
+        return need
 
 
 _OPEN = WebSocketServerProtocol.STATE_OPEN
@@ -270,10 +404,15 @@ class FastWebSocketProtocol(WebSocketServerProtocol):
         # Autobahn's adapter builds a debug log line for every read (a few
         # microseconds each, even with debug off); go straight to parsing.
         frames = self._frames
-        if frames is not None and self.state == _OPEN:
-            data = self._take_binary_frames(frames, data)
-            if not data:
-                return
+        if frames is not None:
+            if self.state == _OPEN:
+                data = self._take_binary_frames(frames, data)
+                if not data:
+                    return
+            elif frames.holding:
+                # Closing: Autobahn parses everything from now on, starting
+                # with the cut frame the fast path held.
+                data = frames.release() + data
         self._dataReceived(data)
 
     def _take_binary_frames(self, frames: BinaryFrameReader, data: bytes) -> bytes:

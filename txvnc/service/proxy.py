@@ -17,6 +17,7 @@ from txvnc.client import ConsoleAuthClient
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.core.audit import AuditLog
 from txvnc.httppool import API_CONNECTIONS, pooled_http_client
+from txvnc.ops.dispatch import DispatchService
 from txvnc.ops.health import Readiness, http_ok, ops_children
 from txvnc.ops.metrics import PrometheusConsoleEvents, ProxyCollector
 from txvnc.ops.reload import ReloadHooks
@@ -137,9 +138,9 @@ def console_proxy(
     audit: AuditLog,
 ) -> tuple[list[IService], ConsoleProxyFactory]:
     """
-    The proxy served by this process (C{--workers 1}): the reactor's spin,
-    the revocation follower and the listener, in the order they start, and
-    the factory (for the drain at shutdown).
+    The proxy served by this process (C{--workers 1}): the reactor's relay
+    dispatch and spin, the revocation follower and the listener, in the
+    order they start, and the factory (for the drain at shutdown).
 
     @param keys: the API keys; the proxy's is looked up per call, so a
         SIGHUP rotates it without touching open consoles.
@@ -154,6 +155,7 @@ def console_proxy(
     )
     assert factory.follower is not None
     services: list[IService] = [
+        DispatchService(reactor),
         SpinService(reactor, settings.poll_spin),
         factory.follower,
         listener(reactor, settings.listen, site, hooks, "--listen"),

@@ -25,6 +25,7 @@ from twisted.logger import Logger, globalLogBeginner
 from twisted.python import usage
 
 from txvnc.consoleauth.keys import PROXY, KeyRing
+from txvnc.ops.dispatch import install as install_dispatch
 from txvnc.ops.health import Readiness
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.sharedmetrics import ENV, ProxyMetricsPublisher
@@ -55,6 +56,7 @@ def run(settings: Settings, reactor: Any) -> None:
     keys.key_for(PROXY)
     hooks = ReloadHooks()
     hooks.add("API keys", keys.reload)
+    install_dispatch(reactor)
     install_spin(reactor, settings.poll_spin)
     site, factory = proxy_site(
         settings,
