@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -494,7 +495,10 @@ FIGURES = [
 def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) -> None:
     """
     One round of the throughput, latency and connect figures: every system
-    measured back to back against this round's backend.
+    measured back to back against this round's backend, in an order
+    shuffled per round, so that none is always measured after the same
+    neighbour (the page cache, the scheduler and the other processes'
+    leftovers from the one before).
     """
     be = bench.backend
     direct = {
@@ -541,7 +545,9 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
             add(system, "connect_cpu", res["proxy_cpu_s"] / res["opened"] * 1e6)
 
     try:
-        for system, target in targets.items():
+        order = list(targets.items())
+        random.shuffle(order)
+        for system, target in order:
             proxy = by_name.get(system)
             if want("download"):
                 res = bench.load("download", target("stream"), secs, proxy=proxy)
@@ -612,7 +618,9 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
         many_targets = dict(targets)
         if two is not None:
             many_targets[two.name] = lambda script: two.url(be[script])
-        for system, target in many_targets.items():
+        many_order = list(many_targets.items())
+        random.shuffle(many_order)
+        for system, target in many_order:
             if want("many"):
                 res = bench.load(
                     "many", target("stream"), 100, secs, proxy=by_name.get(system)
