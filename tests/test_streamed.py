@@ -152,3 +152,31 @@ def test_a_file_is_read_in_chunks_up_to_its_size_when_opened(tmp_path: Path) -> 
         f.write(b"b" * 1000)
     got = list(chunks)
     assert max(map(len, got)) == 65536 and b"".join(got) == b"a" * 200_000
+
+
+def test_the_source_is_closed_only_after_the_chunk_in_flight_came_back() -> None:
+    """
+    A client that leaves while a chunk is being made: the source is not
+    closed in the pool at the same time (a pool runs calls in parallel; a
+    generator closed while it runs in another thread raises "generator
+    already executing" and stays open), but once that chunk is back.
+    """
+    made: list[str] = []
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            while True:
+                made.append("chunk")
+                yield b"x" * 1000
+        finally:
+            made.append("closed")
+
+    source, pool = chunks(), Pool()
+    body = ThreadedBody(source, pool)
+    channel, _ = serve(body)
+    pool.step()
+    channel.connectionLost(Failure(ConnectionError("gone")))  # a chunk is in flight
+    assert [f.__name__ for _, f, _ in pool.waiting] == ["_next"]
+    while pool.waiting:
+        pool.step()
+    assert made == ["chunk", "chunk", "closed"] and body.done.called

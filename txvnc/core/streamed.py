@@ -86,6 +86,8 @@ class ThreadedBody:
         self._busy = False
         request = self._request
         if self._over or request is None:
+            if self._over:
+                self._close_source()  # put off while this chunk was made
             return
         if isinstance(result, Failure):
             self._log.failure("sending an answer failed part-way", result)
@@ -105,11 +107,18 @@ class ThreadedBody:
         request = self._request
         if request is not None and request.channel is not None:
             request.unregisterProducer()
+        if not self._busy:
+            # Else once the chunk being made is back (_got): closing the
+            # source while another pool thread still reads from it would
+            # race that read (a generator refuses: "already executing").
+            self._close_source()
+        if not self.done.called:
+            self.done.callback(None)
+
+    def _close_source(self) -> None:
         self._run(_close, self._chunks).addErrback(
             lambda f: self._log.failure("closing an answer's source failed", f)
         )
-        if not self.done.called:
-            self.done.callback(None)
 
     def pauseProducing(self) -> None:
         self._paused = True
