@@ -272,3 +272,27 @@ async def test_records_reach_the_file_within_the_hand_over_time_or_size(tmp_path
     proxy.flush()
     recordings.writer.stop()  # past the size: handed over without waiting
     assert the_recording(tmp_path)[0].server_bytes() == 12 + HAND_OVER
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_console_still_open_at_shutdown_is_recorded_to_its_end(tmp_path: Path) -> None:
+    """
+    A console the drain gave up on (aborted: its connectionLost comes after
+    the reactor stopped, if ever) when the writer stops at shutdown: what
+    it was sent in its last 10 ms (held, not yet handed over) is written
+    all the same, with an END record and the frame's end.
+    """
+    proxy, recordings, _ = recorded_proxy(tmp_path)
+    token = await proxy.mint(record=True)
+    browser = proxy.browser(f"token={token}")
+    (vnc,) = proxy.vnc.servers
+    for chunk in (b"RFB 003.008\n", b"\x01\x01", b"\x00" * 4, b"frame" * 1000):
+        vnc.transport.write(chunk)
+        proxy.flush()
+    recordings.stop()  # the console is still open
+
+    recording, _ = the_recording(tmp_path)
+    server = b"".join(d for k, _, d in recording.records if k == SERVER)
+    assert hashlib.sha256(server).digest() == browser.sha.digest()
+    assert [k for k, _, _ in recording.records if k != SERVER] == [END]
+    assert recording.complete

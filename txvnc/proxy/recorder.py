@@ -31,7 +31,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -164,6 +165,9 @@ class ConsoleRecorder:
         self._held: list[bytes] = []
         self._held_size = 0
         self._hand_over_call: Any = None
+        #: Told when the relay closes this recorder (L{Recordings} keeps
+        #: the open ones, to finish them at shutdown).
+        self.ended: Callable[[ConsoleRecorder], None] | None = None
         # The writer thread's own.
         self._fd: int | None = None
         self._broken = False
@@ -262,6 +266,9 @@ class ConsoleRecorder:
 
     def close(self, why: str | None) -> None:
         """The console ended: write the END record and finish the file."""
+        if self.ended is not None:
+            self.ended(self)
+            self.ended = None
         if self._stall_call is not None and self._stall_call.active():
             self._stall_call.cancel()
         if self.off:
@@ -269,6 +276,14 @@ class ConsoleRecorder:
         self.off = True
         self._closed = True
         self._finish(END, why)
+
+    def shut_down(self) -> None:
+        """
+        The proxy stops with the console still open (the drain gave up on
+        it): finish the file now, what is held included; the console's
+        own end, if it comes, finds the recording closed.
+        """
+        self.close(self._console.close_why or "the proxy stopped")
 
     def _stop_recording(self, why: str) -> None:
         self.off = True
@@ -405,6 +420,8 @@ class Recordings:
         self.max_pending = max_pending
         self._clock: IReactorTime = clock if clock is not None else reactor
         self.writer = RecordingWriter(reactor)
+        #: The recorders whose console has not closed yet.
+        self._open: weakref.WeakSet[ConsoleRecorder] = weakref.WeakSet()
 
     def wanted(self, info: ConnectInfo) -> bool:
         return self.record_all or bool(info.record)
@@ -437,7 +454,7 @@ class Recordings:
             client=console.client,
             recording=rid,
         )
-        return ConsoleRecorder(
+        recorder = ConsoleRecorder(
             self.writer,
             self._clock,
             console,
@@ -446,7 +463,18 @@ class Recordings:
             self.on_failure,
             self.max_pending,
         )
+        self._open.add(recorder)
+        recorder.ended = self._open.discard
+        return recorder
 
     def stop(self) -> None:
-        """Finish writing (at shutdown, after the consoles closed)."""
+        """
+        Finish writing (at shutdown, after the drain): the recordings of
+        consoles still open are finished first. A console the drain gave
+        up on is aborted, and its end comes after the reactor stopped, if
+        ever: without this its last records (held up to 10 ms, never
+        handed over) and its END record were lost.
+        """
+        for recorder in list(self._open):
+            recorder.shut_down()
         self.writer.stop()
