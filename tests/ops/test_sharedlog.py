@@ -132,3 +132,24 @@ def test_two_processes_writing_at_once_never_break_a_line(tmp_path):
         mine = sorted(line for line in lines if line.startswith(name))
         assert mine == [f"{name} {n:05d} " + name * width for n in range(count)]
     assert len(lines) == 2 * count
+
+
+def test_a_file_that_cannot_be_opened_again_keeps_the_lines(tmp_path):
+    """
+    When the name no longer leads to the file and a new one cannot be
+    opened there (here: something not a file took the name; in production
+    a root-owned file a log rotator made, or a directory the workers may
+    not write), the lines go on into the file held, as twistd's LogFile
+    does, instead of each write raising (every line lost) until it can.
+    """
+    path = tmp_path / "t.log"
+    log = SharedLogFile(str(path), rotate_length=10)
+    log.write("one\n")
+    os.rename(path, tmp_path / "t.log.old")
+    path.mkdir()
+    log.write("two\n")
+    log.write("three\n")  # past the length: a rotation that cannot be made
+    assert (tmp_path / "t.log.old").read_text() == "one\ntwo\nthree\n"
+    path.rmdir()
+    log.write("four\n")
+    assert path.read_text() == "four\n"

@@ -115,12 +115,21 @@ class SharedLogFile:
 
     def write(self, text: str | bytes) -> None:
         if not self._current():
-            self._open()
+            try:
+                self._open()
+            except OSError:
+                # No new file can be opened there (a rotator's file this
+                # process may not write): keep to the one held, as
+                # twistd's LogFile does, rather than lose every line.
+                pass
         _write_all(self._fd, _encoded(text))
         if self.rotate_length:
             # With O_APPEND the offset after a write is the file's end then.
             if os.lseek(self._fd, 0, os.SEEK_CUR) >= self.rotate_length:
-                self.rotate(self.rotate_length)
+                try:
+                    self.rotate(self.rotate_length)
+                except OSError:
+                    pass  # the line is written; the next write tries again
 
     def flush(self) -> None:
         """Nothing is buffered."""
