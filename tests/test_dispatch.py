@@ -126,3 +126,41 @@ def test_dispatch_service_installs_while_running(reactor):
     assert reactor.doIteration.lean
     service.stopService()
     assert "doIteration" not in vars(reactor)
+
+
+class BadEnd(Noting):
+    """A protocol whose connectionLost raises (a bug in it)."""
+
+    def connectionLost(self, reason: object = None) -> None:
+        super().connectionLost(reason)
+        raise RuntimeError("connectionLost bug")
+
+
+def test_an_error_in_closing_a_relay_is_logged_and_the_batch_goes_on(reactor):
+    """
+    What closing a relay connection raises (its protocol's connectionLost)
+    is logged and the poll's other events are still handled in that
+    iteration, as Twisted's callWithLogger does; it does not escape the
+    reactor's doIteration, which would drop the rest of the batch.
+    """
+    install(reactor)
+    errors: list[dict] = []
+    log.addObserver(errors.append)
+    try:
+        _, peer_a = connection(reactor, bad := BadEnd(fail=True), relay=True)
+        _, peer_b = connection(reactor, good := Noting(), relay=True)
+        peer_a.send(b"boom")
+        peer_b.send(b"fine")
+        peer_a.close()
+        peer_b.close()
+        for _ in range(2):
+            reactor.doIteration(0.1)
+            if good.data:
+                break
+    finally:
+        log.removeObserver(errors.append)
+    assert bad.lost and good.data == b"fine"
+    assert any(
+        e.get("isError") and "connectionLost bug" in str(e.get("failure"))
+        for e in errors
+    )

@@ -18,7 +18,8 @@ does for it, less a C{fileno} check for closed descriptors that a
 connected relay transport never has: about 1 us more a round trip), with
 what it raises logged and the connection closed as Twisted does; any
 other event (writable, hung up, error) goes to the reactor's own
-C{_doReadOrWrite}. Every other selectable (listening ports, the WebSocket
+C{_doReadOrWrite}. What closing a relay connection raises is logged and
+the poll's other events are handled, as C{callWithLogger} does. Every other selectable (listening ports, the WebSocket
 handshake, the token API's connections) goes through C{callWithLogger}
 as in Twisted.
 
@@ -77,20 +78,34 @@ def lean_do_poll(reactor: Any) -> Callable[[float | None], None]:
             elif event == _READABLE:
                 try:
                     why = selectable.doRead()
+                    read = True
                 except BaseException:
                     # As Twisted: logged, and the connection closed as not
                     # having read (isRead false).
                     why = sys.exc_info()[1]
+                    read = False
                     log.err()
-                    disconnect(selectable, why, False)
-                else:
-                    if why:
-                        disconnect(selectable, why, True)
+                if why:
+                    _guarded(disconnect, selectable, why, read)
             else:
-                handle(selectable, fd, event)
+                _guarded(handle, selectable, fd, event)
 
     doPoll.lean = True  # type: ignore[attr-defined]
     return doPoll
+
+
+def _guarded(f: Callable[..., object], *args: Any) -> None:
+    """
+    C{f(*args)}, what it raises logged, as C{callWithLogger} does: an
+    error in closing one connection (its protocol's C{connectionLost})
+    must not leave C{doPoll} and drop the rest of the poll's events.
+    """
+    try:
+        f(*args)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:
+        log.err()
 
 
 def install(reactor: Any) -> bool:
