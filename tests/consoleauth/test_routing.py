@@ -225,3 +225,43 @@ def test_a_revocation_finishes_after_its_client_left(tmp_path):
     assert [e["event"] for e in api.audit()] == ["token.revoked"]
     feed = body(api.request("GET", "/v1/revocations", PROXY_KEY))
     assert [e["kind"] for e in feed["revocations"]] == ["token"]
+
+
+def test_a_streamed_answer_dropped_because_its_client_left_closes_its_source():
+    """
+    A download whose client left while the handler still worked (the file
+    being opened): klein cancels the answer, and the file the handler opened
+    for it is closed then, not left to the garbage collector.
+    """
+    from txvnc.consoleauth.routes.access import _to_the_end
+    from txvnc.consoleauth.routes.answers import StreamedBody
+    from txvnc.core.streamed import ThreadedBody
+
+    class Source:
+        closed = False
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return b"x"
+
+        def close(self):
+            self.closed = True
+
+    def now(f, *args):
+        d = Deferred()
+        d.callback(f(*args))
+        return d
+
+    source, opened = Source(), Deferred()
+
+    async def download():
+        await opened
+        return 200, StreamedBody(ThreadedBody(source, now), 1)
+
+    answer = _to_the_end(None, None, download())
+    answer.addErrback(lambda _: None)
+    answer.cancel()  # klein: the client went away
+    opened.callback(None)
+    assert source.closed

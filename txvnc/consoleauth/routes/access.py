@@ -15,7 +15,13 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
 from txvnc.consoleauth.api import MAX_PARAMETER, TokenAPI, role_names
-from txvnc.consoleauth.routes.answers import Answer, answer_body, query, refusal
+from txvnc.consoleauth.routes.answers import (
+    Answer,
+    StreamedBody,
+    answer_body,
+    query,
+    refusal,
+)
 from txvnc.consoleauth.routes.app import app
 from txvnc.consoleauth.routes.errors import failed
 
@@ -83,6 +89,16 @@ def _pattern(endpoint: str) -> str:
     return re.sub(r"<[^>]*>", "*", rule.rule).lstrip("/")
 
 
+def _dropped(result: Answer) -> None:
+    """
+    An answer klein no longer wants (the client left): a streamed body's
+    source (a recording's open file) is closed now, not when collected.
+    """
+    body = result[1]
+    if isinstance(body, StreamedBody):
+        body.body.stopProducing()
+
+
 def _to_the_end(
     api: TokenAPI, request: IRequest, work: Coroutine[Any, Any, Answer]
 ) -> Deferred[bytes | Resource]:
@@ -102,6 +118,7 @@ def _to_the_end(
         if isinstance(result, Failure):
             body = failed(api, request, result)
         elif answer.called:
+            _dropped(result)
             return
         else:
             body = answer_body(request, *result)
