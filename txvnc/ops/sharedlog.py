@@ -18,7 +18,9 @@ whichever process's write took it there, or on C{SIGUSR1} to the twistd
 process (L{RotateOnSignal}); a lock on the directory lets one process
 rotate at a time. Before each write a process checks that the name still
 leads to the file it holds, and opens it again if not: every process
-follows a rotation, txvnc's or a tool's that renames the file.
+follows a rotation, txvnc's or a tool's that renames the file (one that
+cannot open the new file keeps writing to the one it holds, as twistd's
+LogFile does).
 """
 
 from __future__ import annotations
