@@ -230,3 +230,21 @@ async def test_a_frame_held_when_the_proxy_starts_closing_goes_to_autobahn():
     server_side.dataReceived(cut[1000:] + frame(struct.pack("!H", 1000), opcode=8))
     proxy.flush()
     assert server_side.wasClean, server_side.wasNotCleanReason
+
+
+def test_autobahn_use_nvx_0_keeps_the_fast_path_off_the_nvx_masker():
+    """
+    AUTOBAHN_USE_NVX=0 (an operator turning Autobahn's compiled code off)
+    holds for the fast path's masker too: it unmasks with Autobahn's
+    pure-Python masker, as Autobahn does.
+    """
+    import subprocess
+    import sys
+
+    probe = "from txvnc.proxy import fastpath; print(fastpath._nvx_lib is None)"
+    for value, off in (("0", "True"), ("", "False")):
+        env = {**os.environ, "AUTOBAHN_USE_NVX": value}
+        out = subprocess.run(
+            [sys.executable, "-c", probe], env=env, capture_output=True, text=True
+        )
+        assert out.stdout.strip() == off, out.stderr

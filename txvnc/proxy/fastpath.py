@@ -43,18 +43,30 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket import USES_NVX
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
 
 from txvnc.proxy.closecodes import close_reason
 
-try:
-    # Autobahn's compiled NVX masker (optional: Autobahn builds it where it
-    # can). Its Python wrapper costs about 2 us per frame before the XOR.
-    from _nvx_xormasker import ffi as _nvx_ffi  # type: ignore[import-not-found]
-    from _nvx_xormasker import lib as _nvx_lib
-except ImportError:  # pragma: no cover - Autobahn without NVX
-    _nvx_lib = None
+
+def _nvx_masker() -> tuple[Any, Any]:
+    """
+    Autobahn's compiled NVX masker's C{ffi} and C{lib}, or L{None}s: it is
+    optional (Autobahn builds it where it can) and used only where Autobahn
+    uses it (C{AUTOBAHN_USE_NVX} can turn it off, which holds here too).
+    Its Python wrapper costs about 2 us per frame before the XOR.
+    """
+    if not USES_NVX:
+        return None, None
+    try:
+        from _nvx_xormasker import ffi, lib  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - Autobahn without NVX
+        return None, None
+    return ffi, lib
+
+
+_nvx_ffi, _nvx_lib = _nvx_masker()
 
 #: Bytes asked of the kernel per read on a relay socket (Twisted: 64 KiB).
 #: Also the write-buffer size past which the other side's reads pause.
