@@ -153,3 +153,28 @@ def test_a_file_that_cannot_be_opened_again_keeps_the_lines(tmp_path):
     path.rmdir()
     log.write("four\n")
     assert path.read_text() == "four\n"
+
+
+def test_sigusr1_rotates_from_the_moment_the_service_starts(tmp_path):
+    """
+    RotateOnSignal takes SIGUSR1 when it starts, not only once the reactor
+    runs: twistd installs no SIGUSR1 handler of its own when txvnc gives it
+    the log observer, and until one is installed a SIGUSR1 (a log rotator
+    sending it while the service starts) ends the twistd process.
+    """
+    import signal
+
+    from twisted.internet.testing import MemoryReactor
+
+    from txvnc.ops.sharedlog import RotateOnSignal
+
+    before = signal.getsignal(signal.SIGUSR1)
+    try:
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        service = RotateOnSignal(
+            MemoryReactor(), SharedLogFile(str(tmp_path / "t.log"))
+        )
+        service.startService()  # the reactor is not running yet
+        assert signal.getsignal(signal.SIGUSR1) == service._on_usr1
+    finally:
+        signal.signal(signal.SIGUSR1, before)

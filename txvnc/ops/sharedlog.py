@@ -190,9 +190,10 @@ class RotateOnSignal(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._reactor.callWhenRunning(self._install)
-
-    def _install(self) -> None:
+        # At once, not when the reactor runs: twistd installs no SIGUSR1
+        # handler when txvnc gives it the log observer, and the reactor
+        # installs none at all, so until this one a SIGUSR1 would end the
+        # process.
         signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def _on_usr1(self, signum: int, frame: Any) -> None:
