@@ -19,9 +19,9 @@ connected relay transport never has: about 1 us more a round trip), with
 what it raises logged and the connection closed as Twisted does; any
 other event (writable, hung up, error) goes to the reactor's own
 C{_doReadOrWrite}. What closing a relay connection raises is logged and
-the poll's other events are handled, as C{callWithLogger} does. Every other selectable (listening ports, the WebSocket
-handshake, the token API's connections) goes through C{callWithLogger}
-as in Twisted.
+the poll's other events are handled, as C{callWithLogger} does. Every
+other selectable (listening ports, the WebSocket handshake, the token
+API's connections) goes through C{callWithLogger} as in Twisted.
 
 Twisted has no public hook for this; like L{txvnc.ops.spin}, this replaces
 one method of the epoll reactor instance (C{doIteration}, Twisted's
