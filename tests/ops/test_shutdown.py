@@ -118,3 +118,47 @@ async def test_new_consoles_while_draining_get_1001(vnc):
         assert vnc.connections == []
     finally:
         await stack.stop()
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_a_recorded_console_the_drain_gives_up_on_is_recorded_to_its_end(
+    tmp_path, vnc
+):
+    """
+    SIGTERM with a recorded console that never answers the close: dropped
+    when --drain-timeout passes, its recording still ends with what the
+    browser was sent, an END record and the zstd frame's end.
+    """
+    from txvnc.core.recfile import END, SERVER, read_file
+
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    server = await start_twistd_async(
+        tmp_path,
+        "--drain-timeout",
+        "1",
+        "--record-dir",
+        str(recordings),
+        "--record-all",
+    )
+    try:
+        connected = vnc.next_connection()
+        token = await server.mint_async("127.0.0.1", vnc.address.port)
+        browser = await browse(server.proxy_port, token)
+        side = await connected
+        sent = os.urandom(5000)
+        side.transport.write(sent)
+        await browser.received_at_least(len(sent))
+        browser.transport.pauseProducing()  # never reads the close frame
+        server.signal(signal.SIGTERM)
+        assert await server.ended() == 0, server.log.text()
+        assert "dropping them" in server.log.text()
+    finally:
+        server.kill()
+        browser.transport.abortConnection()
+    (path,) = recordings.glob("*.txrec")
+    recording = read_file(str(path))
+    assert b"".join(d for k, _, d in recording.records if k == SERVER) == sent
+    assert [k for k, _, _ in recording.records if k != SERVER] == [END]
+    assert recording.complete
