@@ -7,11 +7,13 @@ once.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 from tests.support.processes import clean_env, spawn, stop
-from txvnc.ops.sharedlog import DescriptorWriter, SharedLogFile
+from txvnc.ops.sharedlog import DescriptorWriter, SharedLogFile, pipe_pieces
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -178,3 +180,53 @@ def test_sigusr1_rotates_from_the_moment_the_service_starts(tmp_path):
         assert signal.getsignal(signal.SIGUSR1) == service._on_usr1
     finally:
         signal.signal(signal.SIGUSR1, before)
+
+
+def test_pipe_pieces_cut_at_line_ends_under_the_limit():
+    """A long event is cut only after a newline; each piece fits the limit."""
+    lines = [b"%03d " % i + b"x" * 40 + b"\n" for i in range(100)]
+    data = b"".join(lines)
+    pieces = pipe_pieces(data, limit=200)
+    assert b"".join(pieces) == data
+    assert all(len(p) <= 200 and p.endswith(b"\n") for p in pieces)
+    assert len(pieces) > 1
+
+
+def test_pipe_pieces_give_a_line_over_the_limit_a_piece_of_its_own():
+    data = b"short\n" + b"y" * 50 + b"\nend"
+    assert pipe_pieces(data, limit=20) == [b"short\n", b"y" * 50 + b"\n", b"end"]
+
+
+PIPE_WRITER = """
+import os, sys
+from txvnc.ops.sharedlog import DescriptorWriter
+name, count = sys.argv[1], int(sys.argv[2])
+out = DescriptorWriter(1)
+for i in range(count):
+    # A traceback-sized event: many lines, 12 KiB in all.
+    out.write("".join(f"{name} {i} {j} " + "z" * 100 + "\\n" for j in range(100)))
+"""
+
+
+def test_two_processes_writing_long_events_to_one_pipe_never_tear_a_line():
+    """
+    Events longer than PIPE_BUF from two processes on one pipe: every line
+    arrives whole (before, a 12 KiB event was one write, which a pipe may
+    interleave with another writer's anywhere).
+    """
+    read, write = os.pipe()
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PIPE_WRITER, name, "200"], stdout=write)
+        for name in ("alpha", "beta")
+    ]
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    for p in procs:
+        assert p.wait() == 0
+    lines = data.split(b"\n")
+    assert lines.pop() == b""
+    assert len(lines) == 2 * 200 * 100
+    pattern = re.compile(rb"(alpha|beta) \d+ \d+ z{100}")
+    torn = [line for line in lines if not pattern.fullmatch(line)]
+    assert torn == []

@@ -7,8 +7,11 @@ Each process writes each event (a line, or a traceback's lines) with one
 C{write}: to a file every process opened itself with C{O_APPEND}
 (L{SharedLogFile}), the kernel puts each write whole at the end, so no
 process's line lands inside another's; to an inherited standard output
-(L{DescriptorWriter}), the same holds for a file and for a pipe (up to
-C{PIPE_BUF}, 4 KiB, which a log line stays under).
+(L{DescriptorWriter}), the same holds for a file, and for a pipe up to
+C{PIPE_BUF} (4 KiB): a longer event on a pipe (a traceback) is written in
+pieces cut at line ends, each under C{PIPE_BUF}, so another process's line
+may come between two of its lines but never inside one (a single line
+over 4 KiB is the one exception).
 
 twistd's own L{twisted.python.logfile.LogFile} cannot be shared: it writes
 at the offset it remembers and counts only its own bytes towards rotating.
@@ -28,7 +31,9 @@ from __future__ import annotations
 import fcntl
 import glob
 import os
+import select
 import signal
+import stat
 from typing import Any
 
 from twisted.application.service import Service
@@ -49,6 +54,27 @@ def _encoded(text: str | bytes) -> bytes:
     return text.encode("utf-8") if isinstance(text, str) else text
 
 
+def pipe_pieces(data: bytes, limit: int = select.PIPE_BUF) -> list[bytes]:
+    """
+    C{data} cut at line ends into pieces of at most C{limit} bytes (a
+    longer line is a piece of its own), which a pipe writes whole.
+    """
+    pieces: list[bytes] = []
+    start = 0
+    end = len(data)
+    while start < end:
+        if end - start <= limit:
+            pieces.append(data[start:])
+            break
+        cut = data.rfind(b"\n", start, start + limit)
+        if cut < 0:
+            cut = data.find(b"\n", start + limit)
+            cut = end - 1 if cut < 0 else cut
+        pieces.append(data[start : cut + 1])
+        start = cut + 1
+    return pieces
+
+
 class DescriptorWriter:
     """
     A text file over a descriptor this process shares (a worker's standard
@@ -57,9 +83,18 @@ class DescriptorWriter:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        try:
+            self._pipe = stat.S_ISFIFO(os.fstat(fd).st_mode)
+        except OSError:
+            self._pipe = False
 
     def write(self, text: str | bytes) -> None:
-        _write_all(self.fd, _encoded(text))
+        data = _encoded(text)
+        if self._pipe and len(data) > select.PIPE_BUF:
+            for piece in pipe_pieces(data):
+                _write_all(self.fd, piece)
+        else:
+            _write_all(self.fd, data)
 
     def flush(self) -> None:
         """Nothing is buffered."""
