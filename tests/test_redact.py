@@ -29,6 +29,24 @@ def test_each_token_form_is_redacted():
         assert expected in redacted
 
 
+def test_a_replay_link_token_is_redacted():
+    """
+    A replay link's token (what the proxy asks the API about, GET
+    /v1/replays/T, and what the page sends, /replay-data?token=T) opens a
+    recording until it expires: it is a secret like a console's token.
+    """
+    replay = "eyJyIjoiMjAyNjEyMDZUMTUyMzI1Wi1wcm94eSIsImUiOjE3OTY1NzEyMDV9.sf2dgrX7KwsDVn0JAIT617iV859xCDjc"
+    ref = "~" + token_ref(replay)
+    for line, expected in {
+        f"GET /v1/replays/{replay} HTTP/1.1": f"/v1/replays/{ref} ",
+        f"GET /v1/%72eplays/{replay} HTTP/1.1": f"/v1/%72eplays/{ref} ",
+        f"GET /replay-data?token={replay} HTTP/1.1": f"?token={ref} ",
+    }.items():
+        redacted = redact(line)
+        assert replay not in redacted
+        assert expected in redacted
+
+
 def test_other_text_is_untouched():
     """Lines without tokens pass through unchanged."""
     line = 'GET /novnc/core/rfb.js HTTP/1.1" 200 1234 "-" "Chromium"'

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.logscan import SECRETS
 from tests.support.twistd import Twistd, start_twistd
 from tests.support.vncservers import TigerVNC, tigervnc
 from txvnc.core.recfile import read_file
@@ -119,7 +120,9 @@ def replay_url(server: Twistd, instance: str) -> tuple[str, dict[str, Any]]:
     (recording,) = json.loads(listed.stdout)
     replay = server.cli("recording", "replay", recording["id"], "-f", "json")
     assert replay.returncode == 0, replay.stderr
-    return json.loads(replay.stdout)["replay_url"], recording
+    url = json.loads(replay.stdout)["replay_url"]
+    SECRETS.add(url.split("token=", 1)[1])  # the session's log scan looks for it
+    return url, recording
 
 
 def open_replay(browser: Any, url: str) -> Any:

@@ -21,6 +21,7 @@ from twisted.internet.task import deferLater
 
 from tests.support.browser import connect_browser
 from tests.support.fakevnc import FakeVNCServer
+from tests.support.logscan import SECRETS
 from tests.support.twistd import Twistd, start_twistd, stop_all
 from txvnc.core.recfile import MAGIC, SERVER, parse, read_file
 
@@ -104,6 +105,7 @@ async def test_two_proxies_write_one_directory_and_any_node_serves_it(nodes) -> 
     status, body = await call("POST", f"{api.api_url}/v1/recordings/{written_by_a['id']}/replay")
     assert status == 201
     replay_token = json.loads(body)["replay_url"].split("token=")[1]
+    SECRETS.add(replay_token)  # the session's log scan looks for it
     other = proxies[1]
     response = await treq.get(f"http://127.0.0.1:{other.proxy_port}/replay-data?token={replay_token}", persistent=False)
     data = await treq.content(response)

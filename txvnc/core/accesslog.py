@@ -3,7 +3,7 @@ Keeping tokens out of logs.
 
 Twisted's access log writes each request's URI and Referer, and console
 URIs carry tokens (C{?token=}, noVNC's C{path=%3Ftoken%3D}, the API's
-C{/v1/tokens/T}), in whatever percent-encoding the sender chose: the
+C{/v1/tokens/T} and C{/v1/replays/T}), in whatever percent-encoding the sender chose: the
 parsers decode names before they look (C{?%74oken=T} opens a console).
 Every site txvnc runs logs through L{access_log_formatter}, which swaps each
 token for the same short hash the proxy's own log lines use, so a console
@@ -32,6 +32,10 @@ _WORD = re.compile(r'[^\s"]+')
 _SEGMENT_SEPARATOR = re.compile(r"(/|%(?:25)*2[fF])")
 #: A token already redacted.
 _REF = re.compile(r"~[0-9a-f]{12}")
+#: API path segments whose next segment is a secret: a console's token
+#: (C{/v1/tokens/T}) and a replay link's (C{/v1/replays/T}, which opens a
+#: recording until it expires).
+_SECRET_COLLECTIONS = frozenset({"tokens", "replays"})
 #: How deep URLs nest inside parameters (noVNC's path= holds one).
 _MAX_DEPTH = 4
 
@@ -46,7 +50,7 @@ def redact(text: str) -> str:
     (noVNC's C{path=websockify?token=T}) read again as one, and API paths
     split into decoded segments (Twisted's C{postpath}). A query name
     containing C{token}, in any letter case and spelling, has its value
-    replaced; so has the segment after a C{tokens} segment. The hash is of
+    replaced; so has the segment after a C{tokens} or C{replays} segment. The hash is of
     the token as the parser reads it, the one the proxy's own lines name.
     """
     return _WORD.sub(lambda word: _redact_url(word.group(0), 0), text)
@@ -91,7 +95,7 @@ def _redact_path(path: str, depth: int) -> str:
             parts[n] = _ref(unquote(segment))
         elif "%" in segment and depth < _MAX_DEPTH:
             parts[n] = _redact_nested(segment, depth, unquote)
-        after_tokens = _decoded(segment).lower() == "tokens"
+        after_tokens = _decoded(segment).lower() in _SECRET_COLLECTIONS
     return "".join(parts)
 
 
