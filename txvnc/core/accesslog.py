@@ -3,8 +3,9 @@ Keeping tokens out of logs.
 
 Twisted's access log writes each request's URI and Referer, and console
 URIs carry tokens (C{?token=}, noVNC's C{path=%3Ftoken%3D}, the API's
-C{/v1/tokens/T} and C{/v1/replays/T}), in whatever percent-encoding the sender chose: the
-parsers decode names before they look (C{?%74oken=T} opens a console).
+C{/v1/tokens/T} and C{/v1/replays/T}), in whatever percent-encoding the
+sender chose: the parsers decode names before they look (C{?%74oken=T}
+opens a console).
 Every site txvnc runs logs through L{access_log_formatter}, which swaps each
 token for the same short hash the proxy's own log lines use, so a console
 can still be followed from line to line.
