@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
@@ -113,20 +113,11 @@ def test_one_chunk_is_made_at_a_time_and_none_while_the_client_is_full() -> None
 def test_a_read_error_cuts_the_answer_short() -> None:
     """A chunk that fails to come closes the connection: the client never sees the answer as complete."""
     source = Source(5, fail_at=2)
-    body = ThreadedBody(source, _now)
+    body = ThreadedBody(source, maybeDeferred)
     _, transport = serve(body)
     assert transport.disconnecting and source.closed
     assert not transport.value().endswith(b"0\r\n\r\n")
     assert body_of(transport.value()) == b"\x01" * 1000 + b"\x02" * 1000
-
-
-def _now(f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    try:
-        return succeed(f(*args))
-    except Exception:
-        d: Deferred[Any] = Deferred()
-        d.errback(Failure())
-        return d
 
 
 def test_a_client_that_leaves_stops_the_reading() -> None:

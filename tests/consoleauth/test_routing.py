@@ -10,7 +10,7 @@ import re
 
 import pytest
 from twisted.internet.address import IPv4Address, UNIXAddress
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
@@ -249,16 +249,11 @@ def test_a_streamed_answer_dropped_because_its_client_left_closes_its_source():
         def close(self):
             self.closed = True
 
-    def now(f, *args):
-        d = Deferred()
-        d.callback(f(*args))
-        return d
-
     source, opened = Source(), Deferred()
 
     async def download():
         await opened
-        return 200, StreamedBody(ThreadedBody(source, now), 1)
+        return 200, StreamedBody(ThreadedBody(source, maybeDeferred), 1)
 
     answer = _to_the_end(None, None, download())
     answer.addErrback(lambda _: None)

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, succeed
-from twisted.python.failure import Failure
+from twisted.internet.defer import maybeDeferred
 from twisted.web.server import Request
 
 from txvnc.core.recfile import (
@@ -105,15 +104,6 @@ class Auth:
         return 200, {"recording_id": RID}
 
 
-def now(f: Any, *args: Any) -> Deferred[Any]:
-    try:
-        return succeed(f(*args))
-    except Exception:
-        d: Deferred[Any] = Deferred()
-        d.errback(Failure())
-        return d
-
-
 @pytest_twisted.ensureDeferred
 async def test_replay_data_is_served_complete_a_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """GET /replay-data answers the whole replay stream of a 24 MiB recording, handed to the transport a chunk at a time, never whole."""
@@ -126,7 +116,7 @@ async def test_replay_data_is_served_complete_a_chunk_at_a_time(tmp_path: Path, 
         write_(self, data)
 
     monkeypatch.setattr(Request, "write", spy)
-    http = StubTreq(ReplayResource(Auth(), str(tmp_path), None, run=now))  # type: ignore[arg-type]
+    http = StubTreq(ReplayResource(Auth(), str(tmp_path), None, run=maybeDeferred))  # type: ignore[arg-type]
     response = await http.get("http://proxy.test/replay-data?token=t")
     assert response.code == 200
     content = await response.content()
