@@ -182,29 +182,24 @@ class RecordEncoder:
         C{records} (kind, milliseconds, data) compressed and flushed: once
         these bytes are on disk, every record so far can be read.
         """
-        return b"".join(self.pieces(records, prefix))
-
-    def pieces(
-        self, records: Iterable[tuple[int, int, bytes]], prefix: bytes = b""
-    ) -> list[bytes]:
-        """L{batch} as the pieces to write in order, not joined (no copy)."""
-        parts = self.add(records, prefix)
+        parts = [self._zstd.compress(prefix)] if prefix else []
+        for kind, ms, data in records:
+            parts += self.record(kind, ms, data)
         parts.append(self.flush())
-        return parts
+        return b"".join(parts)
 
-    def add(
-        self, records: Iterable[tuple[int, int, bytes]], prefix: bytes = b""
-    ) -> list[bytes]:
+    def record(self, kind: int, ms: int, data: bytes) -> list[bytes]:
         """
-        C{records} compressed, not flushed: the pieces zstd has ready
-        (often none: it holds data until a block fills or L{flush}).
+        One record compressed, not flushed: the pieces zstd has ready
+        (often none: it holds data until a block fills or L{flush}). The
+        relay's tap calls this once per recorded read.
         """
         z = self._zstd
-        parts = [z.compress(prefix)] if prefix else []
-        for kind, ms, data in records:
-            parts.append(z.compress(_RECORD.pack(kind, min(ms, MAX_MS), len(data))))
-            parts.append(z.compress(data))
-        return [part for part in parts if part]
+        head = z.compress(_RECORD.pack(kind, min(ms, MAX_MS), len(data)))
+        body = z.compress(data)
+        if head:
+            return [head, body] if body else [head]
+        return [body] if body else []
 
     def flush(self) -> bytes:
         """The rest of what was added: once written, all of it can be read."""

@@ -239,7 +239,7 @@ class ConsoleRecorder:
 
     def _record(self, kind: int, data: bytes) -> None:
         """One record compressed, to hand to the writer soon."""
-        self._held += self._encoder.add([(kind, self._ms(), data)])
+        self._held += self._encoder.record(kind, self._ms(), data)
         self._held_size += len(data)
         if self._held_size >= HAND_OVER or self._paused:
             self._hand_over()
@@ -257,7 +257,7 @@ class ConsoleRecorder:
         self._hand_over_call = None
         pieces, self._held = self._held, []
         if last is not None:
-            pieces += self._encoder.add([(last[0], self._ms(), last[1])])
+            pieces += self._encoder.record(last[0], self._ms(), last[1])
             pieces += [self._encoder.flush(), self._encoder.finish()]
         else:
             pieces.append(self._encoder.flush())
