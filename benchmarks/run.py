@@ -846,6 +846,20 @@ def table(medians: dict) -> str:
             ["download recorded / unrecorded (txvnc)", "", "", "", "", "", "", "",
              fmt(recorded), "≥ 0.8×", "yes" if recorded >= 0.8 else "NO"]
         )  # fmt: skip
+    # The other bound on a download ratio: the same client reading the
+    # backend's own WebSocket, no proxy at all. A proxy at that ceiling has
+    # nothing left to win with this client on this machine.
+    for key, label in (("download", "download, Node"), ("download_c", "download, C client")):
+        per = medians.get(key, {})
+        if per.get("ws client ceiling") and per.get("websockify") and per.get("txvnc"):
+            rows.append(
+                [f"{label}: txvnc / ws client ceiling", "", "", "", "", "", "", "",
+                 fmt(per["txvnc"] / per["ws client ceiling"]), "", ""]
+            )  # fmt: skip
+            rows.append(
+                [f"{label}: ceiling / websockify (no proxy)", "", "", "", "", "", "", "",
+                 fmt(per["ws client ceiling"] / per["websockify"]), "", ""]
+            )  # fmt: skip
     for key, label in (("download", "download"), ("many", "many streams")):
         best = best_ratio(medians, key)
         if best is not None:
