@@ -8,7 +8,7 @@
 //   echo    writes back everything it reads
 //   hold    nothing more (an idle console)
 //   paced   64 KiB every 10 ms (6.4 MB/s a console), all consoles on one
-//           timer, skipped while a console's socket still holds 256 KiB:
+//           timer, skipped while 256 KiB of its writes still wait:
 //           a load every proxy carries with CPU to spare, so the CPU per
 //           MiB of two proxies is compared doing the same work
 //
