@@ -7,6 +7,10 @@
 //   sink    reads; writes one byte each time another 256 KiB has arrived
 //   echo    writes back everything it reads
 //   hold    nothing more (an idle console)
+//   paced   64 KiB every 10 ms (6.4 MB/s a console), all consoles on one
+//           timer, skipped while 256 KiB of its writes still wait:
+//           a load every proxy carries with CPU to spare, so the CPU per
+//           MiB of two proxies is compared doing the same work
 //
 // The token endpoint answers GET /v1/tokens/<token> (websockify's
 // JSONTokenApi, txvnc's check) and POST /v1/tokens/<token>/use (txvnc's
@@ -47,6 +51,14 @@ function sinkCounter(reply) {
   };
 }
 
+const PACE_MS = 10;
+const pacedSockets = new Set();
+setInterval(() => {
+  for (const sock of pacedSockets) {
+    if (sock.writableLength < 4 * CHUNK.length) sock.write(CHUNK);
+  }
+}, PACE_MS);
+
 const scripts = {
   stream(sock) {
     sock.write(GREETING);
@@ -63,6 +75,11 @@ const scripts = {
   },
   hold(sock) {
     sock.write(GREETING);
+  },
+  paced(sock) {
+    sock.write(GREETING);
+    pacedSockets.add(sock);
+    sock.on("close", () => pacedSockets.delete(sock));
   },
 };
 

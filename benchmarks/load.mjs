@@ -11,6 +11,10 @@
 //   rtt       one console, 64-byte round trips; p50/p99 in microseconds
 //   connect   consoles set up per second over SECONDS with CONCURRENCY
 //             in flight, each ending at the first byte from the VNC side
+//   paced-connect  consoles started at a fixed RATE a second (CONCURRENCY)
+//             for SECONDS, each closed at the first byte from the VNC side:
+//             a rate every proxy carries with CPU to spare, so two proxies'
+//             CPU per console is compared doing the same work
 //   hold      opens COUNT consoles, prints, holds them until stdin closes
 //   many      COUNT consoles streaming at once over SECONDS; aggregate
 //             bytes/s and min/max between consoles
@@ -37,11 +41,13 @@ function open(tgt) {
   const cycle = Number(process.env.BENCH_TOKEN_CYCLE || 0);
   const n = cycle ? `${serial++ % cycle}` : `${process.pid}x${serial++}`;
   const url = tgt.replaceAll("{n}", n);
-  const c = { ondata: null, bytes: 0 };
+  // frames: WebSocket messages (or TCP reads) received, for bytes per frame.
+  const c = { ondata: null, bytes: 0, frames: 0 };
   c.ready = new Promise((resolve, reject) => {
     let first = true;
     const got = (data) => {
       c.bytes += data.length;
+      c.frames += 1;
       if (first) {
         first = false;
         resolve(c);
@@ -237,6 +243,45 @@ async function connect(seconds, concurrency) {
   };
 }
 
+async function pacedConnect(seconds, rate) {
+  const latencies = [];
+  const pending = [];
+  let failed = 0, firstError = null, started = 0;
+  const one = async () => {
+    const s = now();
+    const c = open(target);
+    try {
+      await c.ready;
+      latencies.push((now() - s) * 1e6);
+    } catch (e) {
+      failed += 1;
+      firstError ??= String(e.message || e);
+    }
+    c.close?.();
+  };
+  const w = await windowOpen();
+  const t0 = now();
+  // Every 10 ms, as many new consoles as the rate owes by then.
+  while (now() - t0 < seconds) {
+    const owed = Math.floor((now() - t0) * rate) - started;
+    for (let i = 0; i < owed; i++, started++) pending.push(one());
+    await sleep(0.01);
+  }
+  await Promise.all(pending);
+  const elapsed = now() - t0;
+  const win = windowClose(w);
+  latencies.sort((a, b) => a - b);
+  return {
+    ...win,
+    per_s: latencies.length / elapsed,
+    p50_us: percentile(latencies, 50),
+    p99_us: percentile(latencies, 99),
+    opened: latencies.length,
+    failed,
+    first_error: firstError,
+  };
+}
+
 async function openMany(count, concurrency) {
   const consoles = [];
   let failed = 0, firstError = null, next = 0;
@@ -278,14 +323,17 @@ async function many(count, seconds) {
   const { consoles, failed, firstError } = await openMany(count, 16);
   await sleep(0.5);
   const w = await windowOpen(), b0 = consoles.map((c) => c.bytes);
+  const f0 = consoles.reduce((a, c) => a + c.frames, 0);
   await sleep(seconds);
   const b1 = consoles.map((c) => c.bytes), win = windowClose(w);
+  const frames = consoles.reduce((a, c) => a + c.frames, 0) - f0;
   for (const c of consoles) c.close();
   const per = b1.map((b, i) => (b - b0[i]) / win.seconds);
   const total = per.reduce((a, b) => a + b, 0);
   return {
     ...win,
     bytes_per_s: total,
+    frames,
     fairness: per.length ? Math.min(...per) / Math.max(...per) : 0,
     consoles: consoles.length,
     failed,
@@ -352,6 +400,7 @@ const modes = {
   upload: () => upload(Number(arg)),
   rtt: () => rtt(Number(arg)),
   connect: () => connect(Number(arg), Number(concArg)),
+  "paced-connect": () => pacedConnect(Number(arg), Number(concArg)),
   hold: () => hold(Number(arg), Number(concArg)),
   many: () => many(Number(arg), Number(concArg)),
 };

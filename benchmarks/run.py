@@ -58,6 +58,9 @@ TOKEN_FILE_SIZE = 1000
 #: seconds until all are open (the issue's "a page reload after a restart").
 BURST = 1000
 BURST_LIMIT_S = 10.0
+#: Consoles opened a second in the paced connect figure (one process and
+#: two workers both carry it with CPU to spare).
+PACED_CONNECT = 300
 
 
 def raise_nofile() -> int:
@@ -489,6 +492,11 @@ FIGURES = [
     ("many_busy", "many streams: proxy busy", "cores", "lower", None),
     ("many_machine", "many streams: machine CPU busy", "%", "lower", None),
     ("fairness", "many streams fairness min/max", "", "higher", None),
+    ("many_frame", "many streams: KiB per frame (per proxy read)", "KiB", "higher", None),
+    ("paced_cpu", "paced streams (100 x 6.4 MB/s): proxy CPU per MiB", "ms", "lower", None),
+    ("paced_load_cpu", "paced streams: client+backend CPU per MiB", "ms", "lower", None),
+    ("paced_connect_cpu", f"paced connect ({PACED_CONNECT}/s): proxy CPU per console",
+     "µs", "lower", None),
 ]
 
 
@@ -508,7 +516,7 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
     proxies = [bench.start_websockify(), bench.start_txvnc()]
     if want("connect"):
         proxies.append(bench.start_websockify("TokenFile"))
-    two = bench.start_txvnc(workers=2) if want("many", "connect") else None
+    two = bench.start_txvnc(workers=2) if want("many", "connect", "paced") else None
     targets = dict(direct)
     by_name = {p.name: p for p in proxies}
     if two is not None:
@@ -628,6 +636,33 @@ def measure_round(bench: Bench, want: Any, add: Any, secs: float, rtt_n: int) ->
                 add(system, "many", res["bytes_per_s"] / MiB)
                 add_cpu(system, "many", res)
                 add(system, "fairness", res["fairness"])
+                if res.get("frames"):
+                    # What each read of the proxy got (one frame per read).
+                    add(system, "many_frame", res["bytes_per_s"] * res["seconds"]
+                        / res["frames"] / 1024)  # fmt: skip
+        # One process and two workers doing the same work: a load both
+        # carry with CPU to spare (docs/performance.md, "Workers: the same
+        # work"), so their CPU per MiB and per console compare like with
+        # like; in the figures above one process is the limit and two
+        # workers leave the load client the limit, which costs every
+        # process more per byte.
+        if two is not None and "txvnc" in by_name:
+            paced = [by_name["txvnc"], two]
+            random.shuffle(paced)
+            for proxy in paced:
+                if want("many", "paced"):
+                    res = bench.load(
+                        "many", proxy.url(be["paced"]), 100, secs, proxy=proxy
+                    )
+                    add_cpu(proxy.name, "paced", res)
+                if want("connect", "paced"):
+                    res = bench.load(
+                        "paced-connect", proxy.url(be["hold"]), secs, PACED_CONNECT,
+                        proxy=proxy,
+                    )  # fmt: skip
+                    if res.get("opened") and "proxy_cpu_s" in res:
+                        add(proxy.name, "paced_connect_cpu",
+                            res["proxy_cpu_s"] / res["opened"] * 1e6)  # fmt: skip
     finally:
         for p in proxies:
             p.stop()
@@ -808,16 +843,27 @@ def table(medians: dict) -> str:
             return float(per["txvnc x2"] / per["txvnc"])
         return None
 
-    for key, label in (
-        ("many_cpu", "workers: CPU per MiB, x2 / x1"),
-        ("connect_cpu", "workers: CPU per console, x2 / x1"),
+    # Judged doing the same work (the paced figures); the same ratios from
+    # the figures where each runs flat out are shown beside them: there
+    # one process is the limit and two workers leave the load client the
+    # limit, and every process pays more per byte with the client's
+    # queues full (docs/performance.md, "Workers: the same work").
+    for key, label, target in (
+        ("paced_cpu", "workers: CPU per MiB, x2 / x1, same load", True),
+        ("paced_connect_cpu", "workers: CPU per console, x2 / x1, same rate", True),
+        ("many_cpu", "workers: CPU per MiB, x2 / x1, flat out", False),
+        ("connect_cpu", "workers: CPU per console, x2 / x1, flat out", False),
     ):
         r = two_to_one(key)
-        if r is not None:
+        if r is None:
+            continue
+        if target:
             verdicts.append("yes" if r <= 1.05 else "NO")
             rows.append(
                 [label, "", "", "", "", "", "", "", fmt(r), "≤ 1.05", verdicts[-1]]
             )  # fmt: skip
+        else:
+            rows.append([label, "", "", "", "", "", "", "", fmt(r), "", ""])
     ceiling_rate = medians.get("many", {}).get("ws client ceiling")
     if ceiling_rate and medians.get("many", {}).get("txvnc x2"):
         r = medians["many"]["txvnc x2"] / ceiling_rate
