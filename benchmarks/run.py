@@ -892,9 +892,10 @@ def table(medians: dict) -> str:
             ["download recorded / unrecorded (txvnc)", "", "", "", "", "", "", "",
              fmt(recorded), "≥ 0.8×", "yes" if recorded >= 0.8 else "NO"]
         )  # fmt: skip
-    # The other bound on a download ratio: the same client reading the
-    # backend's own WebSocket, no proxy at all. A proxy at that ceiling has
-    # nothing left to win with this client on this machine.
+    # The download beside the same client reading the backend's own
+    # WebSocket server (Node), with no proxy at all: how a proxy compares
+    # with serving the WebSocket directly. Not a strict bound: that backend
+    # frames in Node, which costs it more per MiB than sending plain TCP.
     for key, label in (("download", "download, Node"), ("download_c", "download, C client")):
         per = medians.get(key, {})
         if per.get("ws client ceiling") and per.get("websockify") and per.get("txvnc"):
