@@ -57,13 +57,24 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true")
     a, txvnc_args = ap.parse_known_args()
 
-    from twisted.internet import reactor
 
-    from txvnc.tap import Options, makeService
 
     tmp = Path(tempfile.mkdtemp())
     bench = R.Bench(tmp, True)
     bench.start_backend()  # the token endpoint
+    try:
+        measure(bench, tmp, a, txvnc_args)
+    finally:
+        bench.stop()
+
+
+def measure(
+    bench: R.Bench, tmp: Path, a: argparse.Namespace, txvnc_args: list[str]
+) -> None:
+    from twisted.internet import reactor
+
+    from txvnc.tap import Options, makeService
+
     echo_listener = socket.socket()
     echo_listener.bind(("127.0.0.1", 0))
     echo_listener.listen(8)
@@ -184,9 +195,14 @@ def main() -> None:
         for calls, name in rows:
             if calls >= 0.5:
                 print(f"{calls:8.2f}  {name}")
-    bench.stop()
-    os._exit(0)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        main()
+    finally:
+        # The service started threads and signal handlers: leave at once,
+        # also when something failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0 if sys.exc_info()[0] is None else 1)
