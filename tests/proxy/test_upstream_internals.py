@@ -1,6 +1,6 @@
 """
 The private parts of Twisted and Autobahn that L{txvnc.proxy.fastpath},
-L{txvnc.ops.spin} and L{txvnc.ops.dispatch} rely on, checked by name and
+L{txvnc.ops.spin}, L{txvnc.ops.dispatch} and L{txvnc.ops.loop} rely on, checked by name and
 shape and then by behaviour, so that a new release that moves them fails here, loudly and by name,
 instead of somewhere deep in a relay test (or, worse, silently: a spinner
 that is no longer called, a debug line formatted again).
@@ -24,11 +24,15 @@ from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.protocol import WebSocketProtocol
 from autobahn.websocket.xormasker import create_xor_masker
 from twisted.internet import tcp
+from twisted.internet.base import DelayedCall, ReactorBase
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.testing import StringTransport
 
 from txvnc.ops.dispatch import install as dispatch_install
 from txvnc.ops.dispatch import uninstall as dispatch_uninstall
+from txvnc.ops.loop import COMPACT_AFTER, LONGEST
+from txvnc.ops.loop import install as loop_install
+from txvnc.ops.loop import uninstall as loop_uninstall
 from txvnc.ops.spin import SpinningPoller, install, uninstall
 from txvnc.proxy.fastpath import (
     FastWebSocketProtocol,
@@ -167,15 +171,93 @@ def test_epoll_reactor_dispatch_is_the_one_ops_dispatch_replaces():
     handler = inspect.getsource(EPollReactor._doReadOrWrite)
     assert "why = selectable.doRead()" in handler
     assert "self._disconnectSelectable(selectable, why, inRead)" in handler
-    assert list(
-        inspect.signature(EPollReactor._disconnectSelectable).parameters
-    ) == ["self", "selectable", "why", "isRead", "faildict"]
+    assert list(inspect.signature(EPollReactor._disconnectSelectable).parameters) == [
+        "self",
+        "selectable",
+        "why",
+        "isRead",
+        "faildict",
+    ]
     reactor = EPollReactor()
     try:
         assert isinstance(reactor._selectables, dict)
         assert dispatch_install(reactor)
         dispatch_uninstall(reactor)
     finally:
+        reactor._poller.close()
+
+
+# -- Twisted: the reactor's loop (ops.loop)
+
+
+def test_reactor_loop_is_the_one_ops_loop_replaces():
+    """
+    C{run} starts the reactor, then calls C{mainLoop}, whose turn is
+    C{runUntilCurrent}, C{timeout} and C{doIteration(running and
+    timeout)} under the "Unexpected error in main loop" handler; and
+    C{runUntilCurrent} does something only for a call from a thread, a
+    new timed call, a due one, more than 50 cancellations making up more
+    than half the heap, or a stop: the conditions L{txvnc.ops.loop}'s
+    turn checks before it skips both. C{timeout} is the earliest call's
+    time less C{seconds()}, capped at L{LONGEST}.
+    """
+    run = inspect.getsource(ReactorBase.run)
+    assert run.index("self.startRunning(") < run.index("self.mainLoop()")
+    assert EPollReactor.run is ReactorBase.run
+    assert EPollReactor.mainLoop is ReactorBase.mainLoop
+    loop = inspect.getsource(ReactorBase.mainLoop)
+    for line in (
+        "while self._started:",
+        "with _topHandler:",
+        "self.runUntilCurrent()",
+        "t2 = self.timeout()",
+        "t = self.running and t2",
+        "self.doIteration(t)",
+        '_log.info("Main loop terminated.")',
+    ):
+        assert line in loop, line
+    assert "Unexpected error in main loop" in inspect.getsource(
+        inspect.getmodule(ReactorBase)
+    )
+    bookkeeping = inspect.getsource(ReactorBase.runUntilCurrent)
+    for line in (
+        "if self.threadCallQueue:",
+        "self._insertNewDelayedCalls()",
+        "now = self.seconds()",
+        "while self._pendingTimedCalls and (self._pendingTimedCalls[0].time <= now):",
+        f"self._cancellations > {COMPACT_AFTER}",
+        "and self._cancellations > len(self._pendingTimedCalls) >> 1",
+        "if self._justStopped:",
+    ):
+        assert line in bookkeeping, line
+    inserting = inspect.getsource(ReactorBase._insertNewDelayedCalls)
+    assert "if not self._newTimedCalls:" in inserting
+    timeout = inspect.getsource(ReactorBase.timeout)
+    for line in (
+        "if not self._pendingTimedCalls:",
+        "delay = self._pendingTimedCalls[0].time - self.seconds()",
+        f"longest = {LONGEST}",
+        "return max(0, min(longest, delay))",
+    ):
+        assert line in timeout, line
+    assert "time" in inspect.signature(DelayedCall.__init__).parameters
+    reactor = EPollReactor()
+    try:
+        assert isinstance(reactor.threadCallQueue, list)
+        assert isinstance(reactor._newTimedCalls, list)
+        assert isinstance(reactor._pendingTimedCalls, list)
+        assert reactor._cancellations == 0
+        assert reactor._justStopped is False
+        call = reactor.callLater(5, lambda: None)
+        assert reactor._newTimedCalls == [call]
+        reactor.timeout()
+        assert reactor._pendingTimedCalls == [call] and isinstance(call.time, float)
+        call.cancel()
+        assert reactor._cancellations == 1
+        assert loop_install(reactor)
+        loop_uninstall(reactor)
+    finally:
+        reactor.waker.connectionLost(None)
         reactor._poller.close()
 
 

@@ -110,8 +110,9 @@ def writable_now(transport: Any) -> bool:
     C{transport} is plain TCP, open, and holds nothing unsent: bytes may go
     straight to its socket without overtaking any.
     """
-    return bool(
-        _plain_tcp(transport)
+    return bool(  # _plain_tcp inline: runs for every read of either side
+        isinstance(transport, tcp.Connection)
+        and not transport.TLS
         and transport.connected
         and not transport.disconnecting
         and not transport._tempDataLen
@@ -182,13 +183,17 @@ def unmask(mask: bytes, payload: memoryview) -> bytes:
     return value.to_bytes(length, "little")
 
 
+#: Headers of binary frames under 126 bytes, made once.
+_SHORT_HEADERS = [bytes((_OPCODE_BINARY_FIN, n)) for n in range(126)]
+
+
 def binary_frame_header(length: int) -> bytes:
     """
     The header of an unmasked, final, binary WebSocket frame of C{length}
     payload bytes (RFC 6455 section 5.2): what a server sends.
     """
     if length < 126:
-        return bytes((_OPCODE_BINARY_FIN, length))
+        return _SHORT_HEADERS[length]
     if length < 65536:
         return bytes((_OPCODE_BINARY_FIN, 126)) + length.to_bytes(2, "big")
     return bytes((_OPCODE_BINARY_FIN, 127)) + length.to_bytes(8, "big")

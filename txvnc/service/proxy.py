@@ -19,6 +19,7 @@ from txvnc.core.audit import AuditLog
 from txvnc.httppool import API_CONNECTIONS, pooled_http_client
 from txvnc.ops.dispatch import DispatchService
 from txvnc.ops.health import Readiness, http_ok, ops_children
+from txvnc.ops.loop import LoopService
 from txvnc.ops.metrics import PrometheusConsoleEvents, ProxyCollector
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.spin import SpinService
@@ -138,9 +139,10 @@ def console_proxy(
     audit: AuditLog,
 ) -> tuple[list[IService], ConsoleProxyFactory]:
     """
-    The proxy served by this process (C{--workers 1}): the reactor's relay
-    dispatch and spin, the revocation follower and the listener, in the
-    order they start, and the factory (for the drain at shutdown).
+    The proxy served by this process (C{--workers 1}): the reactor's lean
+    loop, relay dispatch and spin, the revocation follower and the
+    listener, in the order they start, and the factory (for the drain at
+    shutdown).
 
     @param keys: the API keys; the proxy's is looked up per call, so a
         SIGHUP rotates it without touching open consoles.
@@ -155,6 +157,7 @@ def console_proxy(
     )
     assert factory.follower is not None
     services: list[IService] = [
+        LoopService(reactor),
         DispatchService(reactor),
         SpinService(reactor, settings.poll_spin),
         factory.follower,

@@ -27,6 +27,7 @@ from twisted.python import usage
 from txvnc.consoleauth.keys import PROXY, KeyRing
 from txvnc.ops.dispatch import install as install_dispatch
 from txvnc.ops.health import Readiness
+from txvnc.ops.loop import install as install_loop
 from txvnc.ops.reload import ReloadHooks
 from txvnc.ops.sharedmetrics import ENV, ProxyMetricsPublisher
 from txvnc.ops.shutdown import DrainService, SignalService
@@ -56,6 +57,8 @@ def run(settings: Settings, reactor: Any) -> None:
     keys.key_for(PROXY)
     hooks = ReloadHooks()
     hooks.add("API keys", keys.reload)
+    # Called when the reactor starts, before run() enters its loop.
+    install_loop(reactor)
     install_dispatch(reactor)
     install_spin(reactor, settings.poll_spin)
     site, factory = proxy_site(
