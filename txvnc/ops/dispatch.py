@@ -37,12 +37,13 @@ import errno
 import select
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.epollreactor import EPollReactor
 from twisted.python import log
 
+from txvnc.ops.reactorchange import ReactorChange
 from txvnc.proxy.fastpath import RELAY_MARK
 
 _READABLE = select.EPOLLIN
@@ -127,16 +128,8 @@ def uninstall(reactor: Any) -> None:
         del reactor.doIteration
 
 
-class DispatchService(Service):
+class DispatchService(ReactorChange):
     """L{install} while the service runs."""
 
     def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def startService(self) -> None:
-        super().startService()
-        install(self._reactor)
-
-    def stopService(self) -> Any:
-        uninstall(self._reactor)
-        return super().stopService()
+        super().__init__(partial(install, reactor), partial(uninstall, reactor))

@@ -34,11 +34,13 @@ tests/proxy/test_upstream_internals.py checks them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.base import ReactorBase
 from twisted.logger import Logger
+
+from txvnc.ops.reactorchange import ReactorChange
 
 # Twisted's namespace: its loop's two events read the same in the log (and
 # in any filter an operator set on them) with this loop.
@@ -124,16 +126,8 @@ def uninstall(reactor: Any) -> None:
         del reactor.mainLoop
 
 
-class LoopService(Service):
+class LoopService(ReactorChange):
     """L{install} when the service starts."""
 
     def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def startService(self) -> None:
-        super().startService()
-        install(self._reactor)
-
-    def stopService(self) -> Any:
-        uninstall(self._reactor)
-        return super().stopService()
+        super().__init__(partial(install, reactor), partial(uninstall, reactor))

@@ -37,10 +37,12 @@ import os
 import select
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.logger import Logger
+
+from txvnc.ops.reactorchange import ReactorChange
 
 _log = Logger()
 
@@ -187,7 +189,7 @@ def uninstall(reactor: Any) -> None:
         reactor._poller = poller._poller
 
 
-class SpinService(Service):
+class SpinService(ReactorChange):
     """
     Spinning for as long as the service runs: the reactor is left as it was
     until the service starts, and given back when it stops.
@@ -196,14 +198,6 @@ class SpinService(Service):
     def __init__(
         self, reactor: Any, microseconds: float, cpus: int | None = None
     ) -> None:
-        self._reactor = reactor
-        self._microseconds = microseconds
-        self._cpus = cpus
-
-    def startService(self) -> None:
-        super().startService()
-        install(self._reactor, self._microseconds, self._cpus)
-
-    def stopService(self) -> Any:
-        uninstall(self._reactor)
-        return super().stopService()
+        super().__init__(
+            partial(install, reactor, microseconds, cpus), partial(uninstall, reactor)
+        )
