@@ -208,14 +208,13 @@ async function rtt(count) {
   };
 }
 
-async function connect(seconds, concurrency) {
+// Consoles opened one at a time, each timed until it is ready: what the
+// connect figures share, whatever sets their pace.
+function openings() {
   const latencies = [];
   let failed = 0, firstError = null;
-  const w = await windowOpen();
-  const end = now() + seconds;
-  const t0 = now();
-  const worker = async () => {
-    while (now() < end) {
+  return {
+    async one() {
       const s = now();
       const c = open(target);
       try {
@@ -226,60 +225,50 @@ async function connect(seconds, concurrency) {
         firstError ??= String(e.message || e);
       }
       c.close?.();
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  const elapsed = now() - t0;
-  const win = windowClose(w);
-  latencies.sort((a, b) => a - b);
-  return {
-    ...win,
-    per_s: latencies.length / elapsed,
-    p50_us: percentile(latencies, 50),
-    p99_us: percentile(latencies, 99),
-    opened: latencies.length,
-    failed,
-    first_error: firstError,
+    },
+    result(elapsed, win) {
+      latencies.sort((a, b) => a - b);
+      return {
+        ...win,
+        per_s: latencies.length / elapsed,
+        p50_us: percentile(latencies, 50),
+        p99_us: percentile(latencies, 99),
+        opened: latencies.length,
+        failed,
+        first_error: firstError,
+      };
+    },
   };
 }
 
-async function pacedConnect(seconds, rate) {
-  const latencies = [];
-  const pending = [];
-  let failed = 0, firstError = null, started = 0;
-  const one = async () => {
-    const s = now();
-    const c = open(target);
-    try {
-      await c.ready;
-      latencies.push((now() - s) * 1e6);
-    } catch (e) {
-      failed += 1;
-      firstError ??= String(e.message || e);
-    }
-    c.close?.();
+async function connect(seconds, concurrency) {
+  const tally = openings();
+  const w = await windowOpen();
+  const end = now() + seconds;
+  const t0 = now();
+  const worker = async () => {
+    while (now() < end) await tally.one();
   };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  const elapsed = now() - t0;
+  return tally.result(elapsed, windowClose(w));
+}
+
+async function pacedConnect(seconds, rate) {
+  const tally = openings();
+  const pending = [];
+  let started = 0;
   const w = await windowOpen();
   const t0 = now();
   // Every 10 ms, as many new consoles as the rate owes by then.
   while (now() - t0 < seconds) {
     const owed = Math.floor((now() - t0) * rate) - started;
-    for (let i = 0; i < owed; i++, started++) pending.push(one());
+    for (let i = 0; i < owed; i++, started++) pending.push(tally.one());
     await sleep(0.01);
   }
   await Promise.all(pending);
   const elapsed = now() - t0;
-  const win = windowClose(w);
-  latencies.sort((a, b) => a - b);
-  return {
-    ...win,
-    per_s: latencies.length / elapsed,
-    p50_us: percentile(latencies, 50),
-    p99_us: percentile(latencies, 99),
-    opened: latencies.length,
-    failed,
-    first_error: firstError,
-  };
+  return tally.result(elapsed, windowClose(w));
 }
 
 async function openMany(count, concurrency) {
